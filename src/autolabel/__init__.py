@@ -1,0 +1,37 @@
+"""autolabel: text-prompted auto-labeling for computer-vision datasets.
+
+Public API (imported lazily so that `autolabel --help` does not pay for torch):
+
+    from autolabel import Labeler, Ontology, Detections, open_store, export_coco
+"""
+
+from __future__ import annotations
+
+import os
+
+# MPS lacks some ops OWLv2/SAM2 use; the fallback must be set before torch is first imported.
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Detections": ("autolabel.detections", "Detections"),
+    "Ontology": ("autolabel.ontology", "Ontology"),
+    "OntologyClass": ("autolabel.ontology", "OntologyClass"),
+    "DetectConfig": ("autolabel.pipeline", "DetectConfig"),
+    "Labeler": ("autolabel.pipeline", "Labeler"),
+    "Settings": ("autolabel.settings", "Settings"),
+    "open_store": ("autolabel.store", "open_store"),
+    "export_coco": ("autolabel.export.coco", "export_coco"),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'autolabel' has no attribute {name!r}")
+    import importlib
+
+    module_name, attr = _LAZY[name]
+    return getattr(importlib.import_module(module_name), attr)

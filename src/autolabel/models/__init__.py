@@ -1,0 +1,1 @@
+"""One module per model family. Heavy imports (torch, transformers) stay inside these modules."""

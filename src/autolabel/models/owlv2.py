@@ -1,0 +1,143 @@
+"""OWLv2 open-vocabulary detection through transformers' split API.
+
+``forward()`` runs the text and vision towers together for every call. We split it (the same calls
+``forward`` makes, so outputs are identical): text embeddings once per prompt set, the vision tower
+once per image, and the cheap class head per (image, prompt set). That is what lets a batch reuse one
+text encoding and lets the UI re-query a cached image with new prompts without the backbone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from autolabel.models.loading import load_pretrained
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TextQueries:
+    """Encoded prompts. ``embeds``: (Q, D) projected text embeddings; ``mask``: (Q,) bool."""
+
+    queries: tuple[str, ...]
+    embeds: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class ImageFeatures:
+    """Prompt-independent vision outputs for a batch of B images with P patches.
+
+    ``image_feats``: (B, P, D) patch embeddings fed to the class head.
+    ``pred_boxes``: (B, P, 4) float32 boxes, ``cx, cy, w, h`` normalised to the padded square.
+    """
+
+    image_feats: torch.Tensor
+    pred_boxes: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.image_feats.shape[0]
+
+    def select(self, index: int) -> "ImageFeatures":
+        return ImageFeatures(self.image_feats[index : index + 1], self.pred_boxes[index : index + 1])
+
+
+class Owlv2Detector:
+    """Model handles plus the split inference calls. Holds no per-image state."""
+
+    TEXT_CACHE_SIZE = 32
+
+    def __init__(self, model, processor, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.processor = processor
+        self.device = device
+        self.dtype = dtype
+        self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
+        self._text_cache: OrderedDict[tuple[str, ...], TextQueries] = OrderedDict()
+        self._warned_long: set[str] = set()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        """Load a checkpoint (hub id or local directory; safetensors only)."""
+        from transformers import AutoProcessor, Owlv2ForObjectDetection
+
+        processor = load_pretrained(AutoProcessor, name_or_path, "the OWLv2 processor")
+        model = load_pretrained(Owlv2ForObjectDetection, name_or_path, "the OWLv2 model", dtype=dtype)
+        return cls(model, processor, device, dtype)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square the model sees (960 for B/16, 1008 for L/14)."""
+        return int(self.model.config.vision_config.image_size)
+
+    # -- text ---------------------------------------------------------------------------------------
+
+    def encode_text(self, queries: list[str] | tuple[str, ...]) -> TextQueries:
+        """Embed prompts once; later calls with the same prompts hit a small LRU cache."""
+        key = tuple(queries)
+        cached = self._text_cache.get(key)
+        if cached is not None:
+            self._text_cache.move_to_end(key)
+            return cached
+        self._warn_truncated(key)
+        tokens = self.processor.tokenizer(
+            list(key), padding="max_length", truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+        ).to(self.device)
+        with torch.inference_mode():
+            embeds = self.model.owlv2.get_text_features(**tokens).pooler_output
+        # forward() marks a query as padding when its first token is the pad id (0).
+        encoded = TextQueries(key, embeds, tokens["input_ids"][:, 0] > 0)
+        self._text_cache[key] = encoded
+        if len(self._text_cache) > self.TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return encoded
+
+    def _warn_truncated(self, queries: tuple[str, ...]) -> None:
+        lengths = self.processor.tokenizer(list(queries), truncation=False)["input_ids"]
+        for query, ids in zip(queries, lengths):
+            if len(ids) > self.max_text_tokens and query not in self._warned_long:
+                self._warned_long.add(query)
+                log.warning("prompt %r is %d tokens; OWLv2 reads only the first %d, the rest is ignored",
+                            query, len(ids), self.max_text_tokens)
+
+    # -- images -------------------------------------------------------------------------------------
+
+    def preprocess(self, images) -> torch.Tensor:
+        """RGB PIL images -> (B, 3, S, S) pixel values exactly as the stock processor makes them
+        (normalise, pad bottom/right to square, resize to S)."""
+        pixel_values = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        return pixel_values.to(device=self.device, dtype=self.dtype)
+
+    def encode_images(self, pixel_values: torch.Tensor) -> ImageFeatures:
+        """Run the vision tower and the prompt-independent box head."""
+        with torch.inference_mode():
+            feature_map, _ = self.model.image_embedder(pixel_values=pixel_values)
+            b, h, w, d = feature_map.shape
+            image_feats = feature_map.reshape(b, h * w, d)
+            pred_boxes = self.model.box_predictor(image_feats, feature_map)
+        return ImageFeatures(image_feats, pred_boxes.float())
+
+    def class_logits(self, features: ImageFeatures, text: TextQueries) -> torch.Tensor:
+        """(B, P, Q) float32 logits of every patch for every query."""
+        b = len(features)
+        embeds = text.embeds.unsqueeze(0).expand(b, -1, -1)
+        mask = text.mask.unsqueeze(0).expand(b, -1)
+        with torch.inference_mode():
+            logits, _ = self.model.class_predictor(features.image_feats, embeds, mask)
+        return logits.float()
+
+
+def boxes_to_pixels(pred_boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(P, 4) normalised ``cx, cy, w, h`` in the padded square -> (P, 4) ``xyxy`` pixels.
+
+    The processor pads bottom/right to a square before resizing, so both axes scale by the longer
+    side of the original image.
+    """
+    side = float(max(width, height))
+    cx, cy, w, h = pred_boxes.T
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32) * side

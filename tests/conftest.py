@@ -1,0 +1,30 @@
+"""Shared fixtures. No test reaches the network: models are tiny random checkpoints built here and
+loaded through the same path as a hub id (a local directory)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXIF_DIR = REPO_ROOT.parent / "shared" / "data" / "exif"
+
+
+@pytest.fixture(scope="session")
+def tiny_owlv2(tmp_path_factory) -> Path:
+    """A 64 px OWLv2 (4x4 patches) with random weights, saved as a checkpoint directory."""
+    from autolabel.testing.owlv2_checkpoint import build_owlv2_checkpoint
+
+    return build_owlv2_checkpoint(tmp_path_factory.mktemp("owlv2-tiny"))
+
+
+@pytest.fixture(scope="session")
+def exif_dir() -> Path:
+    if not EXIF_DIR.is_dir():
+        pytest.skip(f"EXIF sample images not found at {EXIF_DIR}")
+    return EXIF_DIR

@@ -1,0 +1,72 @@
+"""Post-processing with controlled raw outputs whose right answer is known."""
+
+import numpy as np
+import pytest
+
+from autolabel.errors import ConfigError
+from autolabel.ontology import Ontology
+from autolabel.pipeline import DetectConfig, Labeler, postprocess
+
+
+def _logit(p):
+    return float(np.log(p / (1 - p)))
+
+
+def _raw(boxes_cxcywh, scores_per_query):
+    return np.array(scores_per_query, dtype=np.float32), np.array(boxes_cxcywh, dtype=np.float32)
+
+
+ONT = Ontology.from_classes([{"name": "car", "prompts": ["car", "van"], "threshold": 0.5}, {"name": "person"}])
+
+
+def test_boxes_scale_by_longer_side_and_padding_boxes_are_dropped():
+    # 200 x 100 image: padded to 200 x 200, so the lower half of the square is padding.
+    logits, boxes = _raw(
+        [[0.25, 0.25, 0.1, 0.1],  # inside the image
+         [0.5, 0.75, 0.2, 0.2],  # wholly in the padding: dropped
+         [0.5, 0.5, 0.2, 0.2]],  # straddles the image edge: clipped to y1 = 100
+        [[_logit(0.9), -9, -9]] * 3,
+    )
+    dets = postprocess(logits, boxes, 200, 100, ONT, DetectConfig(threshold=0.0, nms_iou=None))
+    np.testing.assert_allclose(dets.xyxy, [[40, 40, 60, 60], [80, 80, 120, 100]], atol=1e-4)
+
+
+def test_per_class_threshold_and_best_query_decides_class():
+    logits, boxes = _raw(
+        [[0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.1, 0.1], [0.8, 0.2, 0.1, 0.1]],
+        [[_logit(0.4), -9, -9],  # car at 0.4 < its own threshold 0.5: dropped
+         [-9, _logit(0.7), -9],  # matched by "van" -> class car, prompt 1
+         [-9, -9, _logit(0.2)]],  # person at 0.2 > global 0.1: kept
+    )
+    dets = postprocess(logits, boxes, 100, 100, ONT, DetectConfig(threshold=0.1, nms_iou=None))
+    assert dets.class_ids.tolist() == [0, 1]
+    assert dets.prompt_ids.tolist() == [1, 2]
+    np.testing.assert_allclose(dets.scores, [0.7, 0.2], atol=1e-6)
+
+
+def test_nms_per_class_and_agnostic():
+    box = [0.5, 0.5, 0.2, 0.2]
+    logits, boxes = _raw([box, box, box], [[_logit(0.9), -9, -9], [_logit(0.8), -9, -9], [-9, -9, _logit(0.85)]])
+    per_class = postprocess(logits, boxes, 100, 100, ONT, DetectConfig(threshold=0.1, nms_iou=0.5))
+    assert per_class.class_ids.tolist() == [0, 1]  # the second car is suppressed, the person is not
+    agnostic = postprocess(logits, boxes, 100, 100, ONT, DetectConfig(threshold=0.1, nms_iou=0.5, agnostic_nms_iou=0.5))
+    assert agnostic.class_ids.tolist() == [0]
+
+
+def test_area_filters():
+    logits, boxes = _raw([[0.5, 0.5, 0.9, 0.9], [0.5, 0.5, 0.05, 0.05], [0.2, 0.2, 0.3, 0.3]], [[_logit(0.9), -9, -9]] * 3)
+    dets = postprocess(logits, boxes, 100, 100, ONT, DetectConfig(threshold=0.1, nms_iou=None, min_area_frac=0.01, max_area_frac=0.5))
+    np.testing.assert_allclose(dets.xyxy, [[5, 5, 35, 35]], atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": 1.5}, {"nms_iou": 0.0}, {"min_area_frac": 0.6, "max_area_frac": 0.5}])
+def test_bad_detect_config(kwargs):
+    with pytest.raises(ConfigError):
+        DetectConfig(**kwargs)
+
+
+def test_labeler_checks_mode():
+    with pytest.raises(ConfigError, match="SAM2"):
+        Labeler(ONT, model="x", mode="segment")
+    with pytest.raises(ConfigError, match="mode"):
+        Labeler(ONT, model="x", mode="classify")
