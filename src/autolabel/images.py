@@ -1,0 +1,575 @@
+"""Find, open, validate, orient and convert images.
+
+Coordinate frame contract
+-------------------------
+Everything after this module works in the **oriented frame**: the pixel grid you get after applying
+the file's EXIF orientation (tag 0x0112, values 1-8; 5-8 swap width and height). ``load_image``
+applies the orientation exactly once, before any other pixel operation, and reports ``width`` and
+``height`` of the *original full-resolution* image in that frame. Boxes, masks and exported sizes are
+all expressed in that frame at that resolution.
+
+When a caller asks for a reduced decode (``max_side``), the returned pixels are smaller but
+``width``/``height`` still describe the original; ``scale`` is the factor from original to returned
+pixels (``x_returned = x_original * scale``), so boxes found on the reduced image map back with
+``x_original = x_returned / scale``.
+
+Every returned image is 8-bit ``RGB``. Transparent pixels are composited onto white
+(``ALPHA_BACKGROUND``): dropping alpha would expose whatever colour the encoder left under
+transparent pixels (often black, hiding dark logos and line art), and white is what a reviewer sees
+when the file is shown in a browser or the review UI.
+
+Pillow safety: no Pillow globals are changed. Our own pixel limit (``max_pixels``) is checked on the
+header before any decoding; Pillow's decompression-bomb guard stays active (its error becomes an
+``ImageLoadError``; its warning is silenced only around our own calls), and truncated files fail
+instead of decoding as half-grey images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import stat
+import struct
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from autolabel.errors import ConfigError, ImageLoadError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ALPHA_BACKGROUND",
+    "IMAGE_EXTENSIONS",
+    "LoadedImage",
+    "discover_images",
+    "file_sha256",
+    "load_image",
+    "oriented_size",
+]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+#: Colour that transparent pixels are composited onto (see module docstring).
+ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+
+#: Pillow's default MAX_IMAGE_PIXELS (89_478_485) times two, i.e. the size at which Pillow itself
+#: refuses to open a file. Raising ``max_pixels`` above this does not lift Pillow's own guard.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+# Only these Pillow plugins may identify a file: an exotic format hiding behind a .jpg name is
+# rejected instead of reaching a rarely exercised decoder. Multi-picture JPEGs (MPO, many phone
+# photos) are opened by the JPEG plugin and come back with format "MPO"; frame 0 is the photo.
+_ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+
+# Files up to this size are read once into memory (hash and decode the same bytes); larger ones are
+# hashed by streaming and decoded from disk, so memory stays bounded.
+_MAX_IN_MEMORY_BYTES = 256 * 1024 * 1024
+_CHUNK = 1024 * 1024
+
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# Errors Pillow (and the decoders under it) raise for malformed input, while opening or decoding.
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+    Image.DecompressionBombError,
+    MemoryError,
+)
+
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+_DIRECT_MODES = frozenset({"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV"})
+_UINT16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_HIGH_DEPTH_MODES = _UINT16_MODES | {"I", "F"}
+_SUPPORTED_MODES = _ALPHA_MODES | _DIRECT_MODES | _HIGH_DEPTH_MODES
+
+
+# --------------------------------------------------------------------------------------------------
+# Discovery
+
+
+def discover_images(inputs: Iterable[str | Path] | str | Path) -> list[Path]:
+    """Expand files and folders into a sorted, de-duplicated list of absolute, resolved paths.
+
+    - A named file is always included, whatever its extension or name, so a wrong file gets a clear
+      per-file error from ``load_image`` instead of vanishing silently.
+    - A folder is walked recursively; inside it only files whose extension (case-insensitive) is in
+      ``IMAGE_EXTENSIONS`` are kept, and files and folders whose name starts with ``.`` are skipped.
+    - Symbolic links are followed; each real folder is walked once, so link loops terminate.
+    - A single path (not wrapped in a list) is accepted too.
+
+    Raises:
+        ConfigError: an input does not exist, is neither a file nor a folder, or a named folder
+            cannot be listed.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    found: set[Path] = set()
+    visited: set[tuple[int, int]] = set()
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise ConfigError(f"input path does not exist: {path}")
+        if path.is_dir():
+            found.update(_walk_folder(path.resolve(), visited))
+        elif path.is_file():
+            found.add(path.resolve())
+        else:
+            raise ConfigError(f"input is neither a file nor a folder: {path}")
+    return sorted(found)
+
+
+def _walk_folder(root: Path, visited: set[tuple[int, int]]) -> Iterator[Path]:
+    """Yield resolved image paths under ``root`` (already resolved); see ``discover_images``."""
+    key = _dev_inode(root)
+    if key is not None:
+        visited.add(key)
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            if folder == root:
+                raise ConfigError(f"cannot read folder {root}: {exc.strerror or exc}") from exc
+            logger.warning("skipping unreadable folder %s: %s", folder, exc.strerror or exc)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+                is_file = not is_dir and entry.is_file()
+            except OSError:  # e.g. a link loop (ELOOP) or a vanished entry
+                continue
+            if is_dir:
+                sub = _resolve_entry(entry)
+                key = _dev_inode(sub)
+                if key is not None and key not in visited:
+                    visited.add(key)
+                    stack.append(sub)
+            elif is_file and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                yield _resolve_entry(entry)
+
+
+def _resolve_entry(entry: os.DirEntry) -> Path:
+    # Parents are already resolved, so only links need the (slower) resolve call.
+    path = Path(entry.path)
+    return path.resolve() if entry.is_symlink() else path
+
+
+def _dev_inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image in the oriented frame (see module docstring).
+
+    Attributes:
+        path: the file it came from.
+        image: 8-bit ``RGB`` pixels, EXIF orientation applied, metadata dropped. Its size is
+            ``(width, height)``, or about ``(width * scale, height * scale)`` after a reduced decode.
+        width: oriented width of the original full-resolution image, in pixels.
+        height: oriented height of the original full-resolution image, in pixels.
+        sha256: hex SHA-256 of the file's bytes.
+        scale: returned / original size, taken on the long side (which is exact there; the short
+            side is rounded to whole pixels). 1.0 unless ``max_side`` shrank the image.
+    """
+
+    path: Path
+    image: Image.Image
+    width: int
+    height: int
+    sha256: str
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"width and height must be positive, got {self.width}x{self.height}")
+        if self.image.mode != "RGB":
+            raise ValueError(f"image must be RGB, got mode {self.image.mode}")
+        if not 0.0 < self.scale <= 1.0:
+            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
+
+
+def load_image(
+    path: str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
+) -> LoadedImage:
+    """Open, validate, orient and convert one image file to RGB.
+
+    Args:
+        path: the image file.
+        max_pixels: largest allowed ``width * height``, checked on the header before decoding.
+        max_side: if given, return pixels whose long side is ``min(max_side, original long side)``;
+            JPEGs are decoded directly at a reduced DCT scale (``Image.draft``, never below the
+            target), then every format gets a high-quality downscale to exactly that size. The
+            original size is still reported in ``width``/``height``; see ``LoadedImage.scale``.
+
+    Returns:
+        LoadedImage whose ``image`` is RGB in the oriented frame.
+
+    Raises:
+        ImageLoadError: one readable line naming the file and the reason (missing, empty, not an
+            allowed image format, corrupt or truncated data, too many pixels, unsupported mode).
+        ValueError: ``max_pixels`` or ``max_side`` is not a positive integer.
+    """
+    _check_positive("max_pixels", max_pixels)
+    if max_side is not None:
+        _check_positive("max_side", max_side)
+    path = Path(path)
+    data, sha256 = _read_and_hash(path)
+    source: IO[bytes] = io.BytesIO(data) if data is not None else _open_file(path)
+    with source, _quiet_bomb_warning():
+        try:
+            image, width, height, scale = _decode(source, path, max_pixels, max_side)
+        except _DECODE_ERRORS as exc:
+            raise _decode_error(path, exc) from exc
+    return LoadedImage(path=path, image=image, width=width, height=height, sha256=sha256, scale=scale)
+
+
+def oriented_size(path: str | Path) -> tuple[int, int]:
+    """Return ``(width, height)`` of the image after EXIF orientation, reading only the header.
+
+    Agrees with ``load_image(path).width/height`` by construction (same orientation rule).
+
+    Raises:
+        ImageLoadError: the file is missing, empty, or not a readable image of an allowed format.
+    """
+    path = Path(path)
+    _check_regular_nonempty(path)
+    with _open_file(path) as fp, _quiet_bomb_warning():
+        try:
+            with Image.open(fp, formats=_ALLOWED_FORMATS) as im:
+                return _oriented(_stored_size(im), _header_orientation(im, fp))
+        except _DECODE_ERRORS as exc:
+            raise _decode_error(path, exc) from exc
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (constant memory).
+
+    Raises:
+        ImageLoadError: the file cannot be read.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    with _open_file(path) as fp:
+        try:
+            while n := fp.readinto(buffer):
+                digest.update(view[:n])
+        except OSError as exc:
+            raise ImageLoadError(_one_line(f"{path}: cannot read file ({exc})")) from exc
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading: steps
+
+
+def _decode(
+    fp: IO[bytes], path: Path, max_pixels: int, max_side: int | None
+) -> tuple[Image.Image, int, int, float]:
+    """Decode ``fp`` -> (RGB image in the oriented frame, original oriented width, height, scale)."""
+    with Image.open(fp, formats=_ALLOWED_FORMATS) as im:
+        stored_w, stored_h = _stored_size(im)
+        if stored_w < 1 or stored_h < 1:
+            raise ImageLoadError(f"{path}: image has no pixels ({stored_w}x{stored_h})")
+        if stored_w * stored_h > max_pixels:
+            # Checked on the header: nothing has been decoded yet.
+            raise ImageLoadError(
+                f"{path}: image is {stored_w}x{stored_h} = {stored_w * stored_h} pixels, "
+                f"over the limit of {max_pixels}"
+            )
+        if im.mode not in _SUPPORTED_MODES:
+            raise ImageLoadError(f"{path}: unsupported image mode {im.mode!r}")
+        orientation = _header_orientation(im, fp)
+        width, height = _oriented((stored_w, stored_h), orientation)
+        target = _target_size(width, height, max_side)
+        if target is not None and im.format in _JPEG_FORMATS:
+            # DCT-domain downscale by 1/2, 1/4 or 1/8; draft never goes below the requested size.
+            # The request is in the stored frame, hence the swap back for orientations 5-8.
+            im.draft(im.mode, _oriented(target, orientation))
+        im.load()  # raises OSError on truncated data (LOAD_TRUNCATED_IMAGES stays False)
+        transpose = _TRANSPOSE.get(_orientation_left_after_load(im, orientation))
+        oriented = im.transpose(transpose) if transpose is not None else im
+        rgb = _to_rgb(oriented)
+    rgb.info = {}  # drop EXIF/XMP so that saving the pixels can never re-apply the orientation
+    _check_decoded_frame(rgb.size, (width, height), target, path)
+    if target is None:
+        return rgb, width, height, 1.0
+    resized = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return resized, width, height, max(target) / max(width, height)
+
+
+def _check_decoded_frame(
+    decoded: tuple[int, int], oriented: tuple[int, int], target: tuple[int, int] | None, path: Path
+) -> None:
+    """Guard the frame contract against decoder quirks (e.g. a plugin that orients on its own).
+
+    Without ``target`` the decoded size must equal the oriented header size. With one (JPEG draft
+    may have shrunk the decode) it must lie between the target and the original, same aspect ratio.
+    """
+    (dw, dh), (w, h) = decoded, oriented
+    if target is None:
+        ok = (dw, dh) == (w, h)
+    else:
+        within = target[0] <= dw <= w and target[1] <= dh <= h
+        ok = within and abs(dw * h - dh * w) <= w + h  # draft rounds each side up by < 1 pixel
+    if not ok:
+        raise ImageLoadError(f"{path}: decoded size {dw}x{dh} does not match the header size {w}x{h}")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any supported mode -> a new 8-bit RGB image of the same size (alpha onto ALPHA_BACKGROUND)."""
+    if im.mode in _HIGH_DEPTH_MODES:
+        gray = _high_depth_to_l(im)
+        if _has_transparency_key(im):
+            alpha = np.asarray(im) != im.info["transparency"]
+            return _composite(gray.convert("RGB"), Image.fromarray(alpha.astype(np.uint8) * 255))
+        return gray.convert("RGB")
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        # "transparency" covers palette tRNS and PNG colour keys on L/RGB images.
+        rgba = im.convert("RGBA")
+        return _composite(rgba.convert("RGB"), rgba.getchannel("A"))
+    return im.convert("RGB")
+
+
+def _composite(rgb: Image.Image, alpha: Image.Image) -> Image.Image:
+    """Blend ``rgb`` over ALPHA_BACKGROUND using ``alpha`` (mode L, 255 = opaque)."""
+    if alpha.getextrema() == (255, 255):
+        return rgb
+    out = Image.new("RGB", rgb.size, ALPHA_BACKGROUND)
+    out.paste(rgb, mask=alpha)
+    return out
+
+
+def _has_transparency_key(im: Image.Image) -> bool:
+    return isinstance(im.info.get("transparency"), int)
+
+
+def _high_depth_to_l(im: Image.Image) -> Image.Image:
+    """16-bit, 32-bit int and float images -> 8-bit L.
+
+    Pillow's own ``convert("L")`` clips these at 255, which turns most 16-bit images white.
+    16-bit modes are rescaled by their declared range (v / 257, so 65535 -> 255). Modes ``I`` and
+    ``F`` carry no declared range, so it is inferred: values within 0-255 are kept, within 0-65535
+    treated as 16-bit, floats within 0-1 as unit range; anything else is stretched min..max.
+    """
+    arr = np.asarray(im).astype(np.float32)
+    if im.mode in _UINT16_MODES:
+        out = np.round(arr / 257.0)
+    else:
+        finite = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        out = _infer_range_to_u8(finite, floating=im.mode == "F")
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+def _infer_range_to_u8(arr: np.ndarray, *, floating: bool) -> np.ndarray:
+    lo, hi = float(arr.min()), float(arr.max())
+    if floating and lo >= 0.0 and hi <= 1.0:
+        return np.round(arr * 255.0)
+    if lo >= 0.0 and hi <= 255.0:
+        return np.round(arr)
+    if not floating and lo >= 0.0 and hi <= 65535.0:
+        return np.round(arr / 257.0)
+    if hi == lo:
+        return np.zeros_like(arr)
+    return np.round((arr - lo) * (255.0 / (hi - lo)))
+
+
+def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
+    """Oriented size with the long side at ``max_side``, or None if no shrinking is needed."""
+    long_side = max(width, height)
+    if max_side is None or long_side <= max_side:
+        return None
+    short = max(1, round(min(width, height) * max_side / long_side))
+    return (max_side, short) if width >= height else (short, max_side)
+
+
+# --------------------------------------------------------------------------------------------------
+# Orientation
+
+
+def _stored_size(im: Image.Image) -> tuple[int, int]:
+    """(w, h) of the pixel data as stored in the file, before orientation.
+
+    Pillow's TIFF plugin reports ``size`` already swapped for orientations 5-8 while still decoding
+    the stored grid, so for TIFF the size comes from the ImageWidth/ImageLength tags.
+    """
+    if im.format == "TIFF":
+        tags = im.tag_v2  # type: ignore[attr-defined]
+        return int(tags[256]), int(tags[257])
+    return im.size
+
+
+def _oriented(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """Stored (w, h) -> oriented (w, h); orientations 5-8 swap the axes (the mapping is its own inverse)."""
+    return (size[1], size[0]) if orientation >= 5 else size
+
+
+def _header_orientation(im: Image.Image, fp: IO[bytes]) -> int:
+    """The EXIF orientation (1-8) from the header, without decoding pixels.
+
+    Invalid or unreadable values count as 1 (no change), like browsers do. PNG needs care: Pillow's
+    ``PngImageFile.getexif`` decodes the whole image to look for an ``eXIf`` chunk after the image
+    data, so we read the info gathered at open and, failing that, walk the chunk headers ourselves.
+    """
+    position = fp.tell()  # TIFF reads its IFD from fp; Pillow expects fp where it left it
+    try:
+        if im.format == "PNG":
+            exif = Image.Image.getexif(im)  # the base method: header info only
+            if _ORIENTATION_TAG not in exif:
+                trailing = _png_trailing_exif(fp)
+                if trailing is not None:
+                    exif = Image.Exif()
+                    exif.load(b"Exif\x00\x00" + trailing)
+        else:
+            exif = im.getexif()
+        value = exif.get(_ORIENTATION_TAG, 1)
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError, struct.error) as exc:
+        logger.debug("unreadable EXIF (%s); treating orientation as 1", exc)
+        return 1
+    finally:
+        fp.seek(position)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _orientation_left_after_load(im: Image.Image, orientation: int) -> int:
+    """The part of ``orientation`` that the decoder has not applied itself.
+
+    Pillow's TIFF plugin (recent versions) transposes while loading and then deletes the tag, so
+    applying it again would rotate twice; other plugins leave the stored grid untouched.
+    """
+    if im.format == "TIFF" and im.tag_v2.get(_ORIENTATION_TAG) != orientation:  # type: ignore[attr-defined]
+        return 1
+    return orientation
+
+
+def _png_trailing_exif(fp: IO[bytes]) -> bytes | None:
+    """Payload of the first ``eXIf`` chunk, found by walking chunk headers (data is skipped)."""
+    fp.seek(8)  # PNG signature
+    while len(head := fp.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"eXIf":
+            payload = fp.read(length)
+            return payload if len(payload) == length else None
+        if kind == b"IEND":
+            return None
+        fp.seek(length + 4, io.SEEK_CUR)  # data + CRC
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Files and errors
+
+
+def _read_and_hash(path: Path) -> tuple[bytes | None, str]:
+    """Return (file bytes, sha256); bytes are None for files too large to hold in memory."""
+    size = _check_regular_nonempty(path)
+    if size > _MAX_IN_MEMORY_BYTES:
+        return None, file_sha256(path)
+    with _open_file(path) as fp:
+        try:
+            data = fp.read()
+        except OSError as exc:
+            raise ImageLoadError(_one_line(f"{path}: cannot read file ({exc})")) from exc
+    if not data:  # the file shrank between stat and read
+        raise ImageLoadError(f"{path}: empty file (0 bytes)")
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _check_regular_nonempty(path: Path) -> int:
+    """Return the file size; raise ImageLoadError if missing, not a regular file, or empty."""
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise ImageLoadError(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise ImageLoadError(_one_line(f"{path}: cannot access file ({exc.strerror or exc})")) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageLoadError(f"{path}: not a regular file")
+    if st.st_size == 0:
+        raise ImageLoadError(f"{path}: empty file (0 bytes)")
+    return st.st_size
+
+
+def _open_file(path: Path) -> IO[bytes]:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError as exc:
+        raise ImageLoadError(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise ImageLoadError(_one_line(f"{path}: cannot open file ({exc.strerror or exc})")) from exc
+
+
+@contextlib.contextmanager
+def _quiet_bomb_warning() -> Iterator[None]:
+    """Silence Pillow's DecompressionBombWarning inside this block only.
+
+    Our own ``max_pixels`` check is the policy; Pillow's hard error above twice its limit still
+    applies. (``catch_warnings`` swaps the process-wide filter list, so under threads the silencing
+    may leak briefly into other threads; it never changes Pillow's settings.)
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _decode_error(path: Path, exc: BaseException) -> ImageLoadError:
+    """Translate a Pillow/decoder exception into a one-line ImageLoadError."""
+    if isinstance(exc, UnidentifiedImageError):
+        allowed = ", ".join(_ALLOWED_FORMATS)
+        reason = f"not an image in a supported format ({allowed})"
+    elif isinstance(exc, Image.DecompressionBombError):
+        reason = f"too many pixels for Pillow's decompression-bomb guard ({exc})"
+    elif isinstance(exc, MemoryError):
+        reason = "out of memory while decoding"
+    else:
+        reason = f"corrupt or truncated image data ({type(exc).__name__}: {exc})"
+    return ImageLoadError(_one_line(f"{path}: {reason}"))
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
