@@ -1,0 +1,5 @@
+"""``python -m autolabel`` is the ``autolabel`` command."""
+
+from autolabel.cli import main
+
+main()
