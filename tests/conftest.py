@@ -28,3 +28,11 @@ def exif_dir() -> Path:
     if not EXIF_DIR.is_dir():
         pytest.skip(f"EXIF sample images not found at {EXIF_DIR}")
     return EXIF_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2(tmp_path_factory) -> Path:
+    """A 128 px SAM2 with random weights, saved as a checkpoint directory."""
+    from autolabel.testing.sam2_checkpoint import build_sam2_checkpoint
+
+    return build_sam2_checkpoint(tmp_path_factory.mktemp("sam2-tiny"))

@@ -55,6 +55,37 @@ def test_label_then_export(tiny_owlv2, tmp_path):
     assert [c["name"] for c in coco["categories"]] == ["car", "person"]
 
 
+def test_segment_mode_stores_masks_and_exports_polygons(tiny_owlv2, tiny_sam2, tmp_path):
+    from autolabel.geometry import rle_to_mask
+
+    photos = _photos(tmp_path / "photos", 2)
+    result = _invoke("label", photos, "--out", tmp_path / "run", "--prompt", "thing", "--model", tiny_owlv2,
+                     "--sam-model", tiny_sam2, "--mode", "segment", "--threshold", "0.0", "--quiet")
+    assert result.exit_code == 0, result.output
+    db = sqlite3.connect(tmp_path / "run" / "autolabel.db")
+    rows = db.execute("SELECT i.width, i.height, d.rle FROM detections d JOIN images i ON i.id = d.image_id").fetchall()
+    assert rows and all(rle is not None for _, _, rle in rows)
+    for width, height, rle in rows:  # masks at the original oriented resolution
+        assert rle_to_mask(json.loads(rle)).shape == (height, width)
+    for masks in ("polygon", "rle"):
+        out = tmp_path / f"export-{masks}"
+        assert _invoke("export", tmp_path / "run", "--out", out, "--masks", masks).exit_code == 0
+        anns = json.loads((out / "coco_export.json").read_text())["annotations"]
+        assert len(anns) == len(rows)
+        non_empty = [a for a in anns if a["area"] > 0]
+        assert non_empty, "random weights still give some non-empty masks"
+        for ann in non_empty:
+            segmentation = ann["segmentation"]
+            assert isinstance(segmentation, dict if masks == "rle" else list) and segmentation
+
+
+def test_detect_mode_never_loads_sam2(tiny_owlv2, tmp_path):
+    photos = _photos(tmp_path / "photos", 1)
+    result = _invoke("label", photos, "--out", tmp_path / "run", "--prompt", "thing", "--model", tiny_owlv2,
+                     "--sam-model", tmp_path / "no-such-sam", "--quiet")
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
