@@ -62,15 +62,20 @@ def label(inputs, out_dir, prompts, ontology_file, mode, model, sam_model, thres
                       mode=mode, config=config, device=settings.device, dtype=settings.dtype)
 
     started = time.perf_counter()
-    bar = tqdm(disable=quiet, unit="img", desc="labelling", dynamic_ncols=True)
+    bars = []  # created once the work is known, so a refused run prints no empty bar
+
+    def on_total(total: int) -> None:
+        bars.append(tqdm(total=total, disable=quiet, unit="img", desc="labelling", dynamic_ncols=True))
+
     with open_store(out_dir) as store:
         try:
             summary = label_into_store(
                 labeler, inputs, store, batch_size=settings.batch_size, max_pixels=settings.max_image_pixels,
-                on_total=lambda n: setattr(bar, "total", n) or bar.refresh(), on_progress=bar.update,
+                on_total=on_total, on_progress=lambda n: bars[0].update(n),
             )
         finally:
-            bar.close()
+            for bar in bars:
+                bar.close()
     elapsed = time.perf_counter() - started
     click.echo(f"images: {summary.done} done, {summary.failed} failed, {summary.skipped} skipped (already done)"
                f" in {elapsed:.1f}s ({summary.images_per_second:.2f} img/s)")
