@@ -204,6 +204,42 @@ class Store:
                         rows,
                     )
 
+    def write_human_labels(self, items: list[tuple[ImageResult, list[tuple[str, tuple, dict | None]]]]) -> None:
+        """Store images with human labels (an imported dataset) in one transaction.
+
+        Each item is ``(image, labels)``; a label is ``(class_name, xyxy, rle_or_None)`` in original
+        oriented pixels. Labels are stored as ``source='human'``, ``review='accepted'``, no score, and
+        the image is marked reviewed. Re-writing an image replaces its human labels (idempotent
+        re-import); its model labels, if any, stay.
+        """
+        if not items:
+            return
+        names = set(self.ontology.names)
+        now = time.time()
+        with self._transaction():
+            for res, labels in items:
+                status = "failed" if res.error else "done"
+                self._conn.execute(
+                    """INSERT INTO images (path, sha256, width, height, status, error, reviewed, updated_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, width=excluded.width,
+                         height=excluded.height, status=excluded.status, error=excluded.error,
+                         reviewed=excluded.reviewed, updated_at=excluded.updated_at""",
+                    (res.path, res.sha256, res.width, res.height, status, res.error, int(not res.error), now),
+                )
+                image_id = self._conn.execute("SELECT id FROM images WHERE path = ?", (res.path,)).fetchone()[0]
+                self._conn.execute("DELETE FROM detections WHERE image_id = ? AND source = 'human'", (image_id,))
+                rows = []
+                for class_name, xyxy, rle in labels:
+                    if class_name not in names:
+                        raise StoreError(f"unknown class {class_name!r}; the run's classes are {', '.join(sorted(names))}")
+                    rows.append((image_id, class_name, *map(float, xyxy), json.dumps(rle) if rle else None))
+                self._conn.executemany(
+                    """INSERT INTO detections (image_id, class_name, prompt, score, x0, y0, x1, y1, rle, source, review)
+                       VALUES (?, ?, NULL, NULL, ?, ?, ?, ?, ?, 'human', 'accepted')""",
+                    rows,
+                )
+
     # -- reads --------------------------------------------------------------------------------------
 
     def done_among(self, paths: list[str]) -> set[str]:

@@ -63,5 +63,14 @@ def _register() -> None:
     main.add_command(label.label)
     main.add_command(export.export)
 
+    from autolabel.cli import eval as eval_cmd, import_  # datasets in, evaluation against them
+
+    main.add_command(import_.import_)
+    main.add_command(eval_cmd.eval_)
+
+    from autolabel.cli import ui  # the web UI (gradio is imported only when the command runs)
+
+    main.add_command(ui.ui)
+
 
 _register()

@@ -6,40 +6,84 @@ import click
 
 from autolabel.cli import handle_errors
 
-FORMATS = ["coco"]
+FORMATS = ["coco", "yolo", "voc", "labelstudio"]
+
+
+def read_thresholds(path: str) -> dict[str, float]:
+    """Per-class thresholds of an ontology file (e.g. the ``thresholds.yaml`` that ``eval`` writes)."""
+    from autolabel.ontology import Ontology
+
+    ontology = Ontology.from_file(path)
+    return {c.name: c.threshold for c in ontology.classes if c.threshold is not None}
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="coco", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="coco", show_default=True,
+              help="coco (JSON per split), yolo (Ultralytics), voc (XML per image), labelstudio (tasks with predictions).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--image-size", default=None, help="Resize copies: N (longest side) or WxH (exact). Coordinates follow.")
-@click.option("--masks", type=click.Choice(["polygon", "rle"]), default="polygon", show_default=True, help="Segmentation format for masks.")
+@click.option("--image-size", default=None, help="Resize copies: N (longest side) or WxH (exact stretch). Coordinates follow.")
+@click.option("--letterbox", is_flag=True, help="With --image-size: fit inside N x N (or WxH) keeping the aspect ratio, pad with gray 114.")
+@click.option("--split", "split", default=None, metavar="NAME=F,...", help="Split by image, e.g. train=0.8,val=0.2[,test=0.1].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--stratify", is_flag=True, help="Split each class in proportion (by the image's rarest class).")
+@click.option("--drop-empty", is_flag=True, help="Leave out images without labels (default: keep them as negatives).")
+@click.option("--masks", type=click.Choice(["polygon", "rle", "none"]), default="polygon", show_default=True,
+              help="Masks as polygons, COCO RLE (coco only), or none (boxes only).")
+@click.option("--thresholds", "--ontology", "thresholds_file", type=click.Path(exists=True, dir_okay=False),
+              help="Ontology file with per-class thresholds (e.g. from `autolabel eval`): export only labels scoring above them.")
+@click.option("--image-prefix", default=None, help="labelstudio: URL prefix of data.image (default /data/local-files/?d=).")
 @click.option("--zip", "as_zip", is_flag=True, help="Write one ZIP (OUT/dataset.zip) instead of loose files.")
 @click.option("--max-pixels", type=int, default=None, help="Decompression-bomb guard when re-reading images.")
 @handle_errors
-def export(run_dir, fmt, out_dir, image_size, masks, as_zip, max_pixels):
+def export(run_dir, fmt, out_dir, image_size, letterbox, split, seed, stratify, drop_empty, masks, thresholds_file,
+           image_prefix, as_zip, max_pixels):
     """Export the labels of RUN_DIR (rejected ones excluded) to --out.
 
     \b
     Examples:
       autolabel export runs/street --out export/
       autolabel export runs/street --format coco --out export/ --image-size 640 --zip
+      autolabel export runs/street --format yolo --out yolo/ --split train=0.8,val=0.2 --seed 0 --image-size 640 --letterbox
+      autolabel export runs/street --format voc --out voc/ --drop-empty
+      autolabel export runs/street --format labelstudio --out ls/ --thresholds runs/street/eval/thresholds.yaml
       autolabel export runs/street-seg --out export/ --image-size 1024x768 --masks rle
+
+    Images keep unique names (nested folders are flattened, clashing names get a hash) and
+    manifest.json maps every exported file back to its source image.
     """
     from tqdm import tqdm
 
-    from autolabel.export.coco import export_coco
+    from autolabel.errors import ConfigError
+    from autolabel.export import ExportOptions, export_dataset
     from autolabel.settings import load_settings
     from autolabel.store import open_store
 
+    if masks == "rle" and fmt != "coco":
+        raise ConfigError("--masks rle is for --format coco; use polygon or none")
+    if fmt != "labelstudio" and image_prefix is not None:
+        raise ConfigError("--image-prefix is for --format labelstudio")
+    if stratify and not split:
+        raise ConfigError("--stratify needs --split")
     settings = load_settings(max_image_pixels=max_pixels)
+    options = ExportOptions.build(
+        image_size=image_size, letterbox=letterbox, split=split, seed=seed, stratify=stratify, drop_empty=drop_empty,
+        thresholds=read_thresholds(thresholds_file) if thresholds_file else {}, include_masks=masks != "none",
+        max_pixels=settings.max_image_pixels, zip_name="dataset.zip" if as_zip else None)
     with open_store(run_dir, create=False) as store:
         total = store.counts()["done"]
         with tqdm(total=total, unit="img", desc="exporting", dynamic_ncols=True) as bar:
-            summary = export_coco(store, out_dir, image_size=image_size, masks=masks,
-                                  zip_name="dataset.zip" if as_zip else None,
-                                  max_pixels=settings.max_image_pixels, on_progress=bar.update)
-    click.echo(f"wrote {summary.path}: {summary.images} images, {summary.annotations} annotations")
+            summary = export_dataset(store, out_dir, fmt, options, masks="rle" if masks == "rle" else "polygon",
+                                     image_prefix=image_prefix, on_progress=bar.update)
+    click.echo(f"wrote {summary.path}: {summary.images} images ({summary.negatives} without labels), "
+               f"{summary.annotations} annotations")
+    if options.split is not None:
+        click.echo("  splits: " + ", ".join(f"{name} {summary.per_split[name]}" for name in options.split.names))
+    if summary.dropped_empty:
+        click.echo(f"  left out {summary.dropped_empty} images without labels (--drop-empty)")
+    if summary.stale_removed:
+        click.echo(f"  removed {summary.stale_removed} files of the previous export into {out_dir}")
+    if summary.filtered:
+        click.echo(f"  left out {summary.filtered} labels below their class threshold")
     for name, count in sorted(summary.per_class.items()):
         click.echo(f"  {name}: {count}")

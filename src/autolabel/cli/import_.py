@@ -1,0 +1,53 @@
+"""``autolabel import``: load a COCO or YOLO dataset into a run folder as ground truth (human labels)."""
+
+from __future__ import annotations
+
+import click
+
+from autolabel.cli import handle_errors
+
+
+@click.command("import")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder to create (or re-import into).")
+@click.option("--format", "fmt", type=click.Choice(["coco", "yolo"]), default=None,
+              help="Dataset format (default: coco for .json, yolo for data.yaml or a folder).")
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="COCO: folder the file_name entries are relative to (default: next to the JSON, or its images/).")
+@handle_errors
+def import_(source, out_dir, fmt, images_dir):
+    """Import the dataset SOURCE (COCO .json, or YOLO data.yaml / its folder) into the run folder --out.
+
+    \b
+    Examples:
+      autolabel import annotations/instances_val.json --images val2017/ --out runs/gt
+      autolabel import yolo-dataset/data.yaml --out runs/gt
+      autolabel eval runs/street --gt runs/gt
+      autolabel export runs/gt --format voc --out voc/
+
+    Labels become human labels (accepted, no score) on reviewed images, in the EXIF-oriented frame
+    of each image. Crowd annotations are skipped; unreadable images are reported and skipped.
+    """
+    from tqdm import tqdm
+
+    from autolabel.importers import import_dataset
+
+    bars: list = []  # the bar appears once the dataset is read, so a broken file prints one line only
+    try:
+        summary = import_dataset(
+            source, out_dir, fmt=fmt, images_dir=images_dir,
+            on_total=lambda n: bars.append(tqdm(total=n, unit="img", desc="importing", dynamic_ncols=True)),
+            on_progress=lambda k: bars[0].update(k))
+    finally:
+        for bar in bars:
+            bar.close()
+    click.echo(f"imported {summary.images} images, {summary.labels} labels into {out_dir}"
+               + (f"; {summary.failed} images failed" if summary.failed else ""))
+    for name, count in sorted(summary.per_class.items()):
+        click.echo(f"  {name}: {count}")
+    if summary.skipped_crowd:
+        click.echo(f"  skipped {summary.skipped_crowd} crowd annotations (eval reads them from the COCO file itself)")
+    if summary.skipped_invalid:
+        click.echo(f"  skipped {summary.skipped_invalid} annotations without a usable box or mask")
+    for _, error in summary.failures:
+        click.echo(f"  failed: {error}", err=True)

@@ -1,0 +1,114 @@
+"""Ground truth and predictions as plain in-memory label sets, and pairing their images.
+
+Both sides are :class:`LabelSet` objects: images keyed by absolute path (with SHA-256 and the
+EXIF-oriented size) holding :class:`Box` labels in original oriented pixels. Ground truth comes from
+a COCO file or YOLO dataset (read by ``autolabel.importers``) or from a run folder (an imported run,
+or a labelling run whose reviewed images serve as ground truth); predictions from a run's store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autolabel.errors import ConfigError
+from autolabel.store import DB_NAME, Store, open_store
+
+
+@dataclass(frozen=True)
+class Box:
+    """One label: class name, ``xyxy`` (oriented pixels), score (1.0 for human labels), RLE, crowd flag."""
+
+    class_name: str
+    xyxy: tuple[float, float, float, float]
+    score: float = 1.0
+    rle: dict | None = None
+    iscrowd: bool = False
+
+
+@dataclass
+class LabelImage:
+    path: str
+    width: int
+    height: int
+    sha256: str | None
+    boxes: list[Box] = field(default_factory=list)
+
+
+@dataclass
+class LabelSet:
+    """Labelled images of one side of an evaluation, with its class names (in order)."""
+
+    classes: list[str]
+    images: list[LabelImage]
+    description: str
+    threshold_floor: dict[str, float] = field(default_factory=dict)  # predictions: the run's thresholds
+
+
+def from_store(store: Store, *, ground_truth: bool) -> LabelSet:
+    """Labels of a run. As ground truth: the reviewed images (an imported run marks all of them),
+    every label not rejected. As predictions: every labelled image; a human label scores 1.0."""
+    ontology = store.ontology
+    images = []
+    for record in store.images("done"):
+        if ground_truth and not record.reviewed:
+            continue
+        boxes = [Box(d.class_name, tuple(d.xyxy), 1.0 if d.score is None else float(d.score), d.rle)
+                 for d in store.detections(record.id)]
+        images.append(LabelImage(record.path, record.width, record.height, record.sha256, boxes))
+    if ground_truth and not images:
+        raise ConfigError(f"{store.run_dir} has no reviewed images to use as ground truth "
+                          "(import a dataset with `autolabel import`, or review images in the UI)")
+    floor = {}
+    config = store.config or {}
+    if config.get("mode") != "import":
+        default = float((config.get("detect") or {}).get("threshold", 0.0))
+        floor = dict(zip(ontology.names, map(float, ontology.thresholds(default))))
+    return LabelSet(ontology.names, images, str(store.run_dir), floor)
+
+
+def from_path(source: str | Path, images_dir: str | Path | None = None, fmt: str | None = None) -> LabelSet:
+    """Ground truth from a run folder, a COCO ``.json`` or a YOLO ``data.yaml`` (or its folder)."""
+    source = Path(source)
+    if source.is_dir() and (source / DB_NAME).exists():
+        with open_store(source, create=False) as store:
+            return from_store(store, ground_truth=True)
+    from autolabel.importers import load_dataset
+
+    dataset = load_dataset(source, fmt, images_dir)
+    images = [LabelImage(im.path, im.width, im.height, im.sha256,
+                         [Box(lab.class_name, lab.xyxy, 1.0, lab.rle, lab.iscrowd) for lab in im.labels])
+              for im in dataset.images if not im.error]
+    if not images:
+        raise ConfigError(f"no readable images in {source}")
+    return LabelSet(dataset.classes, images, str(source))
+
+
+@dataclass
+class Pairing:
+    """Images present on both sides, and the ground-truth images the run does not have."""
+
+    pairs: list[tuple[LabelImage, LabelImage]]  # (ground truth, prediction)
+    missing: list[str]
+
+
+def pair_images(gt: LabelSet, pred: LabelSet) -> Pairing:
+    """Pair images by absolute path, then by content (SHA-256) for files that moved."""
+    by_path = {im.path: im for im in pred.images}
+    by_hash: dict[str, LabelImage | None] = {}
+    for im in pred.images:
+        if im.sha256:
+            by_hash[im.sha256] = None if im.sha256 in by_hash else im  # ambiguous duplicates: no pairing
+    pairs, missing = [], []
+    for g in gt.images:
+        p = by_path.get(g.path) or by_path.get(str(Path(g.path).resolve()))
+        if p is None and g.sha256:
+            p = by_hash.get(g.sha256)
+        if p is None:
+            missing.append(g.path)
+            continue
+        if (p.width, p.height) != (g.width, g.height):
+            raise ConfigError(f"{g.path}: ground truth is {g.width}x{g.height} but the run's image is "
+                              f"{p.width}x{p.height}")
+        pairs.append((g, p))
+    return Pairing(pairs, missing)

@@ -1,0 +1,352 @@
+"""The one loop every format shares: store -> images with transformed labels -> a format writer.
+
+``run_export`` plans the export (which images, their names and splits), then streams
+:class:`ExportItem` objects in the store's path order: the encoded image bytes (resized, letterboxed,
+orientation baked in; encoded by a small thread pool, 32 images at a time) and the image's labels
+already mapped into the exported image's pixels. A format only decides where files go and how labels
+are written, so scaling, padding, masks, thresholds, negatives, splits, the manifest and atomicity
+are implemented once, here.
+
+Output order and ids are deterministic; the index files (COCO JSON, ``data.yaml``, ``tasks.json``)
+are written after every image and label file, then ``manifest.json``; a ZIP appears only when
+complete.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+from autolabel.errors import ConfigError
+from autolabel.export.package import ImageSize, ImageTransform, encode_image, export_names, json_bytes, open_sink
+from autolabel.export.split import SplitSpec, assign_splits
+from autolabel.ontology import Ontology
+from autolabel.store import DetectionRecord, ImageRecord, Store
+
+MANIFEST_FILE = "manifest.json"
+DEFAULT_MAX_PIXELS = 178_956_970
+_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What every format accepts.
+
+    image_size: resize spec (None: original size).
+    split: named fractions (None: one unsplit set); seed: changes the split; stratify: split each
+        class in proportion.
+    drop_empty: leave out images without labels (default: keep them as negatives).
+    thresholds: per-class minimum score, ``{class name: t}``; a model label is exported when its
+        score is above ``t``. Human labels (no score) are always exported. Classes not named keep
+        every stored label.
+    include_masks: False drops masks (box-only labels in every format).
+    image_format: None (JPEG stays JPEG, anything else becomes PNG) or ``"jpeg"`` (all JPEG).
+    max_pixels: decompression-bomb guard when re-reading images.
+    zip_name: write one ZIP ``out_dir/zip_name`` instead of loose files.
+    """
+
+    image_size: ImageSize | None = None
+    split: SplitSpec | None = None
+    seed: int = 0
+    stratify: bool = False
+    drop_empty: bool = False
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    include_masks: bool = True
+    image_format: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    zip_name: str | None = None
+
+    @classmethod
+    def build(cls, *, image_size=None, letterbox: bool = False, split=None, **kwargs) -> "ExportOptions":
+        """Options from user-level values (``image_size="640"``, ``split="train=0.8,val=0.2"``)."""
+        size = image_size if isinstance(image_size, ImageSize) else ImageSize.parse(image_size, letterbox=letterbox)
+        return cls(image_size=size, split=SplitSpec.parse(split), **kwargs)
+
+
+class ExportLabel:
+    """One label, in the exported image's pixels.
+
+    Attributes:
+        class_index: 0-based index in the run's ontology order (COCO category id is ``+ 1``).
+        class_name: the class.
+        score: model score, or None for a human label.
+        xyxy: ``(x0, y0, x1, y1)`` float pixels of the exported image (pixel ``i`` spans
+            ``[i, i + 1)``), clipped to the image content.
+        rle: COCO RLE of the mask on the exported canvas, or None (a box-only label).
+        record: the stored label (original pixels).
+    """
+
+    def __init__(self, class_index: int, class_name: str, score: float | None, xyxy: tuple[float, ...],
+                 rle: dict | None, record: DetectionRecord):
+        self.class_index = class_index
+        self.class_name = class_name
+        self.score = score
+        self.xyxy = xyxy
+        self.rle = rle
+        self.record = record
+
+    @cached_property
+    def polygons(self) -> list[list[float]]:
+        """The mask as COCO polygons in exported pixels (every part, holes cut in); [] without one."""
+        if self.rle is None:
+            return []
+        from autolabel.geometry import mask_to_polygons, rle_to_mask
+
+        return mask_to_polygons(rle_to_mask(self.rle))
+
+    @cached_property
+    def area(self) -> float:
+        """Mask pixel count when there is a mask, else the box area (exported pixels)."""
+        if self.rle is not None:
+            from autolabel.geometry import rle_area
+
+            return float(rle_area(self.rle))
+        x0, y0, x1, y1 = self.xyxy
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    """One exported image: where it goes, its bytes, its labels (exported pixels)."""
+
+    image_id: int  # 1-based, in export order, unique across splits
+    record: ImageRecord
+    name: str  # unique file name (stems unique ignoring case)
+    split: str | None
+    transform: ImageTransform
+    data: bytes
+    labels: list[ExportLabel]
+
+    @property
+    def width(self) -> int:
+        return self.transform.width
+
+    @property
+    def height(self) -> int:
+        return self.transform.height
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+
+@dataclass
+class ExportPlan:
+    """Images to export, in order, with their names and splits."""
+
+    ontology: Ontology
+    records: list[ImageRecord]
+    names: dict[str, str]  # source path -> file name
+    splits: dict[str, str | None]  # source path -> split (None: unsplit)
+    split_names: list[str | None]
+    dropped_empty: int = 0
+
+
+@dataclass
+class ExportSummary:
+    path: Path
+    images: int = 0
+    annotations: int = 0
+    per_class: Counter = field(default_factory=Counter)
+    per_split: Counter = field(default_factory=Counter)
+    negatives: int = 0
+    dropped_empty: int = 0
+    filtered: int = 0  # labels left out by per-class thresholds
+    stale_removed: int = 0  # files of a previous export into the same folder, removed
+
+
+class FormatWriter(Protocol):
+    """What a format implements; ``run_export`` does the rest."""
+
+    def image_path(self, item: ExportItem) -> str:
+        """Where the image file goes, relative to the export root."""
+
+    def add(self, item: ExportItem, sink) -> list[str]:
+        """Write (or collect) the item's labels; return the per-image files written (for the manifest)."""
+
+    def finish(self, plan: ExportPlan, sink) -> list[str]:
+        """Write the index files (called last); return their paths."""
+
+
+def check_thresholds(thresholds: Mapping[str, float], ontology: Ontology) -> dict[str, float]:
+    unknown = sorted(set(thresholds) - set(ontology.names))
+    if unknown:
+        raise ConfigError(f"thresholds name classes the run does not have: {', '.join(unknown)}; "
+                          f"the run's classes are {', '.join(ontology.names)}")
+    for name, value in thresholds.items():
+        if not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"threshold of class {name!r} must be in [0, 1], got {value}")
+    return {name: float(value) for name, value in thresholds.items()}
+
+
+def kept_labels(store: Store, image_id: int, class_index: Mapping[str, int],
+                thresholds: Mapping[str, float]) -> tuple[list[DetectionRecord], int]:
+    """Labels of one image that are exported (not rejected, a known class, above its threshold),
+    and how many were left out by thresholds."""
+    kept, filtered = [], 0
+    for det in store.detections(image_id):
+        if det.class_name not in class_index:
+            continue
+        threshold = thresholds.get(det.class_name)
+        if threshold is not None and det.score is not None and not det.score > threshold:
+            filtered += 1
+            continue
+        kept.append(det)
+    return kept, filtered
+
+
+def plan_export(store: Store, options: ExportOptions) -> ExportPlan:
+    """Choose the images (all done ones; without negatives if ``drop_empty``), names and splits."""
+    ontology = store.ontology
+    thresholds = check_thresholds(options.thresholds, ontology)
+    class_index = {name: i for i, name in enumerate(ontology.names)}
+    records = list(store.images("done"))
+    classes: dict[str, frozenset[str]] = {}
+    if options.drop_empty or (options.split is not None and options.stratify):
+        for record in records:
+            labels, _ = kept_labels(store, record.id, class_index, thresholds)
+            classes[record.path] = frozenset(d.class_name for d in labels)
+    dropped = 0
+    if options.drop_empty:
+        kept = [r for r in records if classes[r.path]]
+        dropped = len(records) - len(kept)
+        records = kept
+    names = export_names([r.path for r in records], ".jpg" if options.image_format == "jpeg" else None)
+    if options.split is None:
+        splits: dict[str, str | None] = {r.path: None for r in records}
+        split_names: list[str | None] = [None]
+    else:
+        # Split keys are the default export names (relative paths): the same in every format.
+        keys = export_names([r.path for r in records]) if options.image_format else names
+        by_key = assign_splits([keys[r.path] for r in records], options.split, options.seed,
+                               {keys[p]: c for p, c in classes.items() if p in keys} if options.stratify else None)
+        splits = {r.path: by_key[keys[r.path]] for r in records}
+        split_names = list(options.split.names)
+    return ExportPlan(ontology, records, names, splits, split_names, dropped)
+
+
+def iter_items(store: Store, plan: ExportPlan, options: ExportOptions, *, encode=encode_image,
+               on_progress: Callable[[int], None] | None = None,
+               counters: ExportSummary | None = None) -> Iterator[ExportItem]:
+    """Stream the plan's images with their labels mapped into exported pixels (store path order)."""
+    thresholds = check_thresholds(options.thresholds, plan.ontology)
+    class_index = {name: i for i, name in enumerate(plan.ontology.names)}
+    size = options.image_size
+    extra = (options.image_format,) if options.image_format else ()
+
+    def transform_of(record: ImageRecord) -> ImageTransform:
+        if size is None:
+            return ImageTransform.identity(record.width, record.height)
+        return size.transform(record.width, record.height)
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="export") as pool:
+        for start in range(0, len(plan.records), _CHUNK):
+            chunk = plan.records[start : start + _CHUNK]
+            transforms = [transform_of(r) for r in chunk]
+            encoded = pool.map(lambda rt: encode(rt[0].path, rt[1], (rt[0].width, rt[0].height), options.max_pixels,
+                                                 *extra), zip(chunk, transforms))
+            for offset, (record, transform, data) in enumerate(zip(chunk, transforms, encoded)):
+                dets, filtered = kept_labels(store, record.id, class_index, thresholds)
+                if counters is not None:
+                    counters.filtered += filtered
+                labels = []
+                boxes = transform.boxes([d.xyxy for d in dets]) if dets else []
+                for det, box in zip(dets, boxes):
+                    labels.append(ExportLabel(class_index[det.class_name], det.class_name, det.score,
+                                              tuple(float(v) for v in box),
+                                              transform.rle(det.rle) if det.rle is not None and options.include_masks else None,
+                                              det))
+                yield ExportItem(start + offset + 1, record, plan.names[record.path], plan.splits[record.path],
+                                 transform, data, labels)
+            if on_progress:
+                on_progress(len(chunk))
+
+
+def manifest_bytes(format_name: str, entries: list[dict], index_files: list[str]) -> bytes:
+    """``manifest.json``: ``{"format", "index": [index files], "images": [...]}``, one image per line.
+
+    Each image entry: ``image`` and ``labels`` (paths inside the export), ``source`` (the original
+    file), ``sha256``, ``source_size``, ``size``, ``scale`` and ``offset`` (exported = original *
+    scale + offset) and ``split``.
+    """
+    lines = ",\n".join(json_bytes(entry).decode("utf-8") for entry in entries)
+    head = f'{{"format":{json_bytes(format_name).decode()},"index":{json_bytes(index_files).decode()},'
+    return (head + f'"images":[\n{lines}\n]}}\n').encode("utf-8")
+
+
+def _previous_files(out_dir: Path) -> set[str]:
+    """Files a previous export into ``out_dir`` wrote, from its manifest (empty when there is none)."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+        files = {e["image"] for e in manifest["images"]} | {f for e in manifest["images"] for f in e["labels"]}
+        return files | set(manifest.get("index", []))
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _remove_stale(out_dir: Path, stale: set[str]) -> int:
+    """Delete files of a previous export that this one did not write (so e.g. an image cannot sit in
+    two splits), and folders left empty. Only paths inside ``out_dir`` are touched."""
+    root = out_dir.resolve()
+    removed = 0
+    for rel in sorted(stale):
+        path = (root / rel).resolve()
+        if root in path.parents and path.is_file():
+            path.unlink()
+            removed += 1
+            parent = path.parent
+            while parent != root and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+    return removed
+
+
+def run_export(store: Store, out_dir: str | Path, options: ExportOptions, writer: FormatWriter, *,
+               format_name: str, index_name: str, encode=encode_image,
+               on_progress: Callable[[int], None] | None = None) -> ExportSummary:
+    """Export the store through ``writer``; atomic (see module docstring). ``index_name`` is the file
+    the summary points at (inside ``out_dir``), or the ZIP when ``options.zip_name`` is set.
+
+    Loose files: each is written atomically, the index files after every image and label file, and
+    ``manifest.json`` last. Files that a previous export into the same folder listed in its manifest
+    and this export did not write are then removed.
+    """
+    out_dir = Path(out_dir)
+    plan = plan_export(store, options)
+    summary = ExportSummary(path=out_dir / (options.zip_name or index_name), dropped_empty=plan.dropped_empty)
+    previous = set() if options.zip_name else _previous_files(out_dir)
+    manifest: list[dict] = []
+    written: set[str] = {MANIFEST_FILE}
+    sink = open_sink(out_dir, options.zip_name)
+    try:
+        for item in iter_items(store, plan, options, encode=encode, on_progress=on_progress, counters=summary):
+            image_path = writer.image_path(item)
+            sink.write(image_path, item.data)
+            label_files = writer.add(item, sink)
+            written.update([image_path, *label_files])
+            summary.images += 1
+            summary.annotations += len(item.labels)
+            summary.per_class.update(label.class_name for label in item.labels)
+            summary.per_split[item.split or "all"] += 1
+            summary.negatives += not item.labels
+            entry = {"image": image_path, "labels": label_files, "source": item.record.path,
+                     "sha256": item.record.sha256, **item.transform.to_dict()}
+            if item.split is not None:
+                entry["split"] = item.split
+            manifest.append(entry)
+        index_files = writer.finish(plan, sink)
+        written.update(index_files)
+        sink.write(MANIFEST_FILE, manifest_bytes(format_name, manifest, index_files))
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    if previous:
+        summary.stale_removed = _remove_stale(out_dir, previous - written)
+    return summary

@@ -1,0 +1,119 @@
+"""Label Studio export: tasks whose labels are *predictions* with scores, ready for review.
+
+Layout: ``images/[<split>/]<name>``, ``tasks.json`` (a list of tasks, import it into a project) and
+``label_config.xml`` (the labeling interface whose control names the tasks use).
+
+Each task is ``{"data": {"image": URL[, "split": name]}, "predictions": [{"model_version":
+"autolabel", "score": mean label score, "result": [...]}]}``. ``URL`` is ``image_prefix`` + the
+image's path inside the export; the default prefix ``/data/local-files/?d=`` serves the images
+through Label Studio's local file storage when ``LOCAL_FILES_DOCUMENT_ROOT`` is the export folder
+(``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true``); pass a URL prefix to serve them otherwise.
+
+Every result carries ``from_name`` / ``to_name`` (the control and the image tag of
+``label_config.xml``), ``original_width`` / ``original_height`` (the exported image's size, the image
+Label Studio shows), ``image_rotation: 0`` and, for model labels, ``score``. Coordinates are
+**percent** of that width/height, as Label Studio stores them:
+
+* a label without a mask: ``type: rectanglelabels``, ``value: {x, y, width, height, rotation: 0,
+  rectanglelabels: [class]}`` (top-left corner and size);
+* a label with a mask: ``type: polygonlabels``, ``value: {points: [[x, y], ...], closed: true,
+  polygonlabels: [class]}``, one result per mask part (a Label Studio polygon has one ring; holes are
+  joined to their part by a zero-width cut).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from autolabel.export.items import ExportItem, ExportLabel, ExportOptions, ExportPlan, ExportSummary, run_export
+from autolabel.export.package import encode_image, json_bytes
+from autolabel.store import Store
+
+TASKS_FILE = "tasks.json"
+CONFIG_FILE = "label_config.xml"
+DEFAULT_IMAGE_PREFIX = "/data/local-files/?d="
+IMAGE_TAG = "image"
+RECT_CONTROL = "label"
+POLYGON_CONTROL = "polygon"
+MODEL_VERSION = "autolabel"
+
+
+def _pct(value: float, size: int) -> float:
+    return round(float(value) / size * 100.0, 4)
+
+
+def label_results(label: ExportLabel, width: int, height: int, region_id: str) -> list[dict]:
+    """Label Studio results of one label (percent coordinates of the exported image)."""
+    common = {"from_name": RECT_CONTROL, "to_name": IMAGE_TAG, "original_width": width,
+              "original_height": height, "image_rotation": 0}
+    if label.score is not None:
+        common["score"] = round(float(label.score), 5)
+    parts = label.polygons
+    if not parts:
+        x0, y0, x1, y1 = label.xyxy
+        value = {"x": _pct(x0, width), "y": _pct(y0, height), "width": _pct(x1 - x0, width),
+                 "height": _pct(y1 - y0, height), "rotation": 0, "rectanglelabels": [label.class_name]}
+        return [{"id": region_id, "type": "rectanglelabels", **common, "value": value}]
+    results = []
+    for k, part in enumerate(parts):
+        points = [[_pct(x, width), _pct(y, height)] for x, y in np.asarray(part, dtype=np.float64).reshape(-1, 2)]
+        value = {"points": points, "closed": True, "polygonlabels": [label.class_name]}
+        suffix = "" if len(parts) == 1 else f"-{k + 1}"
+        results.append({"id": region_id + suffix, "type": "polygonlabels", **common,
+                        "from_name": POLYGON_CONTROL, "value": value})
+    return results
+
+
+def label_config(names: list[str], polygons: bool) -> bytes:
+    """The labeling interface (XML) matching the tasks' ``from_name`` / ``to_name``."""
+    view = ET.Element("View")
+    ET.SubElement(view, "Image", {"name": IMAGE_TAG, "value": "$image", "zoom": "true"})
+    controls = [("RectangleLabels", RECT_CONTROL)] + ([("PolygonLabels", POLYGON_CONTROL)] if polygons else [])
+    for tag, name in controls:
+        control = ET.SubElement(view, tag, {"name": name, "toName": IMAGE_TAG})
+        for class_name in names:
+            ET.SubElement(control, "Label", {"value": class_name})
+    ET.indent(view, space="  ")
+    return ET.tostring(view, encoding="utf-8") + b"\n"
+
+
+class LabelStudioWriter:
+    def __init__(self, image_prefix: str):
+        self.image_prefix = image_prefix
+        self.polygons = False  # whether any polygon result was written
+        self.tasks: list[dict] = []
+
+    def image_path(self, item: ExportItem) -> str:
+        return f"images/{item.name}" if item.split is None else f"images/{item.split}/{item.name}"
+
+    def add(self, item: ExportItem, sink) -> list[str]:
+        results = []
+        for k, label in enumerate(item.labels, start=1):
+            results += label_results(label, item.width, item.height, f"{item.image_id}-{k}")
+        self.polygons = self.polygons or any(r["type"] == "polygonlabels" for r in results)
+        scores = [label.score for label in item.labels if label.score is not None]
+        prediction: dict = {"model_version": MODEL_VERSION, "result": results}
+        if scores:
+            prediction["score"] = round(float(np.mean(scores)), 5)
+        data = {"image": self.image_prefix + self.image_path(item)}
+        if item.split is not None:
+            data["split"] = item.split
+        self.tasks.append({"data": data, "predictions": [prediction]})
+        return []
+
+    def finish(self, plan: ExportPlan, sink) -> list[str]:
+        sink.write(CONFIG_FILE, label_config(plan.ontology.names, self.polygons))
+        sink.write(TASKS_FILE, json_bytes(self.tasks))
+        return [CONFIG_FILE, TASKS_FILE]
+
+
+def export_labelstudio(store: Store, out_dir: str | Path, options: ExportOptions, *,
+                       image_prefix: str = DEFAULT_IMAGE_PREFIX,
+                       on_progress: Callable[[int], None] | None = None) -> ExportSummary:
+    """Write the store's labels as Label Studio tasks (predictions with scores) under ``out_dir``."""
+    return run_export(store, out_dir, options, LabelStudioWriter(image_prefix),
+                      format_name="labelstudio", index_name=TASKS_FILE, encode=encode_image, on_progress=on_progress)

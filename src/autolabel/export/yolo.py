@@ -1,0 +1,128 @@
+"""YOLO (Ultralytics) export.
+
+Layout: ``images/<split>/<name>``, ``labels/<split>/<stem>.txt`` (Ultralytics finds a label file by
+replacing ``/images/`` with ``/labels/`` and the suffix with ``.txt``, so stems are unique) and
+``data.yaml`` with the split folders, ``nc`` and ``names`` (``{0: first class, ...}``: class ids are
+0-based in the run's ontology order, written out explicitly). ``data.yaml`` has no ``path`` key, so
+Ultralytics takes the folder holding it as the dataset root wherever it is moved. Without
+``--split`` every image goes to ``train`` and ``val`` points at the same folder.
+
+Rows, coordinates normalised to 0-1 by the exported image's width/height, 6 decimals:
+
+* detection: ``class cx cy w h``;
+* segmentation (a run with masks, unless ``--masks none``): ``class x1 y1 x2 y2 ...``, one polygon
+  per object. A mask with several parts is joined into one polygon by zero-width bridges between
+  nearest vertices (the same idea as Ultralytics' ``merge_multi_segment``): a bridge is traversed
+  once each way, so it adds no area under even-odd or non-zero filling, and every part is kept
+  rather than only the largest. A label without a mask (e.g. a box drawn by hand) is written as its
+  box's rectangle, since Ultralytics reads every row of a segmentation file as a polygon.
+
+Negatives (images without labels) get an empty label file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from autolabel.export.items import ExportItem, ExportLabel, ExportOptions, ExportPlan, ExportSummary, run_export
+from autolabel.export.package import encode_image
+from autolabel.store import Store
+
+DATA_YAML = "data.yaml"
+UNSPLIT = "train"
+
+
+def merge_polygon_parts(parts: list[list[float]]) -> list[float]:
+    """Join polygon parts (flat ``[x0, y0, ...]`` lists) into one closed polygon.
+
+    Each further part is attached to the path built so far at the nearest pair of vertices: the
+    path runs out along the bridge, around the part, back to the part's first vertex and along the
+    bridge again. Returns a flat list; ``[]`` for no parts.
+    """
+    arrays = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts if len(p) >= 6]
+    if not arrays:
+        return []
+    path = arrays[0]
+    for part in arrays[1:]:
+        d = ((path[:, None, :] - part[None, :, :]) ** 2).sum(axis=2)
+        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+        loop = np.roll(part, -j, axis=0)
+        path = np.concatenate((path[: i + 1], loop, loop[:1], path[i:]), axis=0)
+    return path.ravel().tolist()
+
+
+def _fmt(values) -> str:
+    return " ".join(f"{v:.6f}" for v in values)
+
+
+def box_row(label: ExportLabel, width: int, height: int) -> str:
+    x0, y0, x1, y1 = label.xyxy
+    cx, cy, w, h = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height
+    return f"{label.class_index} {_fmt((cx, cy, w, h))}"
+
+
+def polygon_row(label: ExportLabel, width: int, height: int) -> str:
+    polygon = merge_polygon_parts(label.polygons)
+    if not polygon:  # no mask (or it vanished when resized): the box as a rectangle
+        x0, y0, x1, y1 = label.xyxy
+        polygon = [x0, y0, x1, y0, x1, y1, x0, y1]
+    points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2) / [width, height]
+    return f"{label.class_index} {_fmt(np.clip(points, 0.0, 1.0).ravel())}"
+
+
+class YoloWriter:
+    def __init__(self, segments: bool):
+        self.segments = segments
+
+    @staticmethod
+    def _split(item: ExportItem) -> str:
+        return item.split or UNSPLIT
+
+    def image_path(self, item: ExportItem) -> str:
+        return f"images/{self._split(item)}/{item.name}"
+
+    def add(self, item: ExportItem, sink) -> list[str]:
+        row = polygon_row if self.segments else box_row
+        lines = [row(label, item.width, item.height) for label in item.labels]
+        path = f"labels/{self._split(item)}/{item.stem}.txt"
+        sink.write(path, "".join(line + "\n" for line in lines).encode())
+        return [path]
+
+    def finish(self, plan: ExportPlan, sink) -> list[str]:
+        import yaml
+
+        splits = [s or UNSPLIT for s in plan.split_names]
+        data: dict = {}
+        comment = "# autolabel export (Ultralytics YOLO). No 'path' key: the dataset root is this file's folder.\n"
+        for split in splits:
+            data[split] = f"images/{split}"
+        if "train" not in data:
+            data["train"] = f"images/{splits[0]}"
+        if "val" not in data:
+            data["val"] = data["train"]
+            comment += f"# No validation split was exported: 'val' points at {data['val']}.\n"
+        data["nc"] = len(plan.ontology.names)
+        data["names"] = {i: name for i, name in enumerate(plan.ontology.names)}
+        text = comment + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        sink.write(DATA_YAML, text.encode("utf-8"))
+        return [DATA_YAML]
+
+
+def run_has_masks(store: Store) -> bool:
+    config = store.config or {}
+    return config.get("mode") == "segment" or bool(config.get("masks"))
+
+
+def export_yolo(store: Store, out_dir: str | Path, options: ExportOptions, *, segments: bool | None = None,
+                on_progress: Callable[[int], None] | None = None) -> ExportSummary:
+    """Write the store's labels as an Ultralytics YOLO dataset under ``out_dir``.
+
+    ``segments``: polygon rows (True) or box rows (False); None: polygons when the run has masks.
+    """
+    if segments is None:
+        segments = options.include_masks and run_has_masks(store)
+    return run_export(store, out_dir, options, YoloWriter(segments), format_name="yolo", index_name=DATA_YAML,
+                      encode=encode_image, on_progress=on_progress)

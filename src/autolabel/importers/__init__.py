@@ -1,0 +1,111 @@
+"""Load existing datasets (COCO, YOLO) and store them as ground-truth runs.
+
+An imported run is an ordinary run folder: its configuration is ``{"mode": "import", "format": ...,
+"source": ..., "ontology": ..., "masks": ...}``, its images are the dataset's files (absolute paths,
+EXIF-oriented sizes, SHA-256) and its labels are human labels (``source='human'``,
+``review='accepted'``, no score) on images marked reviewed. So it can be reviewed in the UI, exported
+to another format, or used as ground truth by ``autolabel eval``::
+
+    from autolabel.importers import import_dataset
+    summary = import_dataset("coco/instances_val.json", "runs/gt")
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autolabel.errors import ConfigError
+from autolabel.importers.dataset import Dataset, DatasetImage, DatasetLabel, ImportFormatError
+
+IMPORT_FORMATS = ("coco", "yolo")
+_BATCH = 256
+
+__all__ = ["IMPORT_FORMATS", "Dataset", "DatasetImage", "DatasetLabel", "ImportFormatError", "ImportSummary",
+           "detect_format", "import_dataset", "load_dataset"]
+
+
+def detect_format(source: str | Path) -> str:
+    """``coco`` for a ``.json`` file, ``yolo`` for a ``.yaml``/``.yml`` file or a folder."""
+    path = Path(source)
+    if path.suffix.lower() == ".json":
+        return "coco"
+    if path.suffix.lower() in (".yaml", ".yml") or path.is_dir():
+        return "yolo"
+    raise ConfigError(f"cannot tell the format of {source}: give a COCO .json, a YOLO data.yaml (or its folder), "
+                      "or --format")
+
+
+def load_dataset(source: str | Path, fmt: str | None = None, images_dir: str | Path | None = None) -> Dataset:
+    """Read a dataset into memory (labels in oriented pixels). ``images_dir`` is for COCO only."""
+    fmt = fmt or detect_format(source)
+    if fmt == "coco":
+        from autolabel.importers.coco import load_coco
+
+        return load_coco(source, images_dir)
+    if fmt == "yolo":
+        if images_dir is not None:
+            raise ConfigError("--images is for COCO; a YOLO dataset's data.yaml names its image folders")
+        from autolabel.importers.yolo import load_yolo
+
+        return load_yolo(source)
+    raise ConfigError(f"unknown import format {fmt!r}; choose one of {', '.join(IMPORT_FORMATS)}")
+
+
+@dataclass
+class ImportSummary:
+    run_dir: Path
+    images: int = 0
+    failed: int = 0
+    labels: int = 0
+    per_class: Counter = field(default_factory=Counter)
+    skipped_crowd: int = 0
+    skipped_invalid: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def import_config(dataset: Dataset) -> dict:
+    from autolabel.ontology import Ontology
+
+    ontology = Ontology.from_classes([{"name": name} for name in dataset.classes])
+    return {"mode": "import", "format": dataset.format, "source": dataset.source,
+            "ontology": ontology.to_dict(), "masks": dataset.has_masks}
+
+
+def import_dataset(source: str | Path, run_dir: str | Path, *, fmt: str | None = None,
+                   images_dir: str | Path | None = None,
+                   on_progress: Callable[[int], None] | None = None,
+                   on_total: Callable[[int], None] | None = None) -> ImportSummary:
+    """Load a dataset and store it in ``run_dir`` as a ground-truth run (see the module docstring).
+
+    Re-importing the same source into the same folder replaces each image's human labels; a folder
+    holding another run is refused. Unreadable images are stored as failed and reported.
+    ``on_total(n)`` is called once the dataset is read (n images), ``on_progress(k)`` per stored batch.
+    """
+    from autolabel.store import ImageResult, open_store
+
+    dataset = load_dataset(source, fmt, images_dir)
+    summary = ImportSummary(Path(run_dir), skipped_crowd=dataset.crowd, skipped_invalid=dataset.skipped_invalid)
+    if on_total:
+        on_total(len(dataset.images))
+    with open_store(run_dir) as store:
+        store.bind_config(import_config(dataset))
+        for start in range(0, len(dataset.images), _BATCH):
+            batch = []
+            for image in dataset.images[start : start + _BATCH]:
+                if image.error:
+                    summary.failed += 1
+                    summary.failures.append((image.path, image.error))
+                    batch.append((ImageResult(image.path, error=image.error), []))
+                    continue
+                labels = [(lab.class_name, lab.xyxy, lab.rle) for lab in image.labels if not lab.iscrowd]
+                summary.images += 1
+                summary.labels += len(labels)
+                summary.per_class.update(name for name, _, _ in labels)
+                batch.append((ImageResult(image.path, image.sha256, image.width, image.height), labels))
+            store.write_human_labels(batch)
+            if on_progress:
+                on_progress(len(batch))
+    return summary

@@ -1,0 +1,58 @@
+"""``autolabel import`` in-process: COCO and YOLO in, ground-truth runs out, one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from autolabel.cli import main
+from autolabel.store import open_store
+from autolabel.testing.synthetic import CLASSES, detection_images, make_run
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture()
+def exported(tmp_path):
+    store = make_run(tmp_path / "run", tmp_path / "src", CLASSES, detection_images())
+    store.close()
+    for fmt in ("coco", "yolo"):
+        result = _invoke("export", tmp_path / "run", "--format", fmt, "--out", tmp_path / fmt)
+        assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "source, extra",
+    [
+        ("coco/coco_export.json", []),  # format from the suffix, images found in images/
+        ("yolo/data.yaml", []),  # a data.yaml
+        ("yolo", ["--format", "yolo"]),  # the dataset folder
+        ("coco/coco_export.json", ["--images", "coco/images"]),  # an explicit image folder
+    ],
+)
+def test_import_reports_and_stores_ground_truth(exported, source, extra):
+    args = [exported / a if "/" in a else a for a in extra]
+    result = _invoke("import", exported / source, "--out", exported / "gt", *args)
+    assert result.exit_code == 0, result.output
+    assert "imported 5 images, 6 labels" in result.output
+    assert "car: 4" in result.output and "person: 2" in result.output
+    with open_store(exported / "gt", create=False) as store:
+        assert store.config["mode"] == "import" and store.ontology.names == CLASSES
+        assert all(r.reviewed for r in store.images())
+
+
+def test_help_and_errors(exported, tmp_path):
+    assert "Examples" in _invoke("import", "--help").output
+    (tmp_path / "bad.json").write_text("{}")
+    result = _invoke("import", tmp_path / "bad.json", "--out", tmp_path / "gt")
+    assert result.exit_code == 1 and "is not a COCO file" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    (tmp_path / "x.txt").write_text("")
+    result = _invoke("import", tmp_path / "x.txt", "--out", tmp_path / "gt2")
+    assert result.exit_code == 1 and "cannot tell the format" in result.output
+    # Importing into a labelling run's folder is refused (a run holds one configuration).
+    result = _invoke("import", exported / "coco" / "coco_export.json", "--out", exported / "run")
+    assert result.exit_code == 1 and "another configuration" in result.output

@@ -1,0 +1,137 @@
+"""Label Studio: tasks follow the documented predictions format, and agree with label_config.xml.
+
+Format (labelstud.io, "Import pre-annotated data"): a task is ``{"data": {"image": ...},
+"predictions": [{"model_version", "score", "result": [...]}]}``; a result has ``id``, ``type``,
+``from_name`` (a control tag's name), ``to_name`` (the image tag's name), ``original_width`` /
+``original_height`` and ``value``; rectangles ``{x, y, width, height, rotation, rectanglelabels}``
+and polygons ``{points: [[x, y], ...], polygonlabels}``, all in percent of the image size.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autolabel.export import ExportOptions, export_dataset
+from autolabel.export.labelstudio import DEFAULT_IMAGE_PREFIX
+from autolabel.geometry import mask_iou, polygons_to_rle, rle_to_mask
+from autolabel.testing.synthetic import CLASSES, stored_labels
+
+PERCENT_KEYS = ("x", "y", "width", "height")
+
+
+def _config(out):
+    root = ET.parse(out / "label_config.xml").getroot()
+    image = root.find("Image")
+    controls = {c.get("name"): (c.tag, c.get("toName"), [lab.get("value") for lab in c.findall("Label")])
+                for c in root if c.tag in ("RectangleLabels", "PolygonLabels")}
+    return image.get("name"), image.get("value"), controls
+
+
+def validate_tasks(out, prefix=DEFAULT_IMAGE_PREFIX) -> list[dict]:
+    """Check every task against the documented structure; return the tasks."""
+    image_tag, image_value, controls = _config(out)
+    assert image_value == "$image"
+    tasks = json.loads((out / "tasks.json").read_text())
+    assert isinstance(tasks, list)
+    for task in tasks:
+        assert set(task) == {"data", "predictions"}
+        url = task["data"]["image"]
+        assert url.startswith(prefix)
+        image_file = out / unquote(url[len(prefix):])
+        assert image_file.is_file()
+        with Image.open(image_file) as im:
+            width, height = im.size
+        [prediction] = task["predictions"]
+        assert prediction["model_version"] == "autolabel" and isinstance(prediction["result"], list)
+        ids = [r["id"] for r in prediction["result"]]
+        assert len(set(ids)) == len(ids)
+        for result in prediction["result"]:
+            tag, to_name, labels = controls[result["from_name"]]
+            assert result["to_name"] == to_name == image_tag
+            assert (result["original_width"], result["original_height"]) == (width, height)
+            assert result["image_rotation"] == 0
+            value = result["value"]
+            if result["type"] == "rectanglelabels":
+                assert tag == "RectangleLabels"
+                assert all(0.0 <= value[k] <= 100.0 for k in PERCENT_KEYS)
+                assert value["x"] + value["width"] <= 100.0 + 1e-6 and value["y"] + value["height"] <= 100.0 + 1e-6
+                assert value["rotation"] == 0
+                [name] = value["rectanglelabels"]
+            else:
+                assert result["type"] == "polygonlabels" and tag == "PolygonLabels"
+                points = np.array(value["points"], dtype=float)
+                assert points.ndim == 2 and points.shape[1] == 2 and len(points) >= 3
+                assert ((points >= 0) & (points <= 100)).all() and value["closed"] is True
+                [name] = value["polygonlabels"]
+            assert name in labels
+            if "score" in result:
+                assert 0.0 <= result["score"] <= 1.0
+        if any("score" in r for r in prediction["result"]):
+            assert 0.0 <= prediction["score"] <= 1.0
+    return tasks
+
+
+def _pixels(value, width, height):
+    return np.array([value["x"] * width, value["y"] * height, (value["x"] + value["width"]) * width,
+                     (value["y"] + value["height"]) * height]) / 100.0
+
+
+@pytest.mark.parametrize(
+    "size, letterbox",
+    [
+        (None, False),  # original size
+        ("100x50", False),  # stretched: x and y percent of different sizes
+    ],
+)
+def test_rectangles_are_percent_of_the_image_with_scores(det_run, tmp_path, size, letterbox):
+    out = tmp_path / "ls"
+    export_dataset(det_run, out, "labelstudio", ExportOptions.build(image_size=size, letterbox=letterbox))
+    tasks = validate_tasks(out)
+    _, _, controls = _config(out)
+    assert controls == {"label": ("RectangleLabels", "image", CLASSES)}  # no masks: no polygon control
+    manifest = {e["image"]: e for e in json.loads((out / "manifest.json").read_text())["images"]}
+    original = stored_labels(det_run)
+    assert len(tasks) == 5
+    for task in tasks:
+        entry = manifest[task["data"]["image"][len(DEFAULT_IMAGE_PREFIX):]]
+        (sx, sy), (w, h) = entry["scale"], entry["size"]
+        dets = original[entry["source"]]
+        results = task["predictions"][0]["result"]
+        assert [r["value"]["rectanglelabels"][0] for r in results] == [d.class_name for d in dets]
+        assert [r.get("score") for r in results] == [None if d.score is None else pytest.approx(d.score, abs=1e-5)
+                                                      for d in dets]
+        for result, det in zip(results, dets):
+            np.testing.assert_allclose(_pixels(result["value"], w, h), np.array(det.xyxy) * [sx, sy, sx, sy],
+                                       atol=1e-6 * 100 * max(w, h))
+
+
+def test_masks_become_polygons_in_percent(seg_run, tmp_path):
+    out = tmp_path / "ls"
+    export_dataset(seg_run, out, "labelstudio", ExportOptions.build(split="train=0.5,val=0.5"))
+    tasks = validate_tasks(out)
+    _, _, controls = _config(out)
+    assert controls["polygon"] == ("PolygonLabels", "image", CLASSES)
+    assert {t["data"]["split"] for t in tasks} == {"train", "val"}
+    manifest = {e["image"]: e for e in json.loads((out / "manifest.json").read_text())["images"]}
+    original = stored_labels(seg_run)
+    for task in tasks:
+        entry = manifest[task["data"]["image"][len(DEFAULT_IMAGE_PREFIX):]]
+        w, h = entry["size"]
+        results = task["predictions"][0]["result"]
+        for det in original[entry["source"]]:
+            parts = [r for r in results if r["value"]["polygonlabels"] == [det.class_name]]
+            polygons = [(np.array(r["value"]["points"]) / 100.0 * [w, h]).ravel().tolist() for r in parts]
+            assert mask_iou(rle_to_mask(polygons_to_rle(polygons, h, w)), rle_to_mask(det.rle)) > 0.99
+
+
+def test_image_prefix_is_configurable(det_run, tmp_path):
+    out = tmp_path / "ls"
+    export_dataset(det_run, out, "labelstudio", image_prefix="http://files.local/data/")
+    tasks = validate_tasks(out, prefix="http://files.local/data/")
+    assert all(t["data"]["image"].startswith("http://files.local/data/images/") for t in tasks)

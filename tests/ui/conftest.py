@@ -1,0 +1,36 @@
+"""Fixtures of the web UI tests: tiny checkpoints, a few photos, a UiConfig in temp folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ui_helpers import write_photos
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> list[Path]:
+    return write_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def corrupt_image(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bad") / "broken.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    return path
+
+
+@pytest.fixture
+def ui_config(tiny_owlv2, tiny_sam2, tmp_path):
+    from autolabel.ui.session import UiConfig
+
+    (tmp_path / "work").mkdir()
+    return UiConfig(model=str(tiny_owlv2), sam_model=str(tiny_sam2), runs_dir=tmp_path / "runs",
+                    work_dir=tmp_path / "work", device="cpu", threshold=0.0, batch_size=2)
+
+
+@pytest.fixture
+def models(ui_config):
+    from autolabel.ui.session import ModelHandles
+
+    return ModelHandles(ui_config.model, ui_config.sam_model, device="cpu")

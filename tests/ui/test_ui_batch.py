@@ -1,0 +1,185 @@
+"""ui.batch: a batch is a run in the shared store (resumable, visible to the CLI) plus a ZIP."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import zipfile
+
+import pytest
+from PIL import Image
+
+from autolabel.errors import ConfigError, StoreError
+from autolabel.store import open_store
+from autolabel.ui.batch import BatchRunner, copy_uploads
+from autolabel.ui.runs import list_runs, open_run, read_sidecar, run_dir
+from autolabel.ui.session import parse_prompts
+
+PROMPTS = "car=car,van\nperson"
+
+
+def _wait(job, timeout=120):
+    job.thread.join(timeout)
+    assert not job.running, "batch did not finish"
+    assert job.error is None, job.error
+    return job
+
+
+@pytest.fixture
+def uploads(tmp_path, photos):
+    """Photos as Gradio hands uploads over: in its temp folder, under the client's file names."""
+    folder = tmp_path / "gradio-upload"
+    folder.mkdir()
+    names = ["../../escape.jpg", "My Photo (2).JPG", "img_000.jpg"]
+    out = []
+    for i, (src, name) in enumerate(zip(photos, names)):
+        sub = folder / str(i)
+        sub.mkdir()
+        dst = sub / name.replace("/", "_")  # Gradio's own cleaning keeps odd names
+        shutil.copyfile(src, dst)
+        out.append(str(dst))
+    return out
+
+
+def test_copy_uploads_sanitizes_and_reuses(tmp_path, uploads):
+    dest = tmp_path / "run" / "uploads"
+    copied = copy_uploads(uploads, dest)
+    assert all(p.parent == dest for p in copied)
+    assert sorted(p.name for p in copied) == ["My_Photo_2.jpg", "escape.jpg", "img_000.jpg"]
+    # The same files again: reused, not duplicated; a different file with a taken name: renamed.
+    assert copy_uploads(uploads, dest) == copied
+    other = tmp_path / "other" / "img_000.jpg"
+    other.parent.mkdir()
+    Image.new("RGB", (10, 10)).save(other)
+    (renamed,) = copy_uploads([str(other)], dest)
+    assert renamed.name == "img_000_1.jpg"
+
+
+def test_batch_run_is_a_store_run_with_a_zip(ui_config, models, uploads):
+    runner = BatchRunner(ui_config, models)
+    job = _wait(runner.start_new("street", parse_prompts(PROMPTS), "detect", 0.0, uploads, [], "64"))
+    assert (job.total, job.processed) == (3, 3) and job.images_per_second > 0
+    assert "finished 3/3" in job.status_text() and job.fraction == 1.0
+    assert list_runs(ui_config.runs_dir) == ["street"]
+    # Everything the run owns is in its folder: store, uploaded copies, sidecar.
+    folder = run_dir(ui_config.runs_dir, "street")
+    with open_run(ui_config.runs_dir, "street") as store:
+        paths = [r.path for r in store.images("done")]
+        assert len(paths) == 3 and all(p.startswith(str(folder / "uploads")) for p in paths)
+        assert store.config["ontology"]["classes"][0]["name"] == "car"
+    assert read_sidecar(folder)["inputs"] == [str((folder / "uploads").resolve())]
+    # The ZIP has `autolabel export --zip`'s layout, images at the chosen training size, and sits in
+    # the UI's work folder (never the checkout).
+    assert job.zip_path.is_relative_to(ui_config.work_dir) and job.zip_path.name == "street_coco.zip"
+    with zipfile.ZipFile(job.zip_path) as z:
+        coco = json.loads(z.read("coco_export.json"))
+        assert len(coco["images"]) == 3
+        for entry in coco["images"]:
+            assert max(entry["width"], entry["height"]) == 64
+            assert Image.open(z.open(f"images/{entry['file_name']}")).size == (entry["width"], entry["height"])
+
+
+def test_resume_skips_done_images_and_cli_sees_the_run(ui_config, models, uploads):
+    runner = BatchRunner(ui_config, models)
+    _wait(runner.start_new("r1", parse_prompts(PROMPTS), "detect", 0.2, uploads[:2], [], None))
+    # Same set-up, one more image: only the new one is labelled.
+    job = _wait(runner.start_new("r1", parse_prompts(PROMPTS), "detect", 0.2, uploads, [], None))
+    assert (job.total, job.summary.skipped) == (1, 2)
+    job = _wait(runner.resume("r1", None))
+    assert job.total == 0 and job.summary.skipped == 3
+    # The CLI's export reads the UI's run like its own.
+    from click.testing import CliRunner
+
+    from autolabel.cli import main
+
+    out = ui_config.work_dir / "cli-export"
+    result = CliRunner().invoke(main, ["export", str(run_dir(ui_config.runs_dir, "r1")), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((out / "coco_export.json").read_text())["images"]) == 3
+
+
+def test_another_setup_into_the_same_run_is_refused_before_copying(ui_config, models, uploads):
+    runner = BatchRunner(ui_config, models)
+    _wait(runner.start_new("r2", parse_prompts("person"), "detect", 0.1, uploads[:1], [], None))
+    with pytest.raises(StoreError, match="another configuration"):
+        runner.start_new("r2", parse_prompts("dog"), "detect", 0.1, uploads[1:], [], None)
+    assert len(list((run_dir(ui_config.runs_dir, "r2") / "uploads").iterdir())) == 1
+
+
+def test_one_batch_at_a_time(ui_config, models, uploads, monkeypatch):
+    runner = BatchRunner(ui_config, models)
+    release = threading.Event()
+    import autolabel.labeling as labeling
+
+    real = labeling.label_into_store
+
+    def slow(*args, **kwargs):
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(labeling, "label_into_store", slow)
+    job = runner.start_new("slow", parse_prompts("person"), "detect", 0.1, uploads[:1], [], None)
+    assert job.running and runner.current() is job
+    with pytest.raises(ConfigError, match="still running"):
+        runner.start_new("other", parse_prompts("person"), "detect", 0.1, uploads[:1], [], None)
+    release.set()
+    _wait(job)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(uploads=[], folders=[]), "add images"),
+        (dict(image_size="huge"), "image-size"),
+        (dict(run_name="../.."), "no usable characters"),
+    ],
+)
+def test_bad_requests_are_user_errors(ui_config, models, uploads, kwargs, message):
+    args = dict(run_name="x", uploads=uploads[:1], folders=[], image_size=None) | kwargs
+    runner = BatchRunner(ui_config, models)
+    with pytest.raises((ConfigError, StoreError), match=message):
+        runner.start_new(args["run_name"], parse_prompts("person"), "detect", 0.1, args["uploads"], args["folders"],
+                         args["image_size"])
+    assert list_runs(ui_config.runs_dir) == []  # nothing half-made left behind
+
+
+def test_folder_input_and_failed_images(ui_config, models, photos, corrupt_image, tmp_path):
+    folder = tmp_path / "allowed"
+    folder.mkdir()
+    for p in photos[:2]:
+        shutil.copyfile(p, folder / p.name)
+    shutil.copyfile(corrupt_image, folder / "broken.jpg")
+    runner = BatchRunner(ui_config, models)
+    job = _wait(runner.start_new("folder-run", parse_prompts("person"), "segment", 0.0, [], [folder], "32"))
+    assert (job.summary.done, job.summary.failed) == (2, 1) and "1 failed" in job.status_text()
+    with open_store(run_dir(ui_config.runs_dir, "folder-run"), create=False) as store:
+        assert store.config["mode"] == "segment"
+        assert all(d.rle is not None for r in store.images("done") for d in store.detections(r.id))
+    assert models.segmenter.embed_calls >= 1
+
+
+def test_resume_refuses_runs_of_another_model(ui_config, models):
+    from autolabel.ontology import Ontology
+
+    with open_store(run_dir(ui_config.runs_dir, "cli-run")) as store:
+        store.bind_config({"model": "google/owlv2-base-patch16", "sam_model": None, "mode": "detect",
+                           "ontology": Ontology.from_prompts(["person"]).to_dict(),
+                           "detect": {"threshold": 0.1, "nms_iou": 0.5, "agnostic_nms_iou": None,
+                                      "min_area_frac": 0.0, "max_area_frac": 1.0}})
+    with pytest.raises(ConfigError, match="made with model"):
+        BatchRunner(ui_config, models).resume("cli-run", None)
+
+
+def test_resume_of_a_cli_run_without_recorded_inputs_explains(ui_config, models, photos):
+    from click.testing import CliRunner
+
+    from autolabel.cli import main
+
+    folder = run_dir(ui_config.runs_dir, "from-cli")
+    result = CliRunner().invoke(main, ["label", str(photos[0]), "--out", str(folder), "--prompt", "person",
+                                       "--model", ui_config.model, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "from-cli" in list_runs(ui_config.runs_dir)  # CLI runs under the runs root are listed
+    with pytest.raises(ConfigError, match="autolabel label"):
+        BatchRunner(ui_config, models).resume("from-cli", None)

@@ -1,0 +1,338 @@
+"""End to end in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
+
+The app runs in this process on a free localhost port with the tiny random checkpoints, so the
+tests can read its model counters: the Test tab must not run the vision backbone again when the
+threshold, prompts or mode change. Screenshots go to ``test-artifacts/ui/`` (git-ignored).
+
+Chromium comes from ``apt-get install chromium`` (``make test`` installs it when missing); never
+``playwright install``, which downloads a browser. Without it these tests skip locally and fail
+under CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ui_helpers import LiveServer, make_config, write_photos
+
+# Gradio 6.31's queue calls pandas options that pandas 3 deprecates (not our code).
+pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated:Warning"),
+              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:Warning")]
+
+CHROMIUM = os.environ.get("AUTOLABEL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
+TIMEOUT = 30_000  # ms, per wait
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _need_browser() -> None:
+    problem = None
+    if not Path(CHROMIUM).exists():
+        problem = (f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`, which "
+                   "`make test` does when missing); do not use `playwright install`")
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "the playwright Python package is missing (pip install -e '.[dev]')"
+    if problem:
+        if _in_ci():
+            pytest.fail(f"browser tests cannot run: {problem}", pytrace=False)
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(browser, tiny_owlv2, tiny_sam2, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui-e2e")
+    allowed = root / "server-photos"
+    write_photos(allowed, 2, seed=5)
+    live = LiveServer(make_config(root, tiny_owlv2, tiny_sam2, allow_folders=(allowed.resolve(),)))
+    yield live
+    live.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(server.url)
+    page.wait_for_selector("#test-run")
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def wait_text(page, selector: str, text: str) -> str:
+    """Wait until the element's text contains ``text`` (and no progress overlay is shown)."""
+    page.wait_for_function(
+        """([sel, text]) => { const el = document.querySelector(sel);
+               return el && el.innerText.includes(text) && !el.innerText.includes('processing'); }""",
+        arg=[selector, text])
+    return page.inner_text(selector)
+
+
+def toast(page, text: str) -> str:
+    """The text of the error/warning message that contains ``text``."""
+    item = page.locator("[data-testid='toast-body']", has_text=text).first
+    item.wait_for()
+    return item.inner_text()
+
+
+def set_slider(page, elem_id: str, value: float) -> None:
+    """Move a Gradio slider the way a drag does (input + change events on the range input)."""
+    page.locator(f"#{elem_id} input[type=range]").fill(str(value))
+
+
+def choose(page, elem_id: str, value: str) -> None:
+    """Pick ``value`` in a Gradio dropdown."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    page.locator(f"#{elem_id} [data-testid=dropdown-option][aria-label='{value}']").click()
+    page.wait_for_function("([sel, v]) => document.querySelector(sel).value === v", arg=[f"#{elem_id} input", value])
+
+
+def click_image(page, elem_id: str, fx: float, fy: float) -> None:
+    """Click at a fraction of the displayed image and wait until the app has drawn the result."""
+    img = page.locator(f"#{elem_id} img")
+    before = img.get_attribute("src")
+    box = img.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+    page.wait_for_function("([sel, src]) => document.querySelector(sel).getAttribute('src') !== src",
+                           arg=[f"#{elem_id} img", before])
+
+
+def download(page, elem_id: str, dest: Path) -> Path:
+    with page.expect_download() as info:
+        page.click(f"#{elem_id}")
+    info.value.save_as(dest)
+    return dest
+
+
+def table_rows(page, elem_id: str) -> list[list[str]]:
+    """The rows a Gradio Dataframe shows (its virtualised body: ``[role=row]`` of ``[role=gridcell]``)."""
+    return page.eval_on_selector_all(
+        f"#{elem_id} .virtual-row",
+        "rows => rows.map(r => Array.from(r.querySelectorAll('[role=gridcell]')).map(c => c.innerText.trim()))")
+
+
+# -- Test tab -------------------------------------------------------------------------------------
+
+
+def test_test_tab_requeries_without_the_backbone(page, server, photos):
+    models = server.app.models
+    page.set_input_files("#test-upload input[type=file]", str(photos[0]))
+    page.fill("#test-prompts textarea", "car=car,van\nperson")
+    page.click("#test-run")
+    timing = wait_text(page, "#test-timing", "threshold 0.10, detect, classes car, person")
+    assert "backbone passes so far: 1" in timing
+    assert page.locator("#test-result img").get_attribute("src")
+    assert "ready" in page.inner_text("#model-status")
+    rows_low = table_rows(page, "test-table")
+    assert rows_low and {r[1] for r in rows_low} <= {"car", "person"}
+    shot(page, "01-test-detect")
+
+    # Move the threshold: the table shrinks, the backbone does not run again.
+    set_slider(page, "test-threshold", 0.45)
+    timing = wait_text(page, "#test-timing", "threshold 0.45")
+    assert "no backbone pass" in timing
+    rows_high = table_rows(page, "test-table")
+    assert len(rows_high) <= len(rows_low)
+    assert all(float(r[3]) > 0.45 for r in rows_high)
+
+    # Edit the prompts: only the text tower runs.
+    page.fill("#test-prompts textarea", "dog\ncar=car,truck")
+    page.click("#test-timing")  # leaving the box re-queries
+    timing = wait_text(page, "#test-timing", "classes dog, car")
+    assert "no backbone pass" in timing
+    shot(page, "02-test-threshold-and-prompts")
+
+    # Segmentation: SAM2 embeds once; masks are drawn.
+    page.locator("#test-mode label", has_text="segment").click()
+    timing = wait_text(page, "#test-timing", "segment")
+    assert "SAM2 image embedding" in timing
+    set_slider(page, "test-threshold", 0.2)
+    wait_text(page, "#test-timing", "threshold 0.20, segment")
+    shot(page, "03-test-segment")
+    assert models.detector.backbone_calls == 1
+    assert models.segmenter.embed_calls == 1
+
+
+def test_errors_show_as_messages(page, server, corrupt_image, photos):
+    page.set_input_files("#test-upload input[type=file]", str(corrupt_image))
+    page.fill("#test-prompts textarea", "person")
+    page.click("#test-run")
+    assert "broken.jpg" in toast(page, "broken.jpg")
+    page.reload()
+    page.wait_for_selector("#test-run")
+    page.set_input_files("#test-upload input[type=file]", str(photos[1]))
+    page.fill("#test-prompts textarea", "")
+    page.click("#test-run")
+    toast(page, "at least one class")
+    page.get_by_role("tab", name="Batch").click()
+    page.fill("#batch-prompts textarea", "person")
+    page.fill("#batch-folder textarea, #batch-folder input", "/etc")
+    page.click("#batch-start")
+    toast(page, "outside the allowed folders")
+    shot(page, "04-error-messages")
+    content = page.content()
+    assert "Traceback" not in content and 'File "' not in content
+
+
+# -- Batch -> Review -> Export ----------------------------------------------------------------------
+
+
+def test_batch_review_export(page, server, photos, tmp_path):
+    # Batch: three uploads, a run name, a training size.
+    page.get_by_role("tab", name="Batch").click()
+    page.set_input_files("#batch-files input[type=file]", [str(p) for p in photos])
+    page.fill("#batch-prompts textarea", "car=car,van\nperson")
+    set_slider(page, "batch-threshold", 0.3)
+    page.fill("#batch-run-name input, #batch-run-name textarea", "e2e")
+    page.fill("#batch-image-size input, #batch-image-size textarea", "64")
+    page.click("#batch-start")
+    page.wait_for_selector("#batch-progress-inner[data-run=e2e][data-state=finished]")
+    progress = page.inner_text("#batch-progress")
+    assert "finished 3/3 images" in progress and "images/s" in progress
+    page.wait_for_function("document.querySelectorAll('#batch-gallery img').length >= 3")
+    page.wait_for_selector("#batch-zip", state="visible")
+    shot(page, "05-batch")
+    with zipfile.ZipFile(download(page, "batch-zip", tmp_path / "batch.zip")) as z:
+        coco = json.loads(z.read("coco_export.json"))
+        assert len(coco["images"]) == 3 and all(max(i["width"], i["height"]) == 64 for i in coco["images"])
+        assert all(f"images/{i['file_name']}" in z.namelist() for i in coco["images"])
+
+    # A refresh loses nothing: the run is in the store and listed.
+    page.reload()
+    page.wait_for_selector("#test-run")
+    page.get_by_role("tab", name="Review").click()
+    choose(page, "review-run", "e2e")
+    page.click("#review-load")
+    wait_text(page, "#review-position", "Image 1 of 3")
+    with server.app.open_run("e2e") as store:
+        first = next(store.images("done"))
+        model_labels = store.detections(first.id)
+    assert model_labels, "the tiny model should label the first photo at threshold 0.3"
+    selected = page.input_value("#review-select input")
+    rejected_id = int(selected.split()[0].lstrip("#"))
+
+    # Reject the selected box with the keyboard shortcut.
+    page.click("#review-position")  # focus out of any text field
+    page.keyboard.press("r")
+    wait_text(page, "#review-hint", f"Saved: reject #{rejected_id}")
+
+    # Draw a missing box: two clicks on opposite corners.
+    choose(page, "review-class", "person")
+    click_image(page, "review-image", 0.25, 0.2)
+    wait_text(page, "#review-hint", "opposite corner")
+    click_image(page, "review-image", 0.75, 0.6)
+    hint = wait_text(page, "#review-hint", "Saved: added")
+    added_id = int(hint.split("#")[1].split()[0])
+    assert any(r[0] == str(added_id) and r[1] == "person" and r[4] == "human" for r in table_rows(page, "review-table"))
+    shot(page, "06-review")
+    page.keyboard.press("n")
+    wait_text(page, "#review-position", "Image 2 of 3")
+
+    # Export: the reviewed labels, at original size.
+    page.get_by_role("tab", name="Export").click()
+    choose(page, "export-run", "e2e")
+    page.fill("#export-image-size input, #export-image-size textarea", "")
+    page.click("#export-button")
+    page.wait_for_selector("#export-download", state="visible")
+    wait_text(page, "#export-summary", "Exported e2e")
+    shot(page, "07-export")
+    with zipfile.ZipFile(download(page, "export-download", tmp_path / "export.zip")) as z:
+        coco = json.loads(z.read("coco_export.json"))
+    image_id = next(i["id"] for i in coco["images"] if i["file_name"].startswith(Path(first.path).stem))
+    anns = [a for a in coco["annotations"] if a["image_id"] == image_id]
+    assert len(anns) == len(model_labels)  # one rejected, one drawn
+    rejected = next(d for d in model_labels if d.id == rejected_id)
+    x0, y0, x1, y1 = rejected.xyxy
+    assert not any(a.get("score") is not None and a["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0], abs=0.05)
+                   for a in anns)
+    (drawn,) = [a for a in anns if "score" not in a]
+    person_id = next(c["id"] for c in coco["categories"] if c["name"] == "person")
+    assert drawn["category_id"] == person_id
+    w, h = first.width, first.height  # 120 x 170: the clicks were at 25%/20% and 75%/60%
+    assert drawn["bbox"] == pytest.approx([0.25 * w, 0.2 * h, 0.5 * w, 0.4 * h], abs=1.5)
+
+
+def test_folder_batch_on_the_server(page, server):
+    folder = server.config.allow_folders[0]
+    page.get_by_role("tab", name="Batch").click()
+    page.fill("#batch-folder textarea, #batch-folder input", str(folder))
+    page.fill("#batch-prompts textarea", "person")
+    page.fill("#batch-run-name input, #batch-run-name textarea", "from-folder")
+    page.click("#batch-start")
+    page.wait_for_selector("#batch-progress-inner[data-run=from-folder][data-state=finished]")
+    assert "finished 2/2 images" in page.inner_text("#batch-progress")
+    with server.app.open_run("from-folder") as store:
+        assert [Path(r.path).parent for r in store.images("done")] == [folder, folder]
+
+
+def test_a_running_batch_survives_a_refresh(page, server, photos, monkeypatch):
+    """The job runs in the server: a reloaded page finds it and follows it to the end."""
+    import threading
+
+    import autolabel.labeling as labeling
+
+    release = threading.Event()
+    real = labeling.label_into_store
+
+    def gated(*args, **kwargs):
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(labeling, "label_into_store", gated)
+    try:
+        page.get_by_role("tab", name="Batch").click()
+        page.set_input_files("#batch-files input[type=file]", [str(p) for p in photos[:2]])
+        page.fill("#batch-prompts textarea", "person")
+        page.fill("#batch-run-name input, #batch-run-name textarea", "refresh")
+        page.click("#batch-start")
+        page.wait_for_selector("#batch-progress-inner[data-run=refresh][data-state=running]")
+        page.reload()
+        page.wait_for_selector("#test-run")
+        page.get_by_role("tab", name="Batch").click()
+        page.wait_for_selector("#batch-progress-inner[data-run=refresh][data-state=running]")
+    finally:
+        release.set()
+    page.wait_for_selector("#batch-progress-inner[data-run=refresh][data-state=finished]")
+    assert "finished 2/2 images" in page.inner_text("#batch-progress")
+    page.wait_for_selector("#batch-zip", state="visible")
+
+
+def test_nothing_written_into_the_checkout(server):
+    """Runs, uploads and downloads live in the run folders and the UI's work folder only."""
+    repo = Path(__file__).resolve().parents[2]
+    assert not (repo / ".gradio").exists() or not any((repo / ".gradio").iterdir())
+    work = server.config.work_dir
+    assert (work / "gradio").is_dir() and any((work / "exports").iterdir())

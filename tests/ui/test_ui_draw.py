@@ -1,0 +1,82 @@
+"""ui.draw: boxes land on the right display pixels, masks blend, labels say class and score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autolabel.detections import Detections
+from autolabel.geometry import mask_to_rle
+from autolabel.store import DetectionRecord
+from autolabel.ui.draw import (
+    MASK_ALPHA,
+    REJECTED_COLOR,
+    Shape,
+    class_color,
+    detection_shapes,
+    draw_shapes,
+    record_shapes,
+)
+
+GREY = (128, 128, 128)
+
+
+def _canvas(w=200, h=100):
+    return Image.new("RGB", (w, h), GREY)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 2.0])  # display smaller, equal, larger than the original
+def test_box_outline_is_drawn_at_scaled_pixels(scale):
+    image = _canvas(round(200 * scale), round(100 * scale))
+    out = np.asarray(draw_shapes(image, [Shape((20, 30, 120, 80), "", (255, 0, 0))], scale))
+    x0, y0, x1, y1 = (round(v * scale) for v in (20, 30, 120, 80))
+    assert tuple(out[(y0 + y1) // 2, x0]) == (255, 0, 0)  # left edge
+    assert tuple(out[(y0 + y1) // 2, x1]) == (255, 0, 0)  # right edge
+    assert tuple(out[y0, (x0 + x1) // 2]) == (255, 0, 0)  # top edge
+    assert tuple(out[(y0 + y1) // 2, (x0 + x1) // 2]) == GREY  # inside untouched (no mask)
+    assert tuple(out[2, 2]) == GREY
+
+
+def test_mask_is_a_translucent_overlay_at_display_size():
+    mask = np.zeros((100, 200), dtype=bool)
+    mask[40:60, 50:150] = True
+    color = (0, 0, 255)
+    image = _canvas(100, 50)  # displayed at half size
+    out = np.asarray(draw_shapes(image, [Shape((50, 40, 150, 60), "", color, mask_to_rle(mask))], 0.5))
+    expected = np.round(np.array(GREY) * (1 - MASK_ALPHA) + np.array(color) * MASK_ALPHA)
+    np.testing.assert_array_equal(out[25, 50], expected)  # inside the mask
+    assert tuple(out[5, 5]) == GREY  # outside
+
+
+def test_labels_are_drawn_and_input_is_not_modified():
+    image = _canvas()
+    before = np.asarray(image).copy()
+    with_label = np.asarray(draw_shapes(image, [Shape((20, 40, 120, 90), "car 0.87", (255, 255, 0))]))
+    without = np.asarray(draw_shapes(image, [Shape((20, 40, 120, 90), "", (255, 255, 0))]))
+    np.testing.assert_array_equal(np.asarray(image), before)
+    # The label sits above the box, on the class colour.
+    assert (with_label[20:40, 20:120] != without[20:40, 20:120]).any()
+
+
+def test_marker_is_drawn():
+    out = np.asarray(draw_shapes(_canvas(), [], marker=(100, 50)))
+    assert tuple(out[50, 100]) != GREY
+
+
+def test_detection_shapes_label_class_and_score():
+    dets = Detections(np.array([[1, 2, 30, 40], [5, 5, 9, 9]]), np.array([0.875, 0.5]), np.array([1, 0]),
+                      np.array([2, 0]))
+    shapes = detection_shapes(dets, ["car", "person"])
+    assert [s.label for s in shapes] == ["person 0.88", "car 0.50"]
+    assert shapes[0].color == class_color(1) and shapes[0].rle is None
+
+
+def test_record_shapes_mark_review_state():
+    rec = lambda i, review, score=0.9, source="model": DetectionRecord(  # noqa: E731
+        i, 1, "car", "car", score, (1, 1, 5, 5), None, source, review)
+    shapes = record_shapes([rec(1, "pending"), rec(2, "rejected"), rec(3, "accepted", None, "human")], ["car"],
+                           selected_id=3)
+    assert shapes[0].label == "#1 car 0.90" and not shapes[0].dashed
+    assert shapes[1].color == REJECTED_COLOR and shapes[1].dashed and "rejected" in shapes[1].label
+    assert shapes[2].label.startswith("#3 car human") and shapes[2].thick

@@ -1,0 +1,196 @@
+"""ui.review: each Review action lands in the store at once, and exports follow the review."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from autolabel.detections import Detections
+from autolabel.errors import StoreError
+from autolabel.ontology import Ontology
+from autolabel.store import ImageResult, open_store
+from autolabel.ui import review
+
+
+@pytest.fixture
+def store(tmp_path, photos):
+    """A run of three photos: image 1 has a confident car and a doubtful person; image 2 a doubtful
+    car; image 3 nothing."""
+    ontology = Ontology.from_prompts(["car=car,van", "person"])
+    s = open_store(tmp_path / "run")
+    s.bind_config({"model": "m", "mode": "detect", "ontology": ontology.to_dict()})
+    dets = [
+        Detections(np.array([[10, 10, 60, 80], [5, 5, 20, 30]]), np.array([0.9, 0.2]), np.array([0, 1]),
+                   np.array([0, 2])),
+        Detections(np.array([[1, 1, 50, 50]]), np.array([0.25]), np.array([0]), np.array([1])),
+        Detections.empty(),
+    ]
+    s.write_results([ImageResult(str(p), "sha", 120 if i % 2 == 0 else 160, 170 if i % 2 == 0 else 120, d)
+                     for i, (p, d) in enumerate(zip(photos, dets))])
+    yield s
+    s.close()
+
+
+def _ids(store):
+    return [r.id for r in store.images("done")]
+
+
+def test_filters(store):
+    first, second, third = _ids(store)
+    assert review.image_ids(store, "all") == [first, second, third]
+    assert review.image_ids(store, "low score", 0.3) == [first, second]
+    assert review.image_ids(store, "low score", 0.21) == [first]
+    review.accept_image(store, first)
+    assert review.image_ids(store, "unreviewed") == [second, third]
+    with pytest.raises(StoreError, match="filter"):
+        review.image_ids(store, "everything")
+
+
+def test_rejected_low_score_label_no_longer_flags_the_image(store):
+    first, second, _ = _ids(store)
+    person = [r for r in review.labels(store, first) if r.class_name == "person"][0]
+    review.reject(store, first, person.id)
+    assert review.image_ids(store, "low score", 0.3) == [second]
+
+
+def test_actions_write_to_the_store(store, tmp_path):
+    first, second, third = _ids(store)
+    car, person = review.labels(store, first)
+    review.accept(store, first, car.id)
+    review.reject(store, first, str(person.id))  # ids arrive from the browser as strings too
+    by_id = {r.id: r for r in review.labels(store, first)}
+    assert by_id[car.id].review == "accepted" and by_id[person.id].review == "rejected"
+    assert [r.id for r in store.detections(first)] == [car.id]  # rejected excluded from exports
+
+    (doubt,) = review.labels(store, second)
+    review.set_class(store, second, doubt.id, "person")
+    review.move_box(store, second, doubt.id, (2, 3, 40, 45))
+    (moved,) = review.labels(store, second)
+    assert (moved.class_name, moved.xyxy, moved.review) == ("person", (2, 3, 40, 45), "accepted")
+
+    new_id = review.add_box(store, third, "car", (10, 20, 30, 40))
+    (added,) = review.labels(store, third)
+    assert (added.id, added.source, added.review, added.score) == (new_id, "human", "accepted", None)
+    review.delete(store, third, new_id)
+    assert review.labels(store, third) == []
+
+    # Durable at once: another connection (the next page load, an export) sees every edit.
+    with open_store(tmp_path / "run", create=False) as other:
+        assert [r.class_name for r in other.detections(second)] == ["person"]
+        assert [r.review for r in other.detections(first, include_rejected=True)] == ["accepted", "rejected"]
+
+
+def test_accept_image_accepts_pending_and_marks_reviewed(store):
+    first, *_ = _ids(store)
+    car, person = review.labels(store, first)
+    review.reject(store, first, person.id)
+    assert review.accept_image(store, first) == 1
+    assert [r.review for r in review.labels(store, first)] == ["accepted", "rejected"]
+    assert store.image(first).reviewed
+
+
+@pytest.mark.parametrize("bad", [None, "", "abc"])
+def test_actions_need_a_label_id(store, bad):
+    first, *_ = _ids(store)
+    with pytest.raises(StoreError):
+        review.accept(store, first, bad)
+
+
+def test_actions_refuse_a_label_of_another_image(store):
+    first, second, _ = _ids(store)
+    (other,) = review.labels(store, second)
+    for action in (review.accept, review.reject, review.delete):
+        with pytest.raises(StoreError, match="not on this image"):
+            action(store, first, other.id)
+    with pytest.raises(StoreError, match="unknown class"):
+        review.set_class(store, second, other.id, "dragon")
+    with pytest.raises(StoreError, match="choose the class"):
+        review.add_box(store, first, "", (1, 1, 5, 5))
+
+
+def test_corner_clicks_make_a_box_in_original_pixels():
+    pending, box = review.corner_click(None, (90, 30), scale=3.0, width=120, height=170)
+    assert pending == (90.0, 30.0) and box is None
+    # Second click up-left of the first: corners are ordered; display px / 3 = original px.
+    pending, box = review.corner_click(pending, [30, 150], scale=3.0, width=120, height=170)
+    assert pending is None and box == pytest.approx((10.0, 10.0, 30.0, 50.0))
+    # Clicks beyond the image are clipped to it.
+    _, box = review.corner_click((-30, -30), (600, 900), scale=3.0, width=120, height=170)
+    assert box == (0.0, 0.0, 120.0, 170.0)
+    with pytest.raises(StoreError, match="empty box"):
+        review.corner_click((10, 10), (10.5, 40), scale=1.0, width=100, height=100)
+
+
+def test_table_rows_and_choice_labels(store):
+    first, *_ = _ids(store)
+    labels = review.labels(store, first)
+    rows = review.table_rows(labels)
+    assert rows[0][:5] == [labels[0].id, "car", 0.9, "pending", "model"] and len(rows[0]) == len(review.TABLE_HEADERS)
+    assert review.choice_label(labels[0]) == f"#{labels[0].id} car 0.90 (pending)"
+
+
+def test_display_images_are_cached_and_scaled(store):
+    first, *_ = _ids(store)
+    record = store.image(first)
+    display = review.DisplayImages(side=1024)
+    image, scale = display.get(record)
+    assert max(image.size) == 512 and scale == pytest.approx(512 / 170)  # small photos are enlarged
+    assert display.get(record)[0] is image
+
+
+def test_export_reflects_the_review(store, tmp_path):
+    from autolabel.ui.exporting import run_export
+
+    first, second, third = _ids(store)
+    car, person = review.labels(store, first)
+    review.reject(store, first, person.id)
+    review.add_box(store, third, "person", (10, 20, 40, 60))
+    summary = run_export(store, "coco", tmp_path / "out")
+    coco = json.loads((tmp_path / "out" / "coco_export.json").read_text())
+    assert summary.annotations == len(coco["annotations"]) == 3  # car, the other car, the drawn person
+    drawn = [a for a in coco["annotations"] if "score" not in a]
+    assert len(drawn) == 1 and drawn[0]["bbox"] == pytest.approx([10, 20, 30, 40])
+    assert all(a.get("score") != pytest.approx(0.2) for a in coco["annotations"])
+
+
+def test_every_export_format_makes_a_zip(store, tmp_path):
+    from autolabel.ui.exporting import export_formats, run_export
+
+    formats = export_formats()
+    assert formats[0] == "coco"
+    for fmt in formats:
+        summary = run_export(store, fmt, tmp_path / fmt, image_size="64", masks="rle", zip_name=f"{fmt}.zip")
+        assert summary.path == tmp_path / fmt / f"{fmt}.zip" and summary.path.is_file(), fmt
+        assert summary.images == 3
+
+
+def test_export_refuses_unknown_format_and_masks(store, tmp_path):
+    from autolabel.errors import ConfigError
+    from autolabel.ui.exporting import run_export
+
+    with pytest.raises(ConfigError, match="unknown export format"):
+        run_export(store, "pascal-v9", tmp_path)
+    with pytest.raises(ConfigError, match="mask format"):
+        run_export(store, "coco", tmp_path, masks="bitmap")
+
+
+def test_evaluation_table_against_a_ground_truth_run(store, tmp_path, photos):
+    from autolabel.ui.exporting import evaluate_against, evaluation_available
+
+    if not evaluation_available():
+        pytest.skip("autolabel.evaluation is not installed")
+    gt = open_store(tmp_path / "gt")
+    gt.bind_config(store.config)
+    records = list(store.images("done"))
+    gt.write_results([ImageResult(r.path, r.sha256, r.width, r.height, Detections.empty()) for r in records])
+    for r in gt.images("done"):
+        gt.add_detection(r.id, "car", (10, 10, 60, 80) if r.path == records[0].path else (1, 1, 50, 50))
+        gt.set_image_reviewed(r.id)
+    headers, rows, text = evaluate_against(store, gt)
+    gt.close()
+    assert headers[:3] == ["class", "gt", "pred"] and rows[-1][0] == "all"
+    car = next(row for row in rows if row[0] == "car")
+    assert car[1] == 3 and car[2] == 2  # three true cars; the run found two, both right
+    assert "images compared" in text

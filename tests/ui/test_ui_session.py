@@ -1,0 +1,165 @@
+"""ui.session: prompt parsing, shared model handles, and the Test tab's feature cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autolabel.errors import ConfigError, ImageLoadError, ModelLoadError
+from autolabel.ui.session import (
+    CachedImage,
+    FeatureCache,
+    ModelHandles,
+    PromptTester,
+    detection_rows,
+    display_copy,
+    ontology_to_text,
+    parse_prompts,
+)
+
+
+@pytest.mark.parametrize(
+    "text, names, queries",
+    [
+        ("person", ["person"], ["person"]),
+        ("car=car,automobile,van\nperson", ["car", "person"], ["car", "automobile", "van", "person"]),
+        ("\n  person  \n\n# a comment\ndog=dog, puppy\n", ["person", "dog"], ["person", "dog", "puppy"]),
+    ],
+)
+def test_parse_prompts_uses_the_cli_syntax(text, names, queries):
+    ontology = parse_prompts(text)
+    assert ontology.names == names and ontology.queries == queries
+    assert parse_prompts(ontology_to_text(ontology)) == ontology  # round trip
+
+
+@pytest.mark.parametrize("text, message", [("", "at least one class"), ("  \n# only a comment", "at least one class"),
+                                           ("car=", "no prompts"), ("car\ncar", "twice")])
+def test_parse_prompts_errors_are_readable(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_prompts(text)
+
+
+def test_display_copy_shrinks_large_and_enlarges_small():
+    big = Image.new("RGB", (4000, 3000))
+    small = Image.new("RGB", (120, 170))
+    out, scale = display_copy(big, 1000)
+    assert out.size == (1000, 750) and scale == pytest.approx(0.25)
+    out, scale = display_copy(small, 1000, min_side=510)
+    assert out.size == (360, 510) and scale == pytest.approx(3.0)
+
+
+def test_feature_cache_is_an_lru():
+    cache = FeatureCache(capacity=2)
+    items = [CachedImage(k, k, None, 1, 1, None, 1.0) for k in "abc"]
+    for item in items[:2]:
+        cache.put(item)
+    assert cache.get("a") is items[0]  # "a" is now the most recent
+    cache.put(items[2])
+    assert cache.get("b") is None and cache.get("a") is items[0] and cache.get("c") is items[2]
+    assert len(cache) == 2
+
+
+def test_threshold_prompt_and_mode_changes_reuse_the_backbone(ui_config, models, photos):
+    """The Test tab's promise: one vision-backbone pass (and one SAM2 embedding) per image."""
+    tester = PromptTester(ui_config, models)
+    first = tester.query(photos[0], "car=car,van\nperson", 0.0, "detect")
+    assert first.backbone_seconds is not None and models.detector.backbone_calls == 1
+    counts = [len(first.detections)]
+    for threshold in (0.3, 0.5, 0.9, 0.0):
+        result = tester.query(photos[0], "car=car,van\nperson", threshold, "detect")
+        assert result.backbone_seconds is None
+        counts.append(len(result.detections))
+    assert counts[0] == counts[-1] and counts == sorted(counts[:4], reverse=True) + [counts[0]]
+    tester.query(photos[0], "dog\ncat=cat,kitten", 0.2, "detect")  # new prompts: text tower only
+    seg = tester.query(photos[0], "car=car,van\nperson", 0.0, "segment")
+    seg_again = tester.query(photos[0], "car=car,van\nperson", 0.5, "segment")
+    assert seg.sam_embed_seconds is not None and seg_again.sam_embed_seconds is None
+    assert models.segmenter.embed_calls == 1
+    assert models.detector.backbone_calls == 1 and models.detector.backbone_images == 1
+    assert len(seg.detections.masks) == len(seg.detections)
+    assert "no backbone pass" in seg_again.timing_text() and "backbone passes so far: 1" in seg_again.timing_text()
+    # A second image is one more pass; a copy of the first (same bytes, new path) is none.
+    tester.query(photos[1], "person", 0.1)
+    copy = photos[0].parent / "copy_of_first.jpg"
+    copy.write_bytes(photos[0].read_bytes())
+    tester.query(copy, "person", 0.1)
+    assert models.detector.backbone_calls == 2
+
+
+def test_test_tab_matches_the_batch_pipeline(ui_config, models, photos):
+    """What is dialled in on the Test tab gives the same detections as a batch (detect_batch)."""
+    from autolabel.images import load_image
+    from autolabel.pipeline import DetectConfig, detect_batch
+
+    tester = PromptTester(ui_config, models)
+    ontology = parse_prompts("car=car,van\nperson")
+    for threshold in (0.0, 0.45):
+        result = tester.query(photos[0], "car=car,van\nperson", threshold)
+        image = load_image(photos[0])
+        expected = detect_batch(models.detector, [image.image], [(image.width, image.height)], ontology,
+                                DetectConfig(threshold=threshold, nms_iou=ui_config.nms_iou))[0]
+        np.testing.assert_allclose(result.detections.xyxy, expected.xyxy, atol=1e-4)
+        np.testing.assert_allclose(result.detections.scores, expected.scores, atol=1e-6)
+        np.testing.assert_array_equal(result.detections.class_ids, expected.class_ids)
+    rows = detection_rows(result)
+    assert rows and rows[0][1] in ("car", "person") and len(rows[0]) == 8
+
+
+def test_bad_image_and_bad_mode_are_user_errors(ui_config, models, corrupt_image, photos):
+    tester = PromptTester(ui_config, models)
+    with pytest.raises(ImageLoadError, match="broken.jpg"):
+        tester.query(corrupt_image, "person", 0.1)
+    with pytest.raises(ConfigError, match="mode"):
+        tester.query(photos[0], "person", 0.1, "panoptic")
+    with pytest.raises(ConfigError, match="at least one class"):
+        tester.query(photos[0], "", 0.1)
+
+
+def test_model_load_failure_is_one_line_and_shows_in_status(tmp_path):
+    models = ModelHandles(str(tmp_path / "no-such-model"), None, device="cpu")
+    assert "not loaded" in models.status()
+    with pytest.raises(ModelLoadError, match="cannot load the OWLv2"):
+        models.detector
+    assert "failed to load" in models.status()
+    with pytest.raises(ConfigError, match="--sam-model"):
+        models.segmenter
+
+
+def test_unexpected_loader_errors_become_model_load_errors():
+    def broken(name, device, dtype):
+        raise RuntimeError("weights have the wrong shape")
+
+    models = ModelHandles("x", "y", device="cpu", loaders={"owlv2": broken, "sam2": broken})
+    with pytest.raises(ModelLoadError, match="wrong shape"):
+        models.detector
+    assert "wrong shape" in models.status()
+
+
+def test_models_load_once_and_only_when_used(ui_config):
+    loads = []
+
+    def fake(name, device, dtype):
+        loads.append(name)
+        return object()
+
+    models = ModelHandles("owl", "sam", device="cpu", loaders={"owlv2": fake, "sam2": fake})
+    assert not models.is_loaded("owlv2") and loads == []
+    assert models.detector is models.detector
+    assert loads == ["owl"] and "ready on cpu" in models.status()
+
+
+def test_shared_models_forward_the_full_api(ui_config, models):
+    """The batch's labelling loop sees the real model API through the shared wrappers (so it can
+    take its fast path), while the network calls are counted and serialised."""
+    from autolabel.ui.batch import make_labeler
+
+    detector, segmenter = models.detector, models.segmenter
+    assert detector.image_size == detector.inner.image_size
+    assert detector.preprocess.__self__ is detector.inner  # forwarded, not wrapped
+    with pytest.raises(AttributeError):
+        detector.no_such_attribute
+    labeler = make_labeler(ui_config, models, parse_prompts("person"), "segment", 0.1)
+    assert labeler.detector is detector and labeler.segmenter is segmenter
+    if hasattr(labeler, "uses_fast_path"):
+        assert labeler.uses_fast_path == callable(getattr(detector.inner, "pixel_values", None))
