@@ -68,6 +68,10 @@ def _register() -> None:
     main.add_command(import_.import_)
     main.add_command(eval_cmd.eval_)
 
+    from autolabel.cli import finetune  # fine-tune OWLv2 on reviewed labels
+
+    main.add_command(finetune.finetune)
+
     from autolabel.cli import ui  # the web UI (gradio is imported only when the command runs)
 
     main.add_command(ui.ui)
