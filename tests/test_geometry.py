@@ -503,3 +503,22 @@ def test_polygons_to_rle():
 def test_polygons_to_rle_bad_polygon_raises(bad):
     with pytest.raises(ValueError):
         polygons_to_rle(bad, 10, 10)
+
+
+@pytest.mark.parametrize(
+    "box, expected",
+    [
+        ((2.0, 3.0, 6.0, 5.0), (2, 3, 6, 5)),  # integer edges: exactly those pixels
+        ((2.4, 3.6, 5.2, 4.1), (2, 3, 6, 5)),  # fractional edges: every pixel the box touches
+        ((-3.0, -1.0, 4.0, 2.0), (0, 0, 4, 2)),  # partly outside the frame: cut off
+        ((5.0, 5.0, 5.0, 5.0), (5, 5, 6, 6)),  # degenerate: still one pixel, never empty
+    ],
+)
+def test_box_to_rle(box, expected):
+    from autolabel.geometry import box_to_rle
+
+    mask = rle_to_mask(box_to_rle(box, 8, 10))
+    want = np.zeros((8, 10), bool)
+    x0, y0, x1, y1 = expected
+    want[y0:y1, x0:x1] = True
+    np.testing.assert_array_equal(mask, want)

@@ -2,7 +2,8 @@
 
 Public API (imported lazily so that `autolabel --help` does not pay for torch):
 
-    from autolabel import Labeler, Ontology, Detections, open_store, export_coco
+    from autolabel import Labeler, Ontology, Detections, open_store, label_into_store
+    from autolabel import export_dataset, import_dataset, evaluate_run, finetune
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ _LAZY = {
     "Settings": ("autolabel.settings", "Settings"),
     "open_store": ("autolabel.store", "open_store"),
     "export_coco": ("autolabel.export.coco", "export_coco"),
+    "export_dataset": ("autolabel.export", "export_dataset"),
+    "import_dataset": ("autolabel.importers", "import_dataset"),
+    "evaluate_run": ("autolabel.evaluation", "evaluate_run"),
+    "label_into_store": ("autolabel.labeling", "label_into_store"),
+    "load_image": ("autolabel.images", "load_image"),
+    "finetune": ("autolabel.finetune", "finetune"),
+    "TrainConfig": ("autolabel.finetune", "TrainConfig"),
 }
 
 __all__ = sorted(_LAZY)

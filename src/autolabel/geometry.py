@@ -183,6 +183,18 @@ def region_to_rle(region: np.ndarray, x0: int, y0: int, height: int, width: int)
     return _json_rle(rle)
 
 
+def box_to_rle(xyxy: Any, height: int, width: int) -> dict:
+    """The pixels a float ``xyxy`` box covers (pixel ``i`` spans ``[i, i + 1)``) as a COCO RLE.
+
+    The stand-in mask for a box without one in a segmentation dataset (a human-drawn box, or a
+    mask that came back empty), so every annotation there has a non-empty segmentation.
+    """
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(xyxy, dtype=np.float64).reshape(4))
+    left, top = int(np.floor(x0)), int(np.floor(y0))
+    right, bottom = max(int(np.ceil(x1)), left + 1), max(int(np.ceil(y1)), top + 1)
+    return region_to_rle(np.ones((bottom - top, right - left), dtype=bool), left, top, height, width)
+
+
 def rle_area(rle: dict) -> int:
     """Number of foreground pixels of a COCO RLE."""
     return int(mask_util.area(_coco_rle(rle)))

@@ -171,6 +171,20 @@ class Store:
 
         return _Tx()
 
+    def _upsert_image(self, res: ImageResult, now: float, reviewed: bool | None = None) -> int:
+        """Insert or update one image row (inside a transaction); ``reviewed=None`` keeps the flag."""
+        status = "failed" if res.error else "done"
+        self._conn.execute(
+            """INSERT INTO images (path, sha256, width, height, status, error, reviewed, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, width=excluded.width,
+                 height=excluded.height, status=excluded.status, error=excluded.error,
+                 reviewed=COALESCE(?, images.reviewed), updated_at=excluded.updated_at""",
+            (res.path, res.sha256, res.width, res.height, status, res.error, int(bool(reviewed)), now,
+             None if reviewed is None else int(reviewed)),
+        )
+        return self._conn.execute("SELECT id FROM images WHERE path = ?", (res.path,)).fetchone()[0]
+
     def write_results(self, results: list[ImageResult]) -> None:
         """Store a batch of results in one transaction. Re-writing an image replaces its model labels."""
         if not results:
@@ -180,16 +194,7 @@ class Store:
         now = time.time()
         with self._transaction():
             for res in results:
-                status = "failed" if res.error else "done"
-                self._conn.execute(
-                    """INSERT INTO images (path, sha256, width, height, status, error, updated_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, width=excluded.width,
-                         height=excluded.height, status=excluded.status, error=excluded.error,
-                         updated_at=excluded.updated_at""",
-                    (res.path, res.sha256, res.width, res.height, status, res.error, now),
-                )
-                image_id = self._conn.execute("SELECT id FROM images WHERE path = ?", (res.path,)).fetchone()[0]
+                image_id = self._upsert_image(res, now)
                 self._conn.execute("DELETE FROM detections WHERE image_id = ? AND source = 'model'", (image_id,))
                 if res.detections is not None and len(res.detections):
                     d = res.detections
@@ -218,16 +223,7 @@ class Store:
         now = time.time()
         with self._transaction():
             for res, labels in items:
-                status = "failed" if res.error else "done"
-                self._conn.execute(
-                    """INSERT INTO images (path, sha256, width, height, status, error, reviewed, updated_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, width=excluded.width,
-                         height=excluded.height, status=excluded.status, error=excluded.error,
-                         reviewed=excluded.reviewed, updated_at=excluded.updated_at""",
-                    (res.path, res.sha256, res.width, res.height, status, res.error, int(not res.error), now),
-                )
-                image_id = self._conn.execute("SELECT id FROM images WHERE path = ?", (res.path,)).fetchone()[0]
+                image_id = self._upsert_image(res, now, reviewed=not res.error)
                 self._conn.execute("DELETE FROM detections WHERE image_id = ? AND source = 'human'", (image_id,))
                 rows = []
                 for class_name, xyxy, rle in labels:

@@ -205,3 +205,18 @@ def test_export_names_never_collide():
     assert len(set(names.values())) == 6
     assert names["/d/a/x.jpg"] == "a__x.jpg"
     assert names == export_names(list(reversed(list(names))))  # independent of input order
+
+
+def test_segmentation_run_labels_without_a_mask_get_the_box_as_mask(tmp_path):
+    """A human box, or an empty SAM2 mask, in a segmentation run: the annotation still has a mask."""
+    path = tmp_path / "a.png"
+    Image.new("RGB", (50, 40)).save(path)
+    with open_store(tmp_path / "run") as store:
+        store.bind_config({"model": "m", "mode": "segment", "ontology": ONT.to_dict(), "detect": {}})
+        empty = mask_to_rle(np.zeros((40, 50), bool))
+        store.write_results([ImageResult(str(path), "sha", 50, 40, Detections([[10, 10, 20, 30]], [0.9], [0], [0], [empty]))])
+        store.add_detection(next(store.images()).id, "person", (30, 5, 45, 15))
+        export_coco(store, tmp_path / "out")
+    anns = json.loads((tmp_path / "out" / COCO_FILE).read_text())["annotations"]
+    assert sorted(a["area"] for a in anns) == [150, 200]
+    assert all(a["segmentation"] and len(a["segmentation"][0]) >= 8 for a in anns)

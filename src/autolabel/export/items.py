@@ -235,7 +235,10 @@ def iter_items(store: Store, plan: ExportPlan, options: ExportOptions, *, encode
                on_progress: Callable[[int], None] | None = None,
                counters: ExportSummary | None = None) -> Iterator[ExportItem]:
     """Stream the plan's images with their labels mapped into exported pixels (store path order)."""
+    from autolabel.geometry import box_to_rle, rle_area
+
     thresholds = check_thresholds(options.thresholds, plan.ontology)
+    segmentation_run = (store.config or {}).get("mode") == "segment"
     class_index = {name: i for i, name in enumerate(plan.ontology.names)}
     size = options.image_size
     extra = (options.image_format,) if options.image_format else ()
@@ -258,10 +261,15 @@ def iter_items(store: Store, plan: ExportPlan, options: ExportOptions, *, encode
                 labels = []
                 boxes = transform.boxes([d.xyxy for d in dets]) if dets else []
                 for det, box in zip(dets, boxes):
+                    rle = None
+                    if options.include_masks and (det.rle is not None or segmentation_run):
+                        rle = transform.rle(det.rle) if det.rle is not None else None
+                        if rle is None or rle_area(rle) == 0:
+                            # Segmentation datasets need a mask on every label: a human box or an
+                            # empty SAM2 mask gets the box's own pixels.
+                            rle = box_to_rle(box, transform.height, transform.width)
                     labels.append(ExportLabel(class_index[det.class_name], det.class_name, det.score,
-                                              tuple(float(v) for v in box),
-                                              transform.rle(det.rle) if det.rle is not None and options.include_masks else None,
-                                              det))
+                                              tuple(float(v) for v in box), rle, det))
                 yield ExportItem(start + offset + 1, record, plan.names[record.path], plan.splits[record.path],
                                  transform, data, labels)
             if on_progress:
