@@ -3,7 +3,8 @@
 Public API (imported lazily so that `autolabel --help` does not pay for torch):
 
     from autolabel import Labeler, Ontology, Detections, open_store, label_into_store
-    from autolabel import export_dataset, import_dataset, evaluate_run, finetune
+    from autolabel import export_dataset, import_dataset, evaluate_run
+    from autolabel.finetune import finetune, TrainConfig
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ _LAZY = {
     "evaluate_run": ("autolabel.evaluation", "evaluate_run"),
     "label_into_store": ("autolabel.labeling", "label_into_store"),
     "load_image": ("autolabel.images", "load_image"),
-    "finetune": ("autolabel.finetune", "finetune"),
     "TrainConfig": ("autolabel.finetune", "TrainConfig"),
 }
 
