@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autolabel.configs import config_diff
 from autolabel.detections import Detections
 from autolabel.errors import StoreError
 from autolabel.ontology import Ontology
@@ -96,17 +97,6 @@ class ImageResult:
     error: str | None = None
 
 
-def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    diffs = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _config_diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            diffs.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
-    return diffs
-
-
 class Store:
     def __init__(self, run_dir: Path, conn: sqlite3.Connection):
         self.run_dir = run_dir
@@ -141,7 +131,7 @@ class Store:
                 self._conn.execute("INSERT INTO meta VALUES ('config', ?)", (json.dumps(normalised, sort_keys=True),))
                 self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('created_at', ?)", (str(time.time()),))
             return
-        diffs = _config_diff(existing, normalised)
+        diffs = config_diff(existing, normalised)
         if diffs:
             raise StoreError(
                 f"{self.run_dir} holds a run made with another configuration ({'; '.join(diffs)}); "

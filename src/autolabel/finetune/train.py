@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autolabel.configs import config_diff
 from autolabel.errors import AutolabelError, ConfigError
 from autolabel.finetune.data import AugmentConfig, Dataset, load_augmented, negative_pool, sample_augment, sample_queries
 from autolabel.finetune.loss import LossWeights, Target, detection_loss
@@ -467,7 +468,7 @@ class _Trainer:
         if not state_path.exists():
             return False
         state = json.loads(state_path.read_text())
-        diffs = _diff(state.get("fingerprint", {}), json.loads(json.dumps(self.fingerprint())))
+        diffs = config_diff(state.get("fingerprint", {}), json.loads(json.dumps(self.fingerprint())))
         if diffs:
             raise ConfigError(f"{self.out_dir} holds an interrupted fine-tuning with other settings "
                               f"({'; '.join(diffs[:5])}); re-run with the same options to resume, or choose a new --out")
@@ -739,17 +740,6 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
-    return out
-
-
 VAL_DETECT = dict(threshold=0.0, nms_iou=0.5)
 
 
@@ -849,7 +839,7 @@ def _finished_result(out_dir: Path, fingerprint: dict) -> FinetuneResult | None:
     data = json.loads(log_path.read_text())
     if not data.get("finished"):
         return None
-    diffs = _diff(data.get("fingerprint", {}), json.loads(json.dumps(fingerprint)))
+    diffs = config_diff(data.get("fingerprint", {}), json.loads(json.dumps(fingerprint)))
     if diffs:
         raise ConfigError(f"{out_dir} holds a finished fine-tuning with other settings ({'; '.join(diffs[:5])}); "
                           "choose a new --out")
