@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
-.PHONY: install test run clean browser
+.PHONY: install test run bench bench-smoke clean browser
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,14 @@ browser:
 
 run: install
 	$(BIN)/autolabel ui $(ARGS)
+
+# Throughput against the plain transformers recipe (BENCHMARKS.md); e.g. make bench ARGS="--generate 2mp:64".
+bench: install
+	$(BIN)/python benchmarks/throughput.py $(ARGS)
+
+# Every benchmark side and mode with tiny checkpoints: keeps the benchmark working (CI).
+bench-smoke: install
+	$(BIN)/python benchmarks/throughput.py --smoke --json benchmarks/results/smoke.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -70,3 +70,49 @@ def test_labeler_checks_mode():
         Labeler(ONT, model="x", mode="segment")
     with pytest.raises(ConfigError, match="mode"):
         Labeler(ONT, model="x", mode="classify")
+
+
+def test_max_detections_keeps_the_best_scores():
+    logits, boxes = _raw([[0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.1, 0.1], [0.8, 0.2, 0.1, 0.1]],
+                         [[_logit(0.3), -9, -9], [_logit(0.9), -9, -9], [-9, -9, _logit(0.6)]])
+    dets = postprocess(logits, boxes, 100, 100, ONT, DetectConfig(threshold=0.0, nms_iou=None, max_detections=2))
+    np.testing.assert_allclose(dets.scores, [0.9, 0.6], atol=1e-6)
+    with pytest.raises(ConfigError):
+        DetectConfig(max_detections=0)
+
+
+def test_config_dict_without_max_detections_matches_older_runs():
+    """Runs stored before max_detections existed have no such key: the default must not differ."""
+    assert "max_detections" not in DetectConfig().to_dict()
+    assert DetectConfig(max_detections=5).to_dict()["max_detections"] == 5
+
+
+def test_very_negative_logits_give_zero_scores_without_warnings():
+    import warnings
+
+    logits = np.array([[-1e4, -1e5, -np.inf]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dets = postprocess(logits, np.array([[0.5, 0.5, 0.1, 0.1]], dtype=np.float32), 10, 10, ONT,
+                           DetectConfig(threshold=0.0, nms_iou=None))
+    assert len(dets) == 0  # score 0 is not above a threshold of 0
+
+
+def test_stage_times_sum_over_threads():
+    import threading
+    import time
+
+    from autolabel.pipeline import StageTimes
+
+    times, synced = StageTimes(sync=lambda: synced.append(1)), []
+
+    def work():
+        with times.stage("decode"):
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert times.as_dict()["decode"] >= 0.03 and len(synced) == 3

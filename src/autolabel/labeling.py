@@ -1,24 +1,36 @@
-"""The resumable labelling loop: files -> store, one batch at a time.
+"""The resumable labelling loop: files -> store, streamed so the model is the only thing that waits.
 
-Images are streamed: a small thread pool decodes the next batch while the model works on the current
-one (bounded look-ahead, so memory does not grow with the number of images). Each batch is committed
-in one transaction when done; images already in the store are skipped, so a killed run resumes
+Three kinds of thread work side by side, joined by bounded queues (memory stays flat however many
+images there are):
+
+- decode workers (``Labeler.prepare``): read, hash, EXIF-orient and draft-decode each file to about
+  the model's input size, and on the CPU also make the model inputs. Each worker runs torch on one
+  thread, so it takes one core's share and leaves the model its intra-op threads.
+- the model loop (this thread): batches in input order; ``Labeler.launch`` queues batch i+1 on the
+  device before ``Labeler.finish`` collects batch i, so on a GPU the post-processing of one batch
+  overlaps the forward pass of the next.
+- a writer thread commits each batch in one transaction (after the batch's SAM2 masks, encoded in a
+  small pool, are ready), so neither SQLite nor mask encoding stalls the model.
+
+Each batch is committed when done; images already in the store are skipped, so a killed run resumes
 where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autolabel.errors import ImageLoadError
-from autolabel.images import LoadedImage, discover_images, load_image
-from autolabel.pipeline import Labeler
+from autolabel.images import discover_images
+from autolabel.pipeline import Labeler, PreparedImage, StageTimes, _stage
 from autolabel.store import ImageResult, Store
 
 log = logging.getLogger(__name__)
@@ -38,9 +50,9 @@ class RunSummary:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
-def _load(path: Path, max_pixels: int) -> LoadedImage | ImageResult:
+def _prepare(labeler: Labeler, path: Path, max_pixels: int, times: StageTimes | None) -> PreparedImage | ImageResult:
     try:
-        return load_image(path, max_pixels=max_pixels)
+        return labeler.prepare(path, max_pixels, times)
     except ImageLoadError as exc:
         return ImageResult(path=str(path), error=str(exc))
     except Exception as exc:  # a decoder bug on one odd file must not end a 10k-image run
@@ -48,9 +60,11 @@ def _load(path: Path, max_pixels: int) -> LoadedImage | ImageResult:
         return ImageResult(path=str(path), error=f"{path}: unexpected {type(exc).__name__}: {exc}")
 
 
-def _batches(items: list, size: int) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def default_workers(device: str) -> int:
+    """Decode workers: one on the CPU (the model needs the cores; decoding a draft is ~50 ms against
+    seconds of forward pass), up to 8 beside a GPU."""
+    cores = os.cpu_count() or 1
+    return 1 if device == "cpu" else max(1, min(8, cores - 1))
 
 
 def label_into_store(
@@ -62,11 +76,14 @@ def label_into_store(
     max_pixels: int = 178_956_970,
     on_progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    workers: int | None = None,
+    times: StageTimes | None = None,
 ) -> RunSummary:
     """Label every image under ``inputs`` that the store does not hold yet.
 
     ``on_total(n)`` is called once with the number of images to process; ``on_progress(k)`` after
-    each batch with the number of images it finished (done or failed).
+    each committed batch with the number of images it finished (done or failed), from this thread.
+    ``workers``: decode threads (default ``default_workers``). ``times``: collects per-stage time.
     """
     started = time.perf_counter()
     store.bind_config(labeler.run_config())
@@ -78,39 +95,217 @@ def label_into_store(
         on_total(len(todo))
     names = labeler.ontology.names
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
-        batches = list(_batches(todo, batch_size))
-        # Keep at most one decoded batch waiting: flat memory however many images there are.
-        pending = [pool.submit(_load, p, max_pixels) for p in batches[0]] if batches else []
-        for index in range(len(batches)):
-            loaded = [f.result() for f in pending]
-            pending = ([pool.submit(_load, p, max_pixels) for p in batches[index + 1]]
-                       if index + 1 < len(batches) else [])
-            results = _label_loaded(labeler, loaded)
-            store.write_results(results)
-            for res in results:
-                if res.error:
-                    summary.failed += 1
-                    summary.failures.append((res.path, res.error))
-                    log.warning("skipped %s", res.error)
-                else:
-                    summary.done += 1
-                    summary.per_class.update(names[int(c)] for c in res.detections.class_ids)
-            if on_progress:
-                on_progress(len(results))
+    def record(results: list[ImageResult]) -> None:
+        for res in results:
+            if res.error:
+                summary.failed += 1
+                summary.failures.append((res.path, res.error))
+                log.warning("skipped %s", res.error)
+            else:
+                summary.done += 1
+                summary.per_class.update(names[int(c)] for c in res.detections.class_ids)
+        if on_progress:
+            on_progress(len(results))
+
+    if todo:
+        device = labeler.model_device  # loads the models before any thread starts
+        n_workers = workers or default_workers(device)
+        pad_to = batch_size if getattr(labeler.detector, "compiled", False) else None
+        segment = labeler.mode == "segment" and labeler.uses_fast_path
+        with _Prefetcher(lambda p: _prepare(labeler, p, max_pixels, times), todo, n_workers,
+                         depth=2 * batch_size + n_workers, times=times) as prepared, \
+                _thread_pool(n_workers if segment else 0, "masks") as mask_pool, \
+                _Writer(store, times) as writer:
+            inflight = None
+            for batch in _chunks(prepared, batch_size):
+                good = [item for item in batch if isinstance(item, PreparedImage)]
+                launched = labeler.launch(good, times, pad_to=pad_to)
+                if inflight is not None:
+                    writer.submit(inflight[0], labeler.finish(inflight[1], times, mask_pool))
+                inflight = (batch, launched)
+                for results in writer.completed():
+                    record(results)
+            if inflight is not None:
+                writer.submit(inflight[0], labeler.finish(inflight[1], times, mask_pool))
+            for results in writer.completed(wait=True):
+                record(results)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _label_loaded(labeler: Labeler, loaded: list) -> list[ImageResult]:
-    good = [item for item in loaded if isinstance(item, LoadedImage)]
-    dets = labeler.label_images([g.image for g in good], [(g.width, g.height) for g in good]) if good else []
-    by_path = {str(g.path): (g, d) for g, d in zip(good, dets)}
-    results = []
-    for item in loaded:
-        if isinstance(item, ImageResult):
-            results.append(item)
-            continue
-        g, d = by_path[str(item.path)]
-        results.append(ImageResult(str(g.path), g.sha256, g.width, g.height, d))
-    return results
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _one_torch_thread() -> None:
+    """Run this thread's torch ops on one core. torch keeps the OpenMP thread count per thread
+    (the model's thread keeps its own); ``_restore_threads`` puts back the process default."""
+    import torch
+
+    # get first: torch initialises a thread's count from the process default on its first use,
+    # which would undo a set made before it.
+    torch.get_num_threads()
+    torch.set_num_threads(1)
+
+
+class _restore_threads:
+    """Restore torch's default thread count for threads started later (see ``_one_torch_thread``)."""
+
+    def __enter__(self):
+        import torch
+
+        self.saved = torch.get_num_threads()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.saved)
+        return False
+
+
+class _thread_pool:
+    """A ``ThreadPoolExecutor`` whose threads all exist (and run torch on one thread) on entry;
+    None for 0 workers."""
+
+    def __init__(self, workers: int, name: str):
+        self.workers = workers
+        self.name = name
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers < 1:
+            return None
+        with _restore_threads():
+            ready = threading.Barrier(self.workers + 1)
+            self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
+            for _ in range(self.workers):  # one blocking task per worker starts every thread now
+                self.pool.submit(lambda: (_one_torch_thread(), ready.wait()))
+            ready.wait()
+        return self.pool
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return False
+
+
+class _Prefetcher:
+    """Runs ``fn`` over ``items`` in worker threads and yields the results in input order, at most
+    ``depth`` results ahead of the consumer (bounded memory)."""
+
+    def __init__(self, fn: Callable, items: list, workers: int, depth: int, times: StageTimes | None = None):
+        self._fn = fn
+        self._items = items
+        self._times = times
+        self._next = 0
+        self._results: dict[int, tuple[bool, object]] = {}
+        self._cond = threading.Condition()
+        self._slots = threading.Semaphore(max(depth, workers))
+        self._stop = False
+        self._threads = []
+        self._workers = workers
+        with _restore_threads():
+            ready = threading.Barrier(workers + 1)
+            for i in range(workers):
+                thread = threading.Thread(target=self._work, args=(ready,), name=f"decode-{i}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            ready.wait()
+
+    def _work(self, ready: threading.Barrier) -> None:
+        _one_torch_thread()
+        ready.wait()
+        while True:
+            self._slots.acquire()
+            with self._cond:
+                if self._stop or self._next >= len(self._items):
+                    return
+                index = self._next
+                self._next += 1
+            try:
+                result = (True, self._fn(self._items[index]))
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                result = (False, exc)
+            with self._cond:
+                self._results[index] = result
+                self._cond.notify_all()
+
+    def __iter__(self) -> Iterator:
+        for index in range(len(self._items)):
+            with _stage(self._times, "wait_input"), self._cond:
+                while index not in self._results:
+                    self._cond.wait()
+                ok, value = self._results.pop(index)
+            self._slots.release()
+            if not ok:
+                raise value
+            yield value
+
+    def __enter__(self) -> "_Prefetcher":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        with self._cond:
+            self._stop = True
+        for _ in self._threads:
+            self._slots.release()  # wake workers blocked on a slot so they see the stop flag
+        return False
+
+
+class _Writer:
+    """Commits batches in order from one background thread; the model loop never waits for SQLite
+    or for mask encoding (results may be futures from the mask pool). At most ``max_pending``
+    batches wait, which bounds memory if the disk is slower than the model."""
+
+    def __init__(self, store: Store, times: StageTimes | None, max_pending: int = 2):
+        self._store = store
+        self._times = times
+        self._max_pending = max_pending
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self._pending: deque[Future] = deque()
+
+    def submit(self, batch: list, detections: list) -> None:
+        self._pending.append(self._pool.submit(self._write, batch, detections))
+
+    def _write(self, batch: list, detections: list) -> list[ImageResult]:
+        by_path = {}
+        good = [item for item in batch if isinstance(item, PreparedImage)]
+        for item, dets in zip(good, detections):
+            if isinstance(dets, Future):
+                dets = dets.result()
+            by_path[item.path] = ImageResult(item.path, item.sha256, item.width, item.height, dets)
+        results = [item if isinstance(item, ImageResult) else by_path[item.path] for item in batch]
+        with _stage(self._times, "store"):
+            self._store.write_results(results)
+        return results
+
+    def completed(self, wait: bool = False) -> Iterator[list[ImageResult]]:
+        """Results of committed batches, oldest first; waits for all when ``wait``, otherwise only
+        while more than ``max_pending`` are queued."""
+        while self._pending and (wait or self._pending[0].done() or len(self._pending) > self._max_pending):
+            yield self._pending.popleft().result()
+
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        # On an error (or Ctrl-C) in the model loop, still commit the batches already finished.
+        try:
+            for future in self._pending:
+                try:
+                    future.result()
+                except Exception:
+                    if exc_type is None:
+                        raise
+                    log.debug("write failed while stopping", exc_info=True)
+        finally:
+            self._pool.shutdown(wait=True)
+        return False

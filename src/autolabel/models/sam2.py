@@ -26,6 +26,7 @@ import torch
 from autolabel.errors import ModelLoadError
 from autolabel.geometry import region_to_rle
 from autolabel.models.loading import load_pretrained
+from autolabel.models.preprocess import as_hwc_uint8, sam2_pixel_values
 
 # Upsampling works on this many region pixels at a time, bounding its float32 temporaries (~20 MB).
 _STRIP_PIXELS = 1 << 20
@@ -79,19 +80,48 @@ class Sam2Segmenter:
 
     # -- encoder ------------------------------------------------------------------------------------
 
-    def embed(self, images: list) -> list[ImageEmbedding]:
-        """Encode RGB PIL images (already EXIF-oriented) in one encoder batch; one embedding each."""
+    def embed(self, images: list, original_sizes: list[tuple[int, int]] | None = None) -> list[ImageEmbedding]:
+        """Encode RGB PIL images (already EXIF-oriented) in one encoder batch; one embedding each.
+
+        ``original_sizes``: ``(width, height)`` per image when the images are reduced versions of
+        larger originals (draft-decoded): masks then come out at the original size. None: the
+        images are the originals.
+        """
         images = list(images)
         if not images:
             return []
         _check_images(images)
-        pixel_values = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        if original_sizes is not None and len(original_sizes) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(original_sizes)} original sizes")
+        sizes = original_sizes or [image.size for image in images]
+        with torch.inference_mode():
+            pixel_values = torch.stack([self.pixel_values(as_hwc_uint8(image)) for image in images])
+        return self.embed_pixels(pixel_values, [(h, w) for w, h in sizes])
+
+    def pixel_values(self, pixels: torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+        """One image's ``(3, S, S)`` float32 encoder input from ``(h, w, 3)`` uint8 pixels, computed on
+        ``device`` (default: the model's) with the processor's own operations (bit-exact on the same
+        pixels on the CPU). Holds no model state: decode workers call it while the model runs."""
+        device = self.device if device is None else device
+        ip = self.processor.image_processor
+        if not (ip.do_resize and ip.do_rescale and ip.do_normalize and not getattr(ip, "do_pad", None)):
+            from PIL import Image  # settings we do not reproduce: the processor itself
+
+            values = ip(images=[Image.fromarray(pixels.cpu().numpy())], return_tensors="pt")["pixel_values"][0]
+            return values.to(device=device, dtype=torch.float32)
+        return sam2_pixel_values(pixels, ip, device)
+
+    def embed_pixels(self, pixel_values: torch.Tensor, original_sizes: list[tuple[int, int]]) -> list[ImageEmbedding]:
+        """Encode ``(B, 3, S, S)`` pixel values in one encoder batch. ``original_sizes``: ``(height,
+        width)`` of each original image (the frame masks come back in)."""
+        if len(original_sizes) != pixel_values.shape[0]:
+            raise ValueError(f"got {pixel_values.shape[0]} images but {len(original_sizes)} original sizes")
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
         with torch.inference_mode():
             levels = self.model.get_image_embeddings(pixel_values)
         return [
-            ImageEmbedding(tuple(level[i : i + 1] for level in levels), (image.height, image.width))
-            for i, image in enumerate(images)
+            ImageEmbedding(tuple(level[i : i + 1] for level in levels), (int(h), int(w)))
+            for i, (h, w) in enumerate(original_sizes)
         ]
 
     # -- decoder ------------------------------------------------------------------------------------
@@ -103,18 +133,31 @@ class Sam2Segmenter:
         box order; ``[]`` when N = 0. All boxes go through the decoder together, in chunks of
         ``max_boxes_per_call``; the single best mask per box (``multimask_output=False``).
         """
+        return self.encode_masks(self.predict_logits(embedding, boxes_xyxy), embedding.original_size)
+
+    def predict_logits(self, embedding: ImageEmbedding, boxes_xyxy: np.ndarray) -> torch.Tensor:
+        """The decoder half of ``predict``: ``(N, h, w)`` float32 low-res mask logits on the CPU
+        (256 x 256 for the released models), in box order; ``(0, 0, 0)`` for no boxes. Turn them
+        into RLEs with ``encode_masks`` (pure CPU work, so it can run in another thread)."""
         boxes = _check_boxes(boxes_xyxy)
         if len(boxes) == 0:
+            return torch.zeros((0, 0, 0))
+        chunks = [
+            self._decode(embedding, boxes[start : start + self.max_boxes_per_call])
+            for start in range(0, len(boxes), self.max_boxes_per_call)
+        ]
+        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+
+    @staticmethod
+    def encode_masks(logits: torch.Tensor, original_size: tuple[int, int]) -> list[dict]:
+        """``(N, h, w)`` low-res logits -> N full-resolution COCO RLEs for an image of
+        ``original_size`` ``(height, width)``; masks are upsampled only where they can be positive."""
+        if len(logits) == 0:
             return []
-        height, width = embedding.original_size
-        rles: list[dict] = []
-        axes = None  # interpolation weights depend only on the sizes: computed once per call
-        for start in range(0, len(boxes), self.max_boxes_per_call):
-            logits = self._decode(embedding, boxes[start : start + self.max_boxes_per_call])
-            if axes is None:
-                axes = (_BilinearAxis.build(logits.shape[-2], height), _BilinearAxis.build(logits.shape[-1], width))
-            rles.extend(_logits_to_rle(mask_logits, *axes) for mask_logits in logits)
-        return rles
+        height, width = original_size
+        # Interpolation weights depend only on the sizes: computed once per call.
+        axes = (_BilinearAxis.build(logits.shape[-2], height), _BilinearAxis.build(logits.shape[-1], width))
+        return [_logits_to_rle(mask_logits, *axes) for mask_logits in logits]
 
     def segment(self, images: list, boxes: list[np.ndarray]) -> list[list[dict]]:
         """``embed`` + ``predict``: for each image, one RLE per box (see ``predict``)."""

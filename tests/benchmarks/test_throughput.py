@@ -1,0 +1,50 @@
+"""The throughput benchmark keeps working (a smoke run with tiny checkpoints; figures are not
+asserted here -- BENCHMARKS.md holds them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
+
+
+def _run(*args, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, str(SCRIPT), "--cache", str(tmp_path / "cache"), "--image-cache", str(tmp_path / "images"),
+           *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_smoke_run_reports_every_side_and_mode(tmp_path):
+    out = tmp_path / "report.json"
+    proc = _run("--smoke", "--generate", "vga:2", "--json", out, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [(e["set"], e["mode"]) for e in report["results"]] == [("vga", "detect"), ("vga", "segment")]
+    for entry in report["results"]:
+        for side in ("recipe", "ours", "model"):
+            assert entry[side]["images_per_s"] > 0 and entry[side]["peak_rss_mib"] > 0
+        assert entry["speedup_vs_recipe"] > 0 and entry["fraction_of_model_only"] > 0
+        assert {"decode", "vision", "store"} <= set(entry["ours"]["stages_ms_per_image"])
+    segment = report["results"][1]
+    assert {"sam2_encoder", "sam2_decoder", "masks"} <= set(segment["ours"]["stages_ms_per_image"])
+    assert segment["ours"]["boxes_per_image"] == 3  # --boxes is capped at 3 in smoke mode
+    assert "images/s" in proc.stdout or "img/s" in proc.stdout
+    # The summary mode re-prints a saved report.
+    again = _run("--summarize", out, tmp_path=tmp_path)
+    assert again.returncode == 0 and "vga" in again.stdout
+
+
+@pytest.mark.slow
+def test_rss_mode_runs(tmp_path):
+    out = tmp_path / "rss.json"
+    proc = _run("--rss", "2,4", "--rss-size", "vga", "--owlv2", "random:tiny", "--json", out, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["peak_rss_mib"]) == {"2", "4"} and "growth" in report
