@@ -187,3 +187,19 @@ def test_sigkill_then_rerun_gives_the_same_export(owlv2_slow, tmp_path):
     full = (tmp_path / "export-full" / "coco_export.json").read_text()
     assert json.loads(full)["annotations"], "the comparison needs labels"
     assert (tmp_path / "export-killed" / "coco_export.json").read_text() == full
+
+
+def test_exact_path_matches_the_fast_path_on_small_images(tiny_owlv2, tmp_path):
+    """Images smaller than the draft size decode in full either way: both paths give the same labels."""
+    photos = _photos(tmp_path / "photos", 2)
+    exports = []
+    for name, flags in [("fast", ["--workers", "1"]), ("exact", ["--exact"])]:
+        result = _invoke("label", photos, "--out", tmp_path / name, "--prompt", "thing", "--model", tiny_owlv2,
+                         "--threshold", "0.0", "--quiet", *flags)
+        assert result.exit_code == 0, result.output
+        assert "2 done, 0 failed" in result.output
+        assert _invoke("export", tmp_path / name, "--out", tmp_path / f"export-{name}").exit_code == 0
+        exports.append(json.loads((tmp_path / f"export-{name}" / "coco_export.json").read_text())["annotations"])
+    fast, exact = exports
+    assert len(fast) == len(exact) > 0
+    np.testing.assert_allclose([a["bbox"] for a in fast], [a["bbox"] for a in exact], atol=1e-2)

@@ -27,10 +27,14 @@ from autolabel.cli import handle_errors
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [env AUTOLABEL_DEVICE].")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default=None, help="Model dtype (auto: fp16 on CUDA, fp32 elsewhere).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse images with more pixels than this (decompression-bomb guard).")
+@click.option("--exact", is_flag=True, help="Decode every image at full size and use the stock processors (slower; the default draft-decodes JPEGs and preprocesses in torch, see BENCHMARKS.md).")
+@click.option("--compile", "compile_vision", is_flag=True, help="torch.compile the OWLv2 vision tower (pays off on long GPU runs).")
+@click.option("--workers", type=int, default=None, help="Decode/preprocess threads (default: chosen from the CPU count).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
 def label(inputs, out_dir, prompts, ontology_file, mode, model, sam_model, threshold, nms_iou, no_nms,
-          agnostic_nms_iou, min_area, max_area, batch_size, device, dtype, max_pixels, quiet):
+          agnostic_nms_iou, min_area, max_area, batch_size, device, dtype, max_pixels, exact, compile_vision, workers,
+          quiet):
     """Label images (files and folders, searched recursively) into the run folder --out.
 
     \b
@@ -59,7 +63,8 @@ def label(inputs, out_dir, prompts, ontology_file, mode, model, sam_model, thres
     config = DetectConfig(threshold=settings.threshold, nms_iou=None if no_nms else settings.nms_iou,
                           agnostic_nms_iou=agnostic_nms_iou, min_area_frac=min_area, max_area_frac=max_area)
     labeler = Labeler(ontology, model=settings.model, sam_model=settings.sam_model if mode == "segment" else None,
-                      mode=mode, config=config, device=settings.device, dtype=settings.dtype)
+                      mode=mode, config=config, device=settings.device, dtype=settings.dtype,
+                      fast=not exact, compile=compile_vision)
 
     started = time.perf_counter()
     bars = []  # created once the work is known, so a refused run prints no empty bar
@@ -71,7 +76,7 @@ def label(inputs, out_dir, prompts, ontology_file, mode, model, sam_model, thres
         try:
             summary = label_into_store(
                 labeler, inputs, store, batch_size=settings.batch_size, max_pixels=settings.max_image_pixels,
-                on_total=on_total, on_progress=lambda n: bars[0].update(n),
+                on_total=on_total, on_progress=lambda n: bars[0].update(n), workers=workers,
             )
         finally:
             for bar in bars:
