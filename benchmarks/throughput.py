@@ -210,13 +210,13 @@ class Recipe:
         self.device, self.dtype, self.boxes = device, dtype, boxes
         self.queries = Ontology.from_prompts(PROMPTS).queries
         self.processor = Owlv2Processor.from_pretrained(owl_path)
-        self.model = Owlv2ForObjectDetection.from_pretrained(owl_path).to(device=device, dtype=dtype).eval()
+        self.model = Owlv2ForObjectDetection.from_pretrained(owl_path, use_safetensors=True).to(device=device, dtype=dtype).eval()
         self.sam_processor = self.sam_model = None
         if sam_path:
             from transformers import Sam2Model, Sam2Processor
 
             self.sam_processor = Sam2Processor.from_pretrained(sam_path)
-            self.sam_model = Sam2Model.from_pretrained(sam_path).to(device=device, dtype=dtype).eval()
+            self.sam_model = Sam2Model.from_pretrained(sam_path, use_safetensors=True).to(device=device, dtype=dtype).eval()
         self.sync = sync(device)
         self.torch = torch
 
