@@ -157,31 +157,6 @@ def test_export_is_deterministic_and_zip_has_the_same_layout(run, tmp_path):
     assert not list((tmp_path / "z1").glob(".tmp-*"))
 
 
-def test_failed_export_leaves_no_partial_files(run, tmp_path, monkeypatch):
-    store, _ = run
-    import autolabel.export.coco as coco_module
-
-    calls = []
-
-    def flaky(path, *args):
-        calls.append(path)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return b"data"
-
-    monkeypatch.setattr(coco_module, "encode_image", flaky)
-    with pytest.raises(OSError):
-        export_coco(store, tmp_path / "zipped", zip_name="dataset.zip")
-    assert not list((tmp_path / "zipped").iterdir())
-    calls.clear()
-    with pytest.raises(OSError):
-        export_coco(store, tmp_path / "loose")
-    # Loose files: each one is atomic and the index (the JSON) is written last, so a failed export
-    # never leaves a JSON pointing at missing or half-written images.
-    assert not (tmp_path / "loose" / COCO_FILE).exists()
-    assert not list((tmp_path / "loose").rglob(".tmp-*"))
-
-
 @pytest.mark.parametrize(
     "text, size, expected",
     [
