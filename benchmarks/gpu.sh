@@ -40,6 +40,8 @@ started=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
 $PY -c "import torch, torchvision, transformers; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__)"
 
+# 0. The engine on CUDA (device-side preprocessing) gives the CPU's detections and masks.
+timeout 90 $PY benchmarks/cuda_parity.py
 # 1. Detection, OWLv2 B/16 at 960 px, 2 MP JPEGs: ours and model-only on 1024 images, the recipe on 48.
 timeout 140 $BENCH --owlv2 random:base-patch16 --generate 2mp:1024 --batch-size 32 --recipe-images 48 \
     --modes detect --json "$DEST/detect-b16-2mp.json"

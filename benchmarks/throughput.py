@@ -277,14 +277,11 @@ class Ours:
         self.device = device
         config = DetectConfig(threshold=args.threshold, nms_iou=args.nms_iou, max_detections=args.boxes)
         ontology = Ontology.from_prompts(PROMPTS)
-        self.labelers = {
-            mode: Labeler(ontology, model=owl_path, sam_model=sam_path if mode == "segment" else None, mode=mode,
-                          config=config, device=device, dtype=dtype_name, compile=args.compile)
-            for mode in (["detect", "segment"] if sam_path else ["detect"])
-        }
-        if sam_path:  # one copy of each model, shared by both modes
-            seg = self.labelers["segment"]
-            seg._detector = self.labelers["detect"].detector
+        detect = Labeler(ontology, model=owl_path, config=config, device=device, dtype=dtype_name, compile=args.compile)
+        self.labelers = {"detect": detect}
+        if sam_path:  # one copy of the detector, shared by both modes
+            self.labelers["segment"] = Labeler(ontology, detector=detect.detector, sam_model=sam_path, mode="segment",
+                                               config=config, device=device, dtype=dtype_name, compile=args.compile)
 
     def run(self, paths, segment: bool, profile: bool = False) -> dict:
         from autolabel.labeling import label_into_store
@@ -302,7 +299,7 @@ class Ours:
             with open_store(Path(tmp) / "run") as store:
                 summary = label_into_store(labeler, [folder], store, batch_size=self.args.batch_size,
                                            workers=self.args.workers, times=times)
-                boxes = sum(len(store.detections(r.id)) for r in store.images())
+                boxes = sum(len(store.labels(r.id)) for r in store.images())
         if summary.failed:
             raise RuntimeError(f"ours failed on {summary.failed} images: {summary.failures[:3]}")
         n = summary.done
@@ -320,6 +317,8 @@ class ModelOnly:
     def run(self, paths, segment: bool) -> dict:
         import numpy as np
         import torch
+
+        from autolabel.geometry import Size
 
         labeler = self.ours.labelers["segment" if segment else "detect"]
         detector = labeler.detector
@@ -339,12 +338,11 @@ class ModelOnly:
         started = time.perf_counter()
         with torch.inference_mode():
             for _ in range(batches):
-                features = detector.encode_images(pixel_values)
-                logits = detector.class_logits(features, text)
+                scores = detector.score(detector.encode_images(pixel_values), text)
                 if segment:
-                    for emb in seg.embed_pixels(sam_values, [(1000, 1000)] * bs):
+                    for emb in seg.embed(sam_values, [Size(1000, 1000)] * bs):
                         seg.predict_logits(emb, boxes)
-                logits.cpu()
+                scores.logits.cpu()
         done()
         seconds = time.perf_counter() - started
         n = batches * bs

@@ -25,12 +25,7 @@ from autolabel.images import (
     oriented_size,
 )
 
-EXIF_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "exif"
-if not EXIF_DIR.is_dir():  # layouts where the repository is not next to shared/
-    EXIF_DIR = Path("/work/shared/data/exif")
-needs_exif_data = pytest.mark.skipif(not EXIF_DIR.is_dir(), reason="shared EXIF test images not found")
-
-# Oriented (width, height) of the shared test photos.
+# Oriented (width, height) of the EXIF test photos.
 EXPECTED_SIZE = {"Landscape": (1800, 1200), "Portrait": (1200, 1800)}
 
 
@@ -163,12 +158,11 @@ def test_image_extensions_are_lower_case_with_dot():
 # EXIF orientation on real photos
 
 
-@needs_exif_data
 @pytest.mark.parametrize("kind", ["Landscape", "Portrait"])
 @pytest.mark.parametrize("orientation", range(9))  # 0 (invalid -> none) and every EXIF value 1-8
-def test_exif_orientation_real_photos(kind: str, orientation: int):
-    path = EXIF_DIR / f"{kind}_{orientation}.jpg"
-    reference = load_image(EXIF_DIR / f"{kind}_1.jpg").image
+def test_exif_orientation_real_photos(kind: str, orientation: int, exif_dir: Path):
+    path = exif_dir / f"{kind}_{orientation}.jpg"
+    reference = load_image(exif_dir / f"{kind}_1.jpg").image
     small = (reference.width // 20, reference.height // 20)
 
     loaded = load_image(path)
@@ -187,10 +181,9 @@ def test_exif_orientation_real_photos(kind: str, orientation: int):
     assert images._ORIENTATION_TAG not in loaded.image.getexif()
 
 
-@needs_exif_data
 @pytest.mark.parametrize("kind", ["Landscape", "Portrait"])
 @pytest.mark.parametrize("orientation", [1, 3, 5, 6, 8])  # none, 180, transpose, 90 cw, 90 ccw
-def test_max_side_draft_keeps_frame_and_original_size(kind: str, orientation: int, monkeypatch):
+def test_max_side_draft_keeps_frame_and_original_size(kind: str, orientation: int, exif_dir: Path, monkeypatch):
     drafted = []
     real_draft = JpegImagePlugin.JpegImageFile.draft
 
@@ -200,7 +193,7 @@ def test_max_side_draft_keeps_frame_and_original_size(kind: str, orientation: in
         return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
-    path = EXIF_DIR / f"{kind}_{orientation}.jpg"
+    path = exif_dir / f"{kind}_{orientation}.jpg"
     loaded = load_image(path, max_side=256)
 
     assert (loaded.width, loaded.height) == EXPECTED_SIZE[kind]  # original, oriented
@@ -213,7 +206,7 @@ def test_max_side_draft_keeps_frame_and_original_size(kind: str, orientation: in
     ((requested, decoded),) = drafted
     assert decoded[0] >= requested[0] and decoded[1] >= requested[1]
     assert max(decoded) < 1800
-    full = load_image(EXIF_DIR / f"{kind}_1.jpg").image
+    full = load_image(exif_dir / f"{kind}_1.jpg").image
     assert np.abs(_thumb(loaded.image, (60, 60)) - _thumb(full, (60, 60))).mean() < 3.0
 
 
@@ -489,10 +482,24 @@ def test_over_limit_header_claims_huge_size(tmp_path: Path, no_decoding):
     # 12000 x 12000 = 144 M pixels: above Pillow's warning level, below its hard error.
     path = tmp_path / "claims_big.png"
     path.write_bytes(_png_header_only(12_000, 12_000))
+    filters = list(warnings.filters)
+    with pytest.warns(Image.DecompressionBombWarning), \
+            pytest.raises(ImageLoadError, match="over the limit of 100000000"):
+        load_image(path, max_pixels=100_000_000)
+    with pytest.warns(Image.DecompressionBombWarning):
+        assert oriented_size(path) == (12_000, 12_000)
+    assert warnings.filters == filters  # loading never touches the process-wide warning filters
+
+
+def test_entry_points_hide_the_bomb_warning_once(tmp_path: Path, no_decoding):
+    """The pixel limit is ours: entry points hide Pillow's warning for the whole process, once."""
+    from autolabel.images import ignore_bomb_warnings
+
+    path = tmp_path / "claims_big.png"
+    path.write_bytes(_png_header_only(12_000, 12_000))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no DecompressionBombWarning may escape
-        with pytest.raises(ImageLoadError, match="over the limit of 100000000"):
-            load_image(path, max_pixels=100_000_000)
+        warnings.simplefilter("error")
+        ignore_bomb_warnings()
         assert oriented_size(path) == (12_000, 12_000)
 
 

@@ -1,5 +1,5 @@
 """The streaming labelling loop: same answers as the per-image path, bounded memory, threads that
-do not fight the model, commits in order, and the exact path for models that only take PIL images."""
+do not fight the model, commits in order, loud unexpected failures."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from autolabel import labeling
 from autolabel.geometry import mask_iou, rle_to_mask
 from autolabel.labeling import _Prefetcher, label_into_store
 from autolabel.ontology import Ontology
-from autolabel.pipeline import DetectConfig, Labeler, StageTimes, postprocess
+from autolabel.errors import AutolabelError
+from autolabel.geometry import Size
+from autolabel.models.owlv2 import postprocess_logits
+from autolabel.pipeline import DetectConfig, Labeler, StageTimes
 from autolabel.store import open_store
 from autolabel.testing.photos import synthetic_photo
 
@@ -46,7 +49,7 @@ def photos(tmp_path_factory):
 
 def _stored(run_dir):
     with open_store(run_dir, create=False) as store:
-        return {img.path: (img, store.detections(img.id)) for img in store.images(status=None)}
+        return {img.path: (img, store.labels(img.id)) for img in store.images(status=None)}
 
 
 def _run(labeler, inputs, run_dir, **kwargs):
@@ -65,27 +68,27 @@ def test_streaming_equals_the_per_image_computation(tiny_owlv2, photos, tmp_path
     stored = _stored(tmp_path / "run")
     for path, (image, dets) in stored.items():
         prepared = labeler.prepare(path)
-        assert (image.width, image.height) == (prepared.width, prepared.height)
-        features = detector.encode_images(prepared.owl[None])
-        logits = detector.class_logits(features, text).numpy()[0]
-        expected = postprocess(logits, features.pred_boxes.numpy()[0], prepared.width, prepared.height, ONTOLOGY, CONFIG)
+        assert (image.width, image.height) == prepared.size
+        features = detector.encode_images(prepared.detector_input[None])
+        scores = detector.score(features, text)
+        expected = postprocess_logits(scores.logits.numpy()[0], scores.pred_boxes.numpy()[0], prepared.size, ONTOLOGY, CONFIG)
         assert len(dets) == len(expected)
-        np.testing.assert_allclose([d.xyxy for d in dets], expected.xyxy, atol=1e-3)
-        np.testing.assert_allclose([d.score for d in dets], expected.scores, atol=1e-5)
+        np.testing.assert_allclose(dets.xyxy, expected.xyxy, atol=1e-3)
+        np.testing.assert_allclose(dets.scores, expected.scores, atol=1e-5)
 
 
 def test_exact_path_equals_label_images_on_full_decodes(tiny_owlv2, photos, tmp_path):
-    """fast=False: full decodes through the stock processor, as label_images does."""
+    """exact=True: full decodes through the stock processor, as label_images does."""
     from autolabel.images import discover_images, load_image
 
-    labeler = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG, fast=False)
+    labeler = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG, exact=True)
     _run(labeler, [photos], tmp_path / "run", batch_size=4)
     stored = _stored(tmp_path / "run")
     for path in discover_images([photos]):
         loaded = load_image(path)
         (expected,) = labeler.label_images([loaded.image])
         _, dets = stored[str(path)]
-        np.testing.assert_allclose([d.xyxy for d in dets], expected.xyxy, atol=1e-4)
+        np.testing.assert_allclose(dets.xyxy, expected.xyxy, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -107,17 +110,21 @@ def test_draft_decoding_moves_outputs_no_more_than_a_jpeg_resave(owlv2_960, tmp_
 
     path = tmp_path / "photo.jpg"
     synthetic_photo(width, height, seed=1).save(path, quality=90)
+    from autolabel.models.base import model_inputs
+    from autolabel.models.owlv2 import Owlv2Detector
+
     labeler = Labeler(ONTOLOGY, model=str(owlv2_960))
     detector = labeler.detector
     prepared = labeler.prepare(path)
-    assert labeler.decode_side(width, height) in (None, max(decoded))
+    assert labeler.decode_side(Size(width, height)) in (None, max(decoded))
     full = load_image(path).image
     buffer = io.BytesIO()
     full.save(buffer, format="JPEG", quality=90)
     resaved = Image.open(buffer).convert("RGB")
-    exact = detector.encode_images(detector.preprocess([full])).pred_boxes
-    fast = detector.encode_images(prepared.owl[None]).pred_boxes
-    noise = detector.encode_images(detector.preprocess([resaved])).pred_boxes
+    stock = Owlv2Detector(detector.model, detector.processor, "stock", exact=True).preprocessor
+    exact = detector.encode_images(model_inputs(stock, [full])).pred_boxes
+    fast = detector.encode_images(prepared.detector_input[None]).pred_boxes
+    noise = detector.encode_images(model_inputs(stock, [resaved])).pred_boxes
     moved = ((fast - exact).abs() * max(width, height)).flatten()
     jpeg = ((noise - exact).abs() * max(width, height)).flatten()
     if decoded == (width, height):
@@ -164,6 +171,13 @@ def test_prefetch_is_bounded_and_ordered():
             out.append(item)
     assert out == list(range(60))
     assert peak[0] <= 5 + 1  # depth, plus the item the consumer holds
+    assert not any(thread.is_alive() for thread in prefetch._threads)  # joined on exit
+
+
+def test_prefetch_joins_its_workers_when_the_consumer_stops_early():
+    with _Prefetcher(lambda i: time.sleep(0.01) or i, list(range(100)), workers=2, depth=4) as prefetch:
+        next(iter(prefetch))
+    assert not any(thread.is_alive() for thread in prefetch._threads)
 
 
 def test_prefetch_reraises_worker_errors():
@@ -215,6 +229,7 @@ def test_padded_batches_give_the_same_detections(tiny_owlv2, photos, tmp_path):
     plain = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG)
     _run(plain, [photos], tmp_path / "plain", batch_size=3)
     padded = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG)
+    padded.compile = True
     padded.detector.compiled = True  # as compile_vision() leaves it, without compiling
     seen = []
     real = padded.detector.encode_images
@@ -223,7 +238,7 @@ def test_padded_batches_give_the_same_detections(tiny_owlv2, photos, tmp_path):
     assert set(seen) == {3}
     a, b = _stored(tmp_path / "plain"), _stored(tmp_path / "padded")
     for path in a:
-        np.testing.assert_allclose([d.xyxy for d in a[path][1]], [d.xyxy for d in b[path][1]], atol=1e-3)
+        np.testing.assert_allclose(a[path][1].xyxy, b[path][1].xyxy, atol=1e-3)
 
 
 def test_segment_mode_streams_masks_at_original_size(tiny_owlv2, tiny_sam2, photos, tmp_path):
@@ -236,47 +251,18 @@ def test_segment_mode_streams_masks_at_original_size(tiny_owlv2, tiny_sam2, phot
     # The same boxes through the segmenter's own per-image API give the same masks.
     from autolabel.images import load_image
 
+    from autolabel.models.base import model_inputs
+
     segmenter = labeler.segmenter
     for path, (image, dets) in _stored(tmp_path / "run").items():
         assert len(dets) == 3
         loaded = load_image(path)
-        (embedding,) = segmenter.embed([loaded.image])
-        expected = segmenter.predict(embedding, np.array([d.xyxy for d in dets]))
-        for det, rle in zip(dets, expected):
-            assert det.rle["size"] == [image.height, image.width]
-            assert mask_iou(rle_to_mask(det.rle), rle_to_mask(rle)) > 0.98
-
-
-class _PilOnlyDetector:
-    """Like the UI's shared wrapper: only the PIL-level API."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.image_size = inner.image_size
-
-    def encode_text(self, queries):
-        return self.inner.encode_text(queries)
-
-    def preprocess(self, images):
-        return self.inner.preprocess(images)
-
-    def encode_images(self, pixel_values):
-        return self.inner.encode_images(pixel_values)
-
-    def class_logits(self, features, text):
-        return self.inner.class_logits(features, text)
-
-
-def test_models_with_only_the_pil_api_take_the_exact_path(tiny_owlv2, photos, tmp_path):
-    exact = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG, fast=False)
-    _run(exact, [photos], tmp_path / "exact")
-    wrapped = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG)
-    wrapped._detector = _PilOnlyDetector(exact.detector)
-    assert not wrapped.uses_fast_path
-    _run(wrapped, [photos], tmp_path / "wrapped")
-    a, b = _stored(tmp_path / "exact"), _stored(tmp_path / "wrapped")
-    for path in a:
-        np.testing.assert_allclose([d.xyxy for d in a[path][1]], [d.xyxy for d in b[path][1]], atol=1e-4)
+        (embedding,) = segmenter.embed(model_inputs(segmenter.preprocessor, [loaded.image]),
+                                       [Size(loaded.width, loaded.height)])
+        expected = segmenter.predict(embedding, dets.xyxy)
+        for rle_stored, rle in zip(dets.masks, expected):
+            assert rle_stored["size"] == [image.height, image.width]
+            assert mask_iou(rle_to_mask(rle_stored), rle_to_mask(rle)) > 0.98
 
 
 def test_default_workers():
@@ -293,10 +279,51 @@ def test_device_side_preprocessing_gives_the_same_results(tiny_owlv2, tiny_sam2,
     device_side = make()
     monkeypatch.setattr(Labeler, "model_device", property(lambda self: "cuda"))
     prepared = device_side.prepare(sorted(photos.iterdir())[0])
-    assert prepared.owl is None and prepared.pixels is not None and prepared.pixels.dtype == torch.uint8
+    assert prepared.detector_input is None and prepared.segmenter_input is None
+    assert prepared.pixels is not None and prepared.pixels.dtype == torch.uint8
     _run(device_side, [photos], tmp_path / "device", batch_size=3, workers=2)
     a, b = _stored(tmp_path / "worker"), _stored(tmp_path / "device")
     for path in a:
-        np.testing.assert_allclose([d.xyxy for d in a[path][1]], [d.xyxy for d in b[path][1]], atol=1e-3)
-        for da, db in zip(a[path][1], b[path][1]):
-            assert da.rle == db.rle
+        np.testing.assert_allclose(a[path][1].xyxy, b[path][1].xyxy, atol=1e-3)
+        assert a[path][1].masks == b[path][1].masks
+
+
+def test_one_unexpected_failure_is_logged_with_its_traceback_and_the_run_goes_on(tiny_owlv2, photos, tmp_path,
+                                                                                 monkeypatch, caplog):
+    labeler = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG)
+    real_prepare = Labeler.prepare
+
+    def prepare(self, path, *args, **kwargs):
+        if str(path).endswith("img_3.jpg"):
+            raise ZeroDivisionError("decoder bug")
+        return real_prepare(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Labeler, "prepare", prepare)
+    summary = _run(labeler, [photos], tmp_path / "run", batch_size=2)
+    assert (summary.done, summary.failed) == (7, 1)
+    assert "unexpected ZeroDivisionError: decoder bug" in summary.failures[0][1]
+    logged = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert len(logged) == 1 and logged[0].exc_info[0] is ZeroDivisionError
+
+
+def test_a_run_whose_first_images_all_fail_the_same_unexpected_way_stops(tiny_owlv2, tmp_path, monkeypatch):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(20):
+        synthetic_photo(40, 30, seed=i).save(folder / f"{i:02d}.jpg")
+    monkeypatch.setattr(Labeler, "prepare", lambda self, path, *a, **k: 1 / 0)
+    labeler = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG)
+    with pytest.raises(AutolabelError, match=r"first 8 images all failed .*ZeroDivisionError"):
+        _run(labeler, [folder], tmp_path / "run", batch_size=2)
+    assert len(_stored(tmp_path / "run")) < 20  # stopped early; what was written is kept
+
+
+def test_entries_discovery_cannot_use_are_reported_as_failed(tiny_owlv2, photos, tmp_path):
+    folder = tmp_path / "links"
+    folder.mkdir()
+    (folder / "ok.jpg").write_bytes((photos / "img_0.jpg").read_bytes())
+    (folder / "gone.jpg").symlink_to(tmp_path / "no-such-file.jpg")
+    labeler = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG)
+    summary = _run(labeler, [folder], tmp_path / "run")
+    assert (summary.done, summary.failed) == (1, 1)
+    assert "gone.jpg" in summary.failures[0][0] and "not found" in summary.failures[0][1]

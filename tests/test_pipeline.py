@@ -5,7 +5,9 @@ import pytest
 
 from autolabel.errors import ConfigError
 from autolabel.ontology import Ontology
-from autolabel.pipeline import DetectConfig, Labeler, postprocess
+from autolabel.geometry import Size
+from autolabel.models.owlv2 import postprocess_logits as postprocess
+from autolabel.pipeline import DetectConfig, Labeler
 
 
 def _logit(p):
@@ -27,7 +29,7 @@ def test_boxes_scale_by_longer_side_and_padding_boxes_are_dropped():
          [0.5, 0.5, 0.2, 0.2]],  # straddles the image edge: clipped to y1 = 100
         [[_logit(0.9), -9, -9]] * 3,
     )
-    dets = postprocess(logits, boxes, 200, 100, ONT, DetectConfig(threshold=0.0, nms_iou=None))
+    dets = postprocess(logits, boxes, Size(200, 100), ONT, DetectConfig(threshold=0.0, nms_iou=None))
     np.testing.assert_allclose(dets.xyxy, [[40, 40, 60, 60], [80, 80, 120, 100]], atol=1e-4)
 
 
@@ -38,7 +40,7 @@ def test_per_class_threshold_and_best_query_decides_class():
          [-9, _logit(0.7), -9],  # matched by "van" -> class car, prompt 1
          [-9, -9, _logit(0.2)]],  # person at 0.2 > global 0.1: kept
     )
-    dets = postprocess(logits, boxes, 100, 100, ONT, DetectConfig(threshold=0.1, nms_iou=None))
+    dets = postprocess(logits, boxes, Size(100, 100), ONT, DetectConfig(threshold=0.1, nms_iou=None))
     assert dets.class_ids.tolist() == [0, 1]
     assert dets.prompt_ids.tolist() == [1, 2]
     np.testing.assert_allclose(dets.scores, [0.7, 0.2], atol=1e-6)
@@ -47,15 +49,15 @@ def test_per_class_threshold_and_best_query_decides_class():
 def test_nms_per_class_and_agnostic():
     box = [0.5, 0.5, 0.2, 0.2]
     logits, boxes = _raw([box, box, box], [[_logit(0.9), -9, -9], [_logit(0.8), -9, -9], [-9, -9, _logit(0.85)]])
-    per_class = postprocess(logits, boxes, 100, 100, ONT, DetectConfig(threshold=0.1, nms_iou=0.5))
+    per_class = postprocess(logits, boxes, Size(100, 100), ONT, DetectConfig(threshold=0.1, nms_iou=0.5))
     assert per_class.class_ids.tolist() == [0, 1]  # the second car is suppressed, the person is not
-    agnostic = postprocess(logits, boxes, 100, 100, ONT, DetectConfig(threshold=0.1, nms_iou=0.5, agnostic_nms_iou=0.5))
+    agnostic = postprocess(logits, boxes, Size(100, 100), ONT, DetectConfig(threshold=0.1, nms_iou=0.5, agnostic_nms_iou=0.5))
     assert agnostic.class_ids.tolist() == [0]
 
 
 def test_area_filters():
     logits, boxes = _raw([[0.5, 0.5, 0.9, 0.9], [0.5, 0.5, 0.05, 0.05], [0.2, 0.2, 0.3, 0.3]], [[_logit(0.9), -9, -9]] * 3)
-    dets = postprocess(logits, boxes, 100, 100, ONT, DetectConfig(threshold=0.1, nms_iou=None, min_area_frac=0.01, max_area_frac=0.5))
+    dets = postprocess(logits, boxes, Size(100, 100), ONT, DetectConfig(threshold=0.1, nms_iou=None, min_area_frac=0.01, max_area_frac=0.5))
     np.testing.assert_allclose(dets.xyxy, [[5, 5, 35, 35]], atol=1e-4)
 
 
@@ -75,7 +77,7 @@ def test_labeler_checks_mode():
 def test_max_detections_keeps_the_best_scores():
     logits, boxes = _raw([[0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.1, 0.1], [0.8, 0.2, 0.1, 0.1]],
                          [[_logit(0.3), -9, -9], [_logit(0.9), -9, -9], [-9, -9, _logit(0.6)]])
-    dets = postprocess(logits, boxes, 100, 100, ONT, DetectConfig(threshold=0.0, nms_iou=None, max_detections=2))
+    dets = postprocess(logits, boxes, Size(100, 100), ONT, DetectConfig(threshold=0.0, nms_iou=None, max_detections=2))
     np.testing.assert_allclose(dets.scores, [0.9, 0.6], atol=1e-6)
     with pytest.raises(ConfigError):
         DetectConfig(max_detections=0)
@@ -93,7 +95,7 @@ def test_very_negative_logits_give_zero_scores_without_warnings():
     logits = np.array([[-1e4, -1e5, -np.inf]], dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        dets = postprocess(logits, np.array([[0.5, 0.5, 0.1, 0.1]], dtype=np.float32), 10, 10, ONT,
+        dets = postprocess(logits, np.array([[0.5, 0.5, 0.1, 0.1]], dtype=np.float32), Size(10, 10), ONT,
                            DetectConfig(threshold=0.0, nms_iou=None))
     assert len(dets) == 0  # score 0 is not above a threshold of 0
 

@@ -33,11 +33,18 @@ and image-border contact included. Only the mask's bounding box is upsampled (4x
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_util
+
+
+class Size(NamedTuple):
+    """An image's size in pixels, always in this order: ``(width, height)``."""
+
+    width: int
+    height: int
 
 __all__ = [
     "batched_nms",

@@ -26,7 +26,6 @@ instead of decoding as half-grey images.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
@@ -34,7 +33,7 @@ import os
 import stat
 import struct
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -43,6 +42,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from autolabel.errors import ConfigError, ImageLoadError
+from autolabel.orientation import (  # private names: the decode steps below call them so
+    ORIENTATION_TAG as _ORIENTATION_TAG,
+    TRANSPOSE as _TRANSPOSE,
+    header_orientation as _header_orientation,
+    orient_size as _oriented,
+    orientation_left_after_load as _orientation_left_after_load,
+    stored_size as _stored_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,17 +83,6 @@ _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 _MAX_IN_MEMORY_BYTES = 256 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
-_ORIENTATION_TAG = 0x0112
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
 # Errors Pillow (and the decoders under it) raise for malformed input, while opening or decoding.
 _DECODE_ERRORS = (
     OSError,
@@ -118,6 +114,8 @@ def discover_images(inputs: Iterable[str | Path] | str | Path) -> list[Path]:
     - A folder is walked recursively; inside it only files whose extension (case-insensitive) is in
       ``IMAGE_EXTENSIONS`` are kept, and files and folders whose name starts with ``.`` are skipped.
     - Symbolic links are followed; each real folder is walked once, so link loops terminate.
+    - Entries that cannot be used (dangling links, unreadable sub-folders) are listed as they are,
+      so that ``load_image`` reports them as failed: nothing is dropped silently.
     - A single path (not wrapped in a list) is accepted too.
 
     Raises:
@@ -155,15 +153,20 @@ def _walk_folder(root: Path, visited: set[tuple[int, int]]) -> Iterator[Path]:
         except OSError as exc:
             if folder == root:
                 raise ConfigError(f"cannot read folder {root}: {exc.strerror or exc}") from exc
-            logger.warning("skipping unreadable folder %s: %s", folder, exc.strerror or exc)
+            yield folder  # listed, so that labelling reports it as failed instead of dropping it
             continue
         for entry in entries:
             if entry.name.startswith("."):
                 continue
+            is_image_name = os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
             try:
                 is_dir = entry.is_dir()  # follows symlinks
                 is_file = not is_dir and entry.is_file()
-            except OSError:  # e.g. a link loop (ELOOP) or a vanished entry
+            except OSError:  # e.g. a link loop (ELOOP): reported by load_image when it is an image name
+                is_dir = is_file = False
+            if not is_dir and not is_file:
+                if is_image_name:  # a dangling link or an unreadable entry: reported as failed, not dropped
+                    yield Path(entry.path)
                 continue
             if is_dir:
                 sub = _resolve_entry(entry)
@@ -171,7 +174,7 @@ def _walk_folder(root: Path, visited: set[tuple[int, int]]) -> Iterator[Path]:
                 if key is not None and key not in visited:
                     visited.add(key)
                     stack.append(sub)
-            elif is_file and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            elif is_image_name:
                 yield _resolve_entry(entry)
 
 
@@ -229,6 +232,7 @@ def load_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: int | None = None,
+    draft: Callable[[tuple[int, int]], int | None] | None = None,
 ) -> LoadedImage:
     """Open, validate, orient and convert one image file to RGB.
 
@@ -239,6 +243,9 @@ def load_image(
             JPEGs are decoded directly at a reduced DCT scale (``Image.draft``, never below the
             target), then every format gets a high-quality downscale to exactly that size. The
             original size is still reported in ``width``/``height``; see ``LoadedImage.scale``.
+        draft: for JPEGs only (other formats decode at full size), a function of the oriented
+            ``(width, height)`` read from the header that returns the ``max_side`` to decode at
+            (None: full size). Lets a caller pick the reduction without opening the file twice.
 
     Returns:
         LoadedImage whose ``image`` is RGB in the oriented frame.
@@ -254,9 +261,9 @@ def load_image(
     path = Path(path)
     data, sha256 = _read_and_hash(path)
     source: IO[bytes] = io.BytesIO(data) if data is not None else _open_file(path)
-    with source, _quiet_bomb_warning():
+    with source:
         try:
-            image, width, height, scale = _decode(source, path, max_pixels, max_side)
+            image, width, height, scale = _decode(source, path, max_pixels, max_side, draft)
         except _DECODE_ERRORS as exc:
             raise _decode_error(path, exc) from exc
     return LoadedImage(path=path, image=image, width=width, height=height, sha256=sha256, scale=scale)
@@ -272,7 +279,7 @@ def oriented_size(path: str | Path) -> tuple[int, int]:
     """
     path = Path(path)
     _check_regular_nonempty(path)
-    with _open_file(path) as fp, _quiet_bomb_warning():
+    with _open_file(path) as fp:
         try:
             with Image.open(fp, formats=_ALLOWED_FORMATS) as im:
                 return _oriented(_stored_size(im), _header_orientation(im, fp))
@@ -304,7 +311,8 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _decode(
-    fp: IO[bytes], path: Path, max_pixels: int, max_side: int | None
+    fp: IO[bytes], path: Path, max_pixels: int, max_side: int | None,
+    draft: Callable[[tuple[int, int]], int | None] | None = None,
 ) -> tuple[Image.Image, int, int, float]:
     """Decode ``fp`` -> (RGB image in the oriented frame, original oriented width, height, scale)."""
     with Image.open(fp, formats=_ALLOWED_FORMATS) as im:
@@ -321,6 +329,8 @@ def _decode(
             raise ImageLoadError(f"{path}: unsupported image mode {im.mode!r}")
         orientation = _header_orientation(im, fp)
         width, height = _oriented((stored_w, stored_h), orientation)
+        if draft is not None and im.format in _JPEG_FORMATS:
+            max_side = draft((width, height))
         target = _target_size(width, height, max_side)
         if target is not None and im.format in _JPEG_FORMATS:
             # DCT-domain downscale by 1/2, 1/4 or 1/8; draft never goes below the requested size.
@@ -424,79 +434,6 @@ def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, in
 
 
 # --------------------------------------------------------------------------------------------------
-# Orientation
-
-
-def _stored_size(im: Image.Image) -> tuple[int, int]:
-    """(w, h) of the pixel data as stored in the file, before orientation.
-
-    Pillow's TIFF plugin reports ``size`` already swapped for orientations 5-8 while still decoding
-    the stored grid, so for TIFF the size comes from the ImageWidth/ImageLength tags.
-    """
-    if im.format == "TIFF":
-        tags = im.tag_v2  # type: ignore[attr-defined]
-        return int(tags[256]), int(tags[257])
-    return im.size
-
-
-def _oriented(size: tuple[int, int], orientation: int) -> tuple[int, int]:
-    """Stored (w, h) -> oriented (w, h); orientations 5-8 swap the axes (the mapping is its own inverse)."""
-    return (size[1], size[0]) if orientation >= 5 else size
-
-
-def _header_orientation(im: Image.Image, fp: IO[bytes]) -> int:
-    """The EXIF orientation (1-8) from the header, without decoding pixels.
-
-    Invalid or unreadable values count as 1 (no change), like browsers do. PNG needs care: Pillow's
-    ``PngImageFile.getexif`` decodes the whole image to look for an ``eXIf`` chunk after the image
-    data, so we read the info gathered at open and, failing that, walk the chunk headers ourselves.
-    """
-    position = fp.tell()  # TIFF reads its IFD from fp; Pillow expects fp where it left it
-    try:
-        if im.format == "PNG":
-            exif = Image.Image.getexif(im)  # the base method: header info only
-            if _ORIENTATION_TAG not in exif:
-                trailing = _png_trailing_exif(fp)
-                if trailing is not None:
-                    exif = Image.Exif()
-                    exif.load(b"Exif\x00\x00" + trailing)
-        else:
-            exif = im.getexif()
-        value = exif.get(_ORIENTATION_TAG, 1)
-    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError, struct.error) as exc:
-        logger.debug("unreadable EXIF (%s); treating orientation as 1", exc)
-        return 1
-    finally:
-        fp.seek(position)
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def _orientation_left_after_load(im: Image.Image, orientation: int) -> int:
-    """The part of ``orientation`` that the decoder has not applied itself.
-
-    Pillow's TIFF plugin (recent versions) transposes while loading and then deletes the tag, so
-    applying it again would rotate twice; other plugins leave the stored grid untouched.
-    """
-    if im.format == "TIFF" and im.tag_v2.get(_ORIENTATION_TAG) != orientation:  # type: ignore[attr-defined]
-        return 1
-    return orientation
-
-
-def _png_trailing_exif(fp: IO[bytes]) -> bytes | None:
-    """Payload of the first ``eXIf`` chunk, found by walking chunk headers (data is skipped)."""
-    fp.seek(8)  # PNG signature
-    while len(head := fp.read(8)) == 8:
-        length, kind = struct.unpack(">I4s", head)
-        if kind == b"eXIf":
-            payload = fp.read(length)
-            return payload if len(payload) == length else None
-        if kind == b"IEND":
-            return None
-        fp.seek(length + 4, io.SEEK_CUR)  # data + CRC
-    return None
-
-
-# --------------------------------------------------------------------------------------------------
 # Files and errors
 
 
@@ -523,6 +460,8 @@ def _check_regular_nonempty(path: Path) -> int:
         raise ImageLoadError(f"{path}: file not found") from exc
     except OSError as exc:
         raise ImageLoadError(_one_line(f"{path}: cannot access file ({exc.strerror or exc})")) from exc
+    if stat.S_ISDIR(st.st_mode):  # discovery lists sub-folders it cannot read, so they are reported
+        raise ImageLoadError(f"{path}: not a regular file (a folder; check its permissions)")
     if not stat.S_ISREG(st.st_mode):
         raise ImageLoadError(f"{path}: not a regular file")
     if st.st_size == 0:
@@ -539,17 +478,14 @@ def _open_file(path: Path) -> IO[bytes]:
         raise ImageLoadError(_one_line(f"{path}: cannot open file ({exc.strerror or exc})")) from exc
 
 
-@contextlib.contextmanager
-def _quiet_bomb_warning() -> Iterator[None]:
-    """Silence Pillow's DecompressionBombWarning inside this block only.
+def ignore_bomb_warnings() -> None:
+    """For entry points (CLI, UI): hide Pillow's DecompressionBombWarning process-wide, once.
 
-    Our own ``max_pixels`` check is the policy; Pillow's hard error above twice its limit still
-    applies. (``catch_warnings`` swaps the process-wide filter list, so under threads the silencing
-    may leak briefly into other threads; it never changes Pillow's settings.)
+    ``load_image``'s ``max_pixels`` check is the policy (Pillow's hard error above twice its own
+    limit still applies). Changing warning filters is process-global, so it is done here, at start
+    up, and never around a decode in a worker thread.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _decode_error(path: Path, exc: BaseException) -> ImageLoadError:

@@ -28,9 +28,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autolabel.errors import ImageLoadError
-from autolabel.images import discover_images
-from autolabel.pipeline import Labeler, PreparedImage, StageTimes, _stage
+from autolabel.errors import AutolabelError, ImageLoadError
+from autolabel.images import DEFAULT_MAX_PIXELS, discover_images
+from autolabel.pipeline import DEFAULT_BATCH_SIZE, Labeler, PreparedImage, StageTimes, _stage
 from autolabel.store import ImageResult, Store
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,41 @@ def _prepare(labeler: Labeler, path: Path, max_pixels: int, times: StageTimes | 
     except ImageLoadError as exc:
         return ImageResult(path=str(path), error=str(exc))
     except Exception as exc:  # a decoder bug on one odd file must not end a 10k-image run
-        log.debug("unexpected error decoding %s", path, exc_info=True)
-        return ImageResult(path=str(path), error=f"{path}: unexpected {type(exc).__name__}: {exc}")
+        return _Unexpected(path=str(path), error=f"{path}: unexpected {type(exc).__name__}: {exc}", exception=exc)
+
+
+@dataclass(frozen=True)
+class _Unexpected(ImageResult):
+    """A failure that is not a known problem with the file (a bug, or a broken environment)."""
+
+    exception: BaseException | None = None
+
+
+class _FailureWatch:
+    """Makes unexpected per-image failures loud: the first one is logged with its traceback, and
+    when every image so far has failed for the same unexpected reason (a broken install, not bad
+    files) the run stops after ``limit`` images instead of marking a whole dataset failed."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.succeeded = False
+        self.reasons: Counter = Counter()
+
+    def check(self, results: list[ImageResult]) -> None:
+        for res in results:
+            if not res.error:
+                self.succeeded = True
+            elif isinstance(res, _Unexpected):
+                reason = f"{type(res.exception).__name__}: {res.exception}"
+                if not self.reasons:
+                    log.error("unexpected error on %s", res.path, exc_info=res.exception)
+                self.reasons[reason] += 1
+        if self.succeeded or len(self.reasons) != 1:
+            return
+        (reason, count), = self.reasons.items()
+        if count >= self.limit:
+            raise AutolabelError(f"stopped: the first {count} images all failed with the same unexpected error "
+                                 f"({reason}); finished work is saved, see the traceback above")
 
 
 def default_workers(device: str) -> int:
@@ -72,8 +105,8 @@ def label_into_store(
     inputs: Iterable[str | Path],
     store: Store,
     *,
-    batch_size: int = 4,
-    max_pixels: int = 178_956_970,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     on_progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     workers: int | None = None,
@@ -95,6 +128,8 @@ def label_into_store(
         on_total(len(todo))
     names = labeler.ontology.names
 
+    watch = _FailureWatch(limit=max(2 * batch_size, 8))
+
     def record(results: list[ImageResult]) -> None:
         for res in results:
             if res.error:
@@ -106,12 +141,13 @@ def label_into_store(
                 summary.per_class.update(names[int(c)] for c in res.detections.class_ids)
         if on_progress:
             on_progress(len(results))
+        watch.check(results)
 
     if todo:
         device = labeler.model_device  # loads the models before any thread starts
         n_workers = workers or default_workers(device)
-        pad_to = batch_size if getattr(labeler.detector, "compiled", False) else None
-        segment = labeler.mode == "segment" and labeler.uses_fast_path
+        pad_to = batch_size if labeler.compile else None
+        segment = labeler.mode == "segment"
         with _Prefetcher(lambda p: _prepare(labeler, p, max_pixels, times), todo, n_workers,
                          depth=2 * batch_size + n_workers, times=times) as prepared, \
                 _thread_pool(n_workers if segment else 0, "masks") as mask_pool, \
@@ -257,6 +293,8 @@ class _Prefetcher:
             self._stop = True
         for _ in self._threads:
             self._slots.release()  # wake workers blocked on a slot so they see the stop flag
+        for thread in self._threads:
+            thread.join()  # a worker finishes the file in hand, then sees the stop flag
         return False
 
 
@@ -281,7 +319,7 @@ class _Writer:
         for item, dets in zip(good, detections):
             if isinstance(dets, Future):
                 dets = dets.result()
-            by_path[item.path] = ImageResult(item.path, item.sha256, item.width, item.height, dets)
+            by_path[item.path] = ImageResult(item.path, item.sha256, item.size.width, item.size.height, dets)
         results = [item if isinstance(item, ImageResult) else by_path[item.path] for item in batch]
         with _stage(self._times, "store"):
             self._store.write_results(results)

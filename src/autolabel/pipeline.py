@@ -1,8 +1,9 @@
-"""The one inference path: images + ontology + config -> Detections (and masks).
+"""The one inference engine: files or images + ontology + config -> Detections (and masks).
 
-``detect_batch`` and ``segment_batch`` are plain functions of (model handles, images, ontology,
-config) so a distributed engine can run them in remote workers; no model lives in a module global.
-``Labeler`` is the convenience object the CLI, the UI and the Python API share.
+``Labeler`` is the only place that drives models (``models.base`` protocols); the CLI, the UI's
+Test and Batch tabs, fine-tune validation and the benchmark all go through it. Its per-batch steps
+(``prepare``, ``encode``, ``score``, ``finish``) are methods of an object that holds no per-image
+state, so a distributed engine can run them in remote workers; no model lives in a module global.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -21,11 +22,13 @@ import numpy as np
 
 from autolabel.detections import Detections
 from autolabel.errors import ConfigError
+from autolabel.geometry import Size
 from autolabel.ontology import Ontology
 
 log = logging.getLogger(__name__)
 
 MODES = ("detect", "segment")
+DEFAULT_BATCH_SIZE = 4  # images per forward pass; 32 suits a GPU
 
 
 @dataclass(frozen=True)
@@ -67,38 +70,16 @@ class DetectConfig:
         return data
 
 
-def postprocess(
-    logits: np.ndarray,
-    pred_boxes: np.ndarray,
-    width: int,
-    height: int,
-    ontology: Ontology,
-    config: DetectConfig,
-) -> Detections:
-    """Raw outputs of one image -> final Detections in original (oriented) pixels.
+def filter_detections(dets: Detections, size: Size, config: DetectConfig) -> Detections:
+    """The family-independent end of post-processing, for boxes already clipped to the image:
+    drop empty boxes (those that lay wholly in padding or outside) and boxes outside the area
+    range, sort by score, per-class then optional class-agnostic NMS, keep ``max_detections``."""
+    from autolabel.geometry import batched_nms, nms
 
-    logits: (P, Q) float32 per patch and query; pred_boxes: (P, 4) normalised cxcywh in the padded
-    square. Score = sigmoid(max over queries), as transformers' post-processing does; the best query
-    decides the class. Boxes are clipped to the image; boxes lying wholly in the padding are dropped.
-    """
-    from autolabel.geometry import batched_nms, clip_boxes, nms
-    from autolabel.models.owlv2 import boxes_to_pixels
-
-    best_query = logits.argmax(axis=1)
-    best_logit = np.take_along_axis(logits, best_query[:, None], axis=1)[:, 0]
-    scores = _sigmoid(best_logit.astype(np.float64))
-    class_ids = ontology.query_class_ids[best_query]
-    keep = scores > ontology.thresholds(config.threshold)[class_ids]
-
-    boxes = clip_boxes(boxes_to_pixels(pred_boxes[keep], width, height), width, height)
-    dets = Detections(boxes, scores[keep], class_ids[keep], best_query[keep])
-    # Clipping collapses boxes that lay wholly in the padding (or outside) to zero area.
     area = dets.area
-    image_area = float(width * height)
+    image_area = float(size[0] * size[1])
     dets = dets[(area > 0) & (area >= config.min_area_frac * image_area) & (area <= config.max_area_frac * image_area)]
-
-    order = np.argsort(-dets.scores, kind="stable")
-    dets = dets[order]
+    dets = dets[np.argsort(-dets.scores, kind="stable")]
     if config.nms_iou is not None and len(dets):
         dets = dets[batched_nms(dets.xyxy, dets.scores, dets.class_ids, config.nms_iou)]
     if config.agnostic_nms_iou is not None and len(dets):
@@ -144,138 +125,97 @@ class StageTimes:
             return dict(self.seconds)
 
 
+
 def _stage(times: StageTimes | None, name: str):
     return times.stage(name) if times is not None else nullcontext()
 
 
 @dataclass
 class PreparedImage:
-    """One decoded image, ready for the models; made by ``Labeler.prepare`` in a decode worker.
+    """One decoded image, ready for the models; made by ``Labeler.prepare`` (in a decode worker).
 
-    ``width``/``height``: the original oriented size (the frame of boxes and masks).
-    ``owl``/``sam``: ``(3, S, S)`` float32 model inputs when the models run on the CPU (made in the
-    worker, overlapping the model). ``pixels``: ``(h, w, 3)`` uint8 decoded pixels, possibly draft-
-    reduced, kept when the model's device makes the inputs itself (GPU). ``image``: full-resolution
-    PIL image for models that only offer the PIL API (exact path).
+    ``size``: the original oriented size (the frame of boxes and masks). ``detector_input`` /
+    ``segmenter_input``: ``(3, S, S)`` float32 model inputs made in the worker (on the CPU, where
+    they overlap the model); None when the model's device makes them from ``pixels`` in
+    ``launch``. ``pixels``: the decoded ``(h, w, 3)`` uint8 pixels (possibly draft-reduced), kept
+    when the device makes the inputs or the caller asked for them (the UI draws on them).
     """
 
     path: str
     sha256: str
-    width: int
-    height: int
-    owl: Any = None
-    sam: Any = None
+    size: Size
     pixels: Any = None
-    image: Any = None
+    detector_input: Any = None
+    segmenter_input: Any = None
 
 
 @dataclass
-class _Launched:
+class Encoded:
+    """The prompt-independent outputs of a batch of prepared images: the detector's ``features``
+    and, in segment mode, one segmenter embedding per image. A UI caches these per image."""
+
     batch: list[PreparedImage]
-    logits: Any = None
-    pred_boxes: Any = None
+    features: Any = None
     embeddings: list | None = None
-    detections: list[Detections] | None = None
 
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """``1 / (1 + exp(-x))`` without overflow warnings for very negative logits."""
-    from scipy.special import expit
-
-    return expit(x)
-
-
-def detect_batch(detector, images, sizes, ontology: Ontology, config: DetectConfig) -> list[Detections]:
-    """Detect in a batch of images with one text encoding.
-
-    images: RGB PIL images, EXIF-oriented (possibly shrunk, keeping aspect ratio);
-    sizes: the (width, height) of each image's original oriented frame, which boxes are returned in.
-    Original-size images go through the stock processor (exact); shrunk ones through the torch
-    preprocessing that models the original's (``Owlv2Detector.preprocess``).
-    """
-    if not images:
-        return []
-    text = detector.encode_text(ontology.queries)
-    if _is_reduced(images, sizes) and _accepts(detector.preprocess, "original_sizes"):
-        pixel_values = detector.preprocess(images, original_sizes=list(sizes))
-    else:
-        pixel_values = detector.preprocess(images)
-    features = detector.encode_images(pixel_values)
-    logits = detector.class_logits(features, text).cpu().numpy()
-    pred_boxes = features.pred_boxes.cpu().numpy()
-    return [
-        postprocess(logits[i], pred_boxes[i], w, h, ontology, config) for i, (w, h) in enumerate(sizes)
-    ]
-
-
-def segment_batch(segmenter, images, detections: list[Detections], sizes=None) -> list[Detections]:
-    """Add one COCO RLE mask per box (SAM2: one embedding per image, all its boxes in one call).
-
-    sizes: the (width, height) of each image's original frame, which masks come back in; None when
-    the images are at full original resolution.
-    """
-    images = list(images)
-    boxes = [d.xyxy for d in detections]
-    if sizes is not None and _is_reduced(images, sizes):
-        embeddings = segmenter.embed(images, original_sizes=list(sizes))
-        masks = [segmenter.predict(e, b) for e, b in zip(embeddings, boxes)]
-    else:
-        masks = segmenter.segment(images, boxes)
-    out = []
-    for dets, rles in zip(detections, masks):
-        out.append(Detections(dets.xyxy, dets.scores, dets.class_ids, dets.prompt_ids, list(rles)))
-    return out
-
-
-def _is_reduced(images, sizes) -> bool:
-    from autolabel.models.owlv2 import as_size
-
-    return any(tuple(map(int, size)) != as_size(image) for image, size in zip(images, sizes))
-
-
-def _accepts(func, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
+    @property
+    def sizes(self) -> list[Size]:
+        return [p.size for p in self.batch]
 
 
 @dataclass
+class Launched:
+    """A batch whose prompt-dependent scores are queued on the device; ``Labeler.finish`` collects it."""
+
+    encoded: Encoded
+    scores: Any = None
+
+
 class Labeler:
-    """Images + ontology -> Detections, with models loaded on first use.
+    """The one inference engine: ontology + config + models -> Detections (and masks).
 
-    >>> labeler = Labeler(Ontology.from_prompts(["car=car,van", "person"]), model="google/owlv2-base-patch16")
-    >>> dets = labeler.label_images([pil_image])[0]
+    Models are given as loaded objects (``detector=``, ``segmenter=``, implementing
+    ``models.base.Detector`` / ``Segmenter``) or as checkpoint names (``model=``, ``sam_model=``),
+    loaded on first use with ``device``, ``dtype``, ``exact`` and ``compile``.
 
-    ``fast`` (the streaming path of ``labeling.label_into_store``): JPEGs are decoded by the DCT at
-    a reduced scale (see ``decode_side``) and model inputs are made in torch (``models.preprocess``),
-    in decode workers on the CPU or on the GPU; False decodes every image at full size and uses the
-    stock processors (exact, slower). ``decode_margin``: the draft keeps at least this many times
-    the model's input size on the long side (2: outputs move about as much as re-saving the JPEG
-    does, see BENCHMARKS.md; 1: cheapest). ``compile``: ``torch.compile`` the OWLv2 vision tower.
-    ``label_images`` always takes the images it is given through the stock processors.
+    ``exact``: every image decoded at full size and the stock transformers processors; otherwise
+    JPEGs are draft-decoded at about the models' input size and inputs made in torch (see each
+    family's preprocessor and BENCHMARKS.md). The choice is made once, when the models load.
+
+    The work per batch is split so that one streaming loop (``labeling.label_into_store``) can
+    overlap it, and a UI can cache the expensive half:
+
+    ``prepare(path)`` (decode workers) -> ``encode(batch)`` (vision backbones, prompt independent)
+    -> ``score(encoded)`` (prompt-dependent head, queued on the device) -> ``finish(launched)``
+    (post-processing and masks). ``launch = score(encode(...))``; ``label(encoded)`` runs the
+    second half at once on cached encodings; ``label_images`` takes in-memory images.
     """
 
-    ontology: Ontology
-    model: str
-    sam_model: str | None = None
-    mode: str = "detect"
-    config: DetectConfig = field(default_factory=DetectConfig)
-    device: str = "auto"
-    dtype: str = "auto"
-    fast: bool = True
-    decode_margin: float = 2.0
-    compile: bool = False
-    _detector: object = field(default=None, init=False, repr=False)
-    _segmenter: object = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.mode == "segment" and not self.sam_model:
+    def __init__(self, ontology: Ontology, *, model: str | None = None, sam_model: str | None = None,
+                 detector=None, segmenter=None, mode: str = "detect", config: DetectConfig | None = None,
+                 device: str = "auto", dtype: str = "auto", exact: bool = False, compile: bool = False):
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if model is None and detector is None:
+            raise ConfigError("give a detector checkpoint (model=) or a loaded detector (detector=)")
+        if mode == "segment" and not (sam_model or segmenter is not None):
             raise ConfigError("segment mode needs a SAM2 model (--sam-model)")
+        self.ontology = ontology
+        self.mode = mode
+        self.config = config or DetectConfig()
+        self.model = detector.name if detector is not None else str(model)
+        self.sam_model = None if mode != "segment" else (segmenter.name if segmenter is not None else str(sam_model))
+        self.device = device
+        self.dtype = dtype
+        self.exact = exact
+        self.compile = compile
+        self._detector = detector
+        self._segmenter = segmenter if mode == "segment" else None
+
+    def __repr__(self) -> str:
+        return f"Labeler(model={self.model!r}, sam_model={self.sam_model!r}, mode={self.mode!r}, exact={self.exact})"
+
+    # -- models -------------------------------------------------------------------------------------
 
     @property
     def detector(self):
@@ -284,183 +224,165 @@ class Labeler:
             from autolabel.settings import resolve_device, resolve_dtype
 
             device = resolve_device(self.device)
-            detector = Owlv2Detector.from_pretrained(self.model, device, resolve_dtype(self.dtype, device))
-            if self.compile:
-                detector.compile_vision()
-            self._detector = detector
+            self._detector = Owlv2Detector.from_pretrained(self.model, device, resolve_dtype(self.dtype, device),
+                                                           exact=self.exact)
+        if self.compile and not self._detector.compiled:
+            self._detector.compile_vision()
         return self._detector
 
     @property
     def segmenter(self):
-        """SAM2, loaded only in segment mode."""
+        """The segmenter; only segment mode has one."""
+        if self.mode != "segment":
+            raise ConfigError("detect mode has no segmenter")
         if self._segmenter is None:
             from autolabel.models.sam2 import Sam2Segmenter
             from autolabel.settings import resolve_device, resolve_dtype
 
             device = resolve_device(self.device)
-            self._segmenter = Sam2Segmenter.from_pretrained(self.sam_model, device, resolve_dtype(self.dtype, device))
+            self._segmenter = Sam2Segmenter.from_pretrained(self.sam_model, device, resolve_dtype(self.dtype, device),
+                                                            exact=self.exact)
         return self._segmenter
+
+    def _models(self) -> list:
+        return [self.detector, self.segmenter] if self.mode == "segment" else [self.detector]
+
+    @property
+    def model_device(self) -> str:
+        return str(self.detector.device)
 
     def run_config(self) -> dict:
         """What identifies a run's output: a store refuses to mix results of different configs."""
         return {
             "model": self.model,
-            "sam_model": self.sam_model if self.mode == "segment" else None,
+            "sam_model": self.sam_model,
             "mode": self.mode,
             "ontology": self.ontology.to_dict(),
             "detect": self.config.to_dict(),
         }
 
-    def label_images(self, images, sizes=None) -> list[Detections]:
-        """Label RGB PIL images (already oriented). ``sizes``: each image's original (width,
-        height) when the images are shrunk copies; defaults to each image's own size."""
-        images = list(images)
-        sizes = sizes or [im.size for im in images]
-        dets = detect_batch(self.detector, images, sizes, self.ontology, self.config)
-        if self.mode == "segment":
-            dets = segment_batch(self.segmenter, images, dets, sizes)
-        return dets
+    # -- 1. decode ----------------------------------------------------------------------------------
 
-    # -- the streaming path (labeling.label_into_store) ----------------------------------------------
+    def decode_side(self, size: Size) -> int | None:
+        """The long side to draft-decode a JPEG of ``size`` at: the least reduction any model's
+        preprocessor asks for; None (full size) when one of them needs the original pixels."""
+        sides = [model.preprocessor.decode_side(Size(*size)) for model in self._models()]
+        return None if None in sides else max(sides)
 
-    @property
-    def uses_fast_path(self) -> bool:
-        """Draft decoding + torch preprocessing, when asked for and the model objects offer it (the
-        UI's shared wrappers may expose only the PIL API; they then get the exact path)."""
-        if not self.fast or not callable(getattr(self.detector, "pixel_values", None)):
-            return False
-        if self.mode == "segment":
-            return all(callable(getattr(self.segmenter, name, None))
-                       for name in ("pixel_values", "embed_pixels", "predict_logits", "encode_masks"))
-        return True
-
-    @property
-    def model_device(self) -> str:
-        return str(getattr(self.detector, "device", "cpu"))
-
-    def decode_side(self, width: int, height: int) -> int | None:
-        """``max_side`` for ``images.load_image``: the largest JPEG draft reduction (1/2, 1/4, 1/8)
-        that still gives OWLv2 ``decode_margin`` times its input size on the long side and, in
-        segment mode, SAM2 at least its input size on both sides (SAM2 stretches each axis to a
-        square); None: full size."""
-        from autolabel.models.preprocess import draft_side
-
-        min_short = int(self.segmenter.image_size) if self.mode == "segment" else 0
-        min_long = max(int(self.detector.image_size * self.decode_margin), min_short)
-        return draft_side(width, height, min_long=min_long, min_short=min_short)
-
-    def prepare(self, path: str | Path, max_pixels: int | None = None, times: StageTimes | None = None) -> PreparedImage:
-        """Decode one file and make its model inputs (runs in decode workers, overlapping the model).
+    def prepare(self, path: str | Path, max_pixels: int | None = None, times: StageTimes | None = None,
+                keep_pixels: bool = False) -> PreparedImage:
+        """Decode one file (opened once) and, on the CPU, make its model inputs.
 
         Raises ``ImageLoadError`` for files that cannot be labelled.
         """
-        from autolabel.images import DEFAULT_MAX_PIXELS, load_image, oriented_size
-
-        max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-        if not self.uses_fast_path:
-            with _stage(times, "decode"):
-                loaded = load_image(path, max_pixels=max_pixels)
-            return PreparedImage(str(loaded.path), loaded.sha256, loaded.width, loaded.height, image=loaded.image)
-
+        from autolabel.images import DEFAULT_MAX_PIXELS, load_image
         from autolabel.models.preprocess import as_hwc_uint8
 
+        models = self._models()  # loaded before the first decode
         with _stage(times, "decode"):
-            side = None
-            if _is_jpeg(path):
-                side = self.decode_side(*oriented_size(path))
-            loaded = load_image(path, max_pixels=max_pixels, max_side=side)
+            loaded = load_image(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                                draft=lambda size: self.decode_side(Size(*size)))
             pixels = as_hwc_uint8(loaded.image)
-        prepared = PreparedImage(str(loaded.path), loaded.sha256, loaded.width, loaded.height)
-        if self.model_device != "cpu":
-            prepared.pixels = pixels  # small (draft-reduced) uint8; the GPU makes the inputs
-            return prepared
+        size = Size(loaded.width, loaded.height)
+        prepared = PreparedImage(str(loaded.path), loaded.sha256, size, pixels=pixels)
+        on_device = self.model_device != "cpu"
         with _stage(times, "preprocess"):
-            prepared.owl = self.detector.pixel_values(pixels, (loaded.width, loaded.height), "cpu")
-            if self.mode == "segment":
-                prepared.sam = self.segmenter.pixel_values(pixels, "cpu")
+            for model, field_name in zip(models, ("detector_input", "segmenter_input")):
+                if not (on_device and model.preprocessor.on_device):
+                    setattr(prepared, field_name, model.preprocessor(pixels, size, "cpu"))
+        if not keep_pixels and not (on_device and any(m.preprocessor.on_device for m in models)):
+            prepared.pixels = None  # the inputs are made: drop the pixels (memory)
         return prepared
 
-    def launch(self, batch: list[PreparedImage], times: StageTimes | None = None, pad_to: int | None = None) -> _Launched:
-        """Queue the models' work for a batch (asynchronous on a GPU); ``finish`` collects it.
+    # -- 2. prompt-independent encoders -------------------------------------------------------------
 
-        ``pad_to``: pad the vision batch to this size (static shapes for a compiled vision tower).
-        """
+    def encode(self, batch: list[PreparedImage], times: StageTimes | None = None, pad_to: int | None = None,
+               encoded: Encoded | None = None) -> Encoded:
+        """Run the vision backbones on a batch (asynchronous on a GPU). ``pad_to``: pad the batch to
+        this size (static shapes for a compiled vision tower). ``encoded``: a cached result for the
+        same batch; only what it lacks for this labeler's mode is computed."""
         import torch
 
-        launched = _Launched(batch)
+        encoded = encoded or Encoded(batch)
         if not batch:
-            return launched
-        if not self.uses_fast_path:
-            images = [p.image for p in batch]
-            with _stage(times, "vision"):
-                launched.detections = self.label_images(images, [(p.width, p.height) for p in batch])
-            return launched
-        detector = self.detector
-        with _stage(times, "text"):
-            text = detector.encode_text(self.ontology.queries)
-        with _stage(times, "preprocess"):
-            if batch[0].owl is not None:
-                pixel_values = torch.stack([p.owl for p in batch])
-            else:
-                with torch.inference_mode():
-                    pixel_values = torch.stack([detector.pixel_values(p.pixels, (p.width, p.height)) for p in batch])
+            return encoded
+        if encoded.features is None:
+            inputs = self._inputs(batch, self.detector, "detector_input", times)
             if pad_to is not None and len(batch) < pad_to:
-                pad = pixel_values[-1:].expand(pad_to - len(batch), -1, -1, -1)
-                pixel_values = torch.cat([pixel_values, pad])
-        with _stage(times, "vision"):
-            features = detector.encode_images(pixel_values)
-        with _stage(times, "heads"):
-            launched.logits = detector.class_logits(features, text)
-            launched.pred_boxes = features.pred_boxes
-        if self.mode == "segment":
-            segmenter = self.segmenter
-            with _stage(times, "preprocess"):
-                if batch[0].sam is not None:
-                    sam_values = torch.stack([p.sam for p in batch])
-                else:
-                    with torch.inference_mode():
-                        sam_values = torch.stack([segmenter.pixel_values(p.pixels) for p in batch])
+                inputs = torch.cat([inputs, inputs[-1:].expand(pad_to - len(batch), -1, -1, -1)])
+            with _stage(times, "vision"):
+                encoded.features = self.detector.encode_images(inputs)
+        if self.mode == "segment" and encoded.embeddings is None:
+            inputs = self._inputs(batch, self.segmenter, "segmenter_input", times)
             with _stage(times, "sam2_encoder"):
-                launched.embeddings = segmenter.embed_pixels(sam_values, [(p.height, p.width) for p in batch])
+                encoded.embeddings = self.segmenter.embed(inputs, encoded.sizes)
+        return encoded
+
+    def _inputs(self, batch: list[PreparedImage], model, field_name: str, times: StageTimes | None):
+        """Stacked model inputs: made in the workers, or now on the model's device from the pixels."""
+        import torch
+
+        with _stage(times, "preprocess"), torch.inference_mode():
+            return torch.stack([
+                getattr(p, field_name) if getattr(p, field_name) is not None
+                else model.preprocessor(p.pixels, p.size, model.device)
+                for p in batch
+            ])
+
+    # -- 3. prompts ---------------------------------------------------------------------------------
+
+    def score(self, encoded: Encoded, times: StageTimes | None = None) -> Launched:
+        """Queue the prompt-dependent head for an encoded batch."""
+        launched = Launched(encoded)
+        if encoded.batch:
+            with _stage(times, "text"):
+                text = self.detector.encode_text(self.ontology.queries)
+            with _stage(times, "heads"):
+                launched.scores = self.detector.score(encoded.features, text)
         return launched
 
-    def finish(self, launched: _Launched, times: StageTimes | None = None, mask_pool=None) -> list:
-        """Detections for a launched batch, in batch order. In segment mode each entry is a
+    def launch(self, batch: list[PreparedImage], times: StageTimes | None = None, pad_to: int | None = None) -> Launched:
+        """``score(encode(batch))``: queue all of a batch's model work; ``finish`` collects it."""
+        return self.score(self.encode(batch, times, pad_to), times)
+
+    # -- 4. results ---------------------------------------------------------------------------------
+
+    def finish(self, launched: Launched, times: StageTimes | None = None, mask_pool=None) -> list:
+        """Detections of a launched batch, in batch order. In segment mode each entry is a
         ``concurrent.futures.Future`` when ``mask_pool`` (an executor) is given: mask upsampling and
         RLE encoding run there while the model goes on."""
-        batch = launched.batch
-        if not batch:
+        encoded = launched.encoded
+        if not encoded.batch:
             return []
-        if launched.detections is not None:
-            return launched.detections
-        n = len(batch)
         with _stage(times, "heads"):
-            logits = launched.logits[:n].float().cpu().numpy()
-            pred_boxes = launched.pred_boxes[:n].float().cpu().numpy()
-            dets = [postprocess(logits[i], pred_boxes[i], p.width, p.height, self.ontology, self.config)
-                    for i, p in enumerate(batch)]
+            dets = self.detector.postprocess(launched.scores, encoded.sizes, self.ontology, self.config)
         if self.mode != "segment":
             return dets
-        segmenter = self.segmenter
         out = []
-        for p, d, embedding in zip(batch, dets, launched.embeddings):
+        for size, d, embedding in zip(encoded.sizes, dets, encoded.embeddings):
             with _stage(times, "sam2_decoder"):
-                logits = segmenter.predict_logits(embedding, d.xyxy)
-            task = partial(_attach_masks, d, logits, (p.height, p.width), segmenter.encode_masks, times)
+                logits = self.segmenter.predict_logits(embedding, d.xyxy)
+            task = partial(_attach_masks, d, logits, size, self.segmenter.encode_masks, times)
             out.append(mask_pool.submit(task) if mask_pool is not None else task())
         return out
 
+    def label(self, encoded: Encoded) -> list[Detections]:
+        """Detections (and masks) of an encoded batch, at once: re-query cached encodings with this
+        labeler's prompts, thresholds and mode."""
+        return self.finish(self.score(self.encode(encoded.batch, encoded=encoded)))
 
-def _attach_masks(dets: Detections, logits, original_size, encode, times) -> Detections:
+    def label_images(self, images, sizes: list[Size] | None = None) -> list[Detections]:
+        """Label in-memory RGB images (PIL or ``(h, w, 3)`` uint8, already EXIF-oriented) through the
+        same calls. ``sizes``: each image's original size when it is a reduced copy."""
+        from autolabel.models.preprocess import as_hwc_uint8
+
+        pixels = [as_hwc_uint8(image) for image in images]
+        sizes = sizes or [Size(int(p.shape[1]), int(p.shape[0])) for p in pixels]
+        batch = [PreparedImage(f"<image {i}>", "", Size(*size), pixels=p) for i, (p, size) in enumerate(zip(pixels, sizes))]
+        return self.label(self.encode(batch))
+
+
+def _attach_masks(dets: Detections, logits, size: Size, encode, times) -> Detections:
     with _stage(times, "masks"):
-        rles = encode(logits, original_size)
+        rles = encode(logits, size)
     return Detections(dets.xyxy, dets.scores, dets.class_ids, dets.prompt_ids, list(rles))
-
-
-def _is_jpeg(path: str | Path) -> bool:
-    """JPEG signature (SOI + marker); other formats have no draft decoding."""
-    try:
-        with open(path, "rb") as fp:
-            return fp.read(3) == b"\xff\xd8\xff"
-    except OSError:
-        return False  # load_image reports the problem

@@ -189,6 +189,25 @@ def test_sigkill_then_rerun_gives_the_same_export(owlv2_slow, tmp_path):
     assert (tmp_path / "export-killed" / "coco_export.json").read_text() == full
 
 
+def test_ctrl_c_commits_what_is_done_exits_non_zero_and_the_rerun_resumes(owlv2_slow, tmp_path):
+    photos = _photos(tmp_path / "photos", 12, seed=2)
+    args = [sys.executable, "-m", "autolabel", "label", str(photos), "--prompt", "person", "--model",
+            str(owlv2_slow), "--threshold", "0.0", "--batch-size", "1", "--quiet", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _done_count(tmp_path / "run" / "autolabel.db") < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    done_at_stop = _done_count(tmp_path / "run" / "autolabel.db")
+    assert 2 <= done_at_stop < 12, f"the interrupt must land part way (done={done_at_stop})"
+    rerun = subprocess.run(args, env=env, check=True, capture_output=True, text=True)
+    assert f"{12 - done_at_stop} done, 0 failed, {done_at_stop} skipped" in rerun.stdout
+
+
 def test_exact_path_matches_the_fast_path_on_small_images(tiny_owlv2, tmp_path):
     """Images smaller than the draft size decode in full either way: both paths give the same labels."""
     photos = _photos(tmp_path / "photos", 2)

@@ -12,7 +12,7 @@ from PIL import Image
 from autolabel.errors import ModelLoadError
 from autolabel.models.owlv2 import Owlv2Detector
 from autolabel.ontology import Ontology
-from autolabel.pipeline import DetectConfig, detect_batch
+from autolabel.pipeline import DetectConfig, Labeler
 
 
 def _images():
@@ -38,11 +38,11 @@ def _reference(path, image, queries):
 
 def test_batched_cached_detection_equals_plain_recipe(tiny_owlv2):
     ontology = Ontology.from_prompts(["cat=cat,kitten", "dog"])
-    detector = Owlv2Detector.from_pretrained(str(tiny_owlv2))
+    detector = Owlv2Detector.from_pretrained(str(tiny_owlv2), exact=True)
     images = _images()
     # No NMS and threshold 0: every box the recipe returns must come back, in the same frame.
     config = DetectConfig(threshold=0.0, nms_iou=None)
-    ours = detect_batch(detector, images, [im.size for im in images], ontology, config)
+    ours = Labeler(ontology, detector=detector, config=config).label_images(images)
     for image, dets in zip(images, ours):
         boxes, scores, labels = _reference(tiny_owlv2, image, ontology.queries)
         # The recipe does not clip; clip it the obvious way and drop boxes wholly outside the image.
@@ -62,8 +62,9 @@ def test_text_embeddings_are_computed_once_per_prompt_set(tiny_owlv2, monkeypatc
     original = detector.model.owlv2.get_text_features
     monkeypatch.setattr(detector.model.owlv2, "get_text_features", lambda **kw: calls.append(1) or original(**kw))
     ontology = Ontology.from_prompts(["cat"])
+    labeler = Labeler(ontology, detector=detector)
     for image in _images():
-        detect_batch(detector, [image], [image.size], ontology, DetectConfig())
+        labeler.label_images([image])
     assert len(calls) == 1
 
 

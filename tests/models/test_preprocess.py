@@ -25,7 +25,8 @@ from autolabel.images import load_image, oriented_size
 from autolabel.models.owlv2 import Owlv2Detector
 from autolabel.models.preprocess import Owlv2Preprocessor, as_hwc_uint8, draft_side, sam2_pixel_values
 from autolabel.ontology import Ontology
-from autolabel.pipeline import DetectConfig, detect_batch, postprocess
+from autolabel.geometry import Size
+from autolabel.pipeline import DetectConfig, Labeler
 from autolabel.testing.photos import synthetic_photo
 
 
@@ -168,11 +169,8 @@ def test_fast_path_detections_match_recipe(tiny_owlv2):
     model = Owlv2ForObjectDetection.from_pretrained(tiny_owlv2).eval()
     config = DetectConfig(threshold=0.0, nms_iou=None)
     images = [_random_image(w, h, seed=i) for i, (w, h) in enumerate([(120, 80), (70, 130), (97, 61)])]
-    text = detector.encode_text(ontology.queries)
-    features = detector.encode_images(detector.preprocess(images, fast=True))
-    logits = detector.class_logits(features, text).numpy()
-    for i, image in enumerate(images):
-        ours = postprocess(logits[i], features.pred_boxes[i].numpy(), image.width, image.height, ontology, config)
+    found = Labeler(ontology, detector=detector, config=config).label_images(images)
+    for image, ours in zip(images, found):
         inputs = processor(text=[ontology.queries], images=image, return_tensors="pt", truncation=True)
         with torch.inference_mode():
             outputs = model(**inputs)
@@ -187,15 +185,16 @@ def test_fast_path_detections_match_recipe(tiny_owlv2):
 
 
 def test_reduced_images_keep_the_original_frame(tiny_owlv2):
-    """detect_batch with shrunk images and their original sizes: boxes in the original frame, and
+    """Shrunk images with their original sizes: boxes in the original frame, and
     the same as from the originals up to the preprocessing tolerance."""
     ontology = Ontology.from_prompts(["thing"])
     detector = Owlv2Detector.from_pretrained(str(tiny_owlv2))
     original = synthetic_photo(640, 400, seed=3)
     reduced = original.resize((320, 200), Image.Resampling.BOX)  # what a 1/2 draft decode gives
     config = DetectConfig(threshold=0.0, nms_iou=None, max_detections=5)
-    (full,) = detect_batch(detector, [original], [original.size], ontology, config)
-    (small,) = detect_batch(detector, [reduced], [original.size], ontology, config)
+    labeler = Labeler(ontology, detector=detector, config=config)
+    (full,) = labeler.label_images([original])
+    (small,) = labeler.label_images([reduced], [Size(*original.size)])
     assert small.xyxy.max() > 200  # original pixels, not the reduced image's
     np.testing.assert_allclose(small.xyxy, full.xyxy, atol=2.0)
     np.testing.assert_allclose(small.scores, full.scores, atol=0.02)

@@ -15,6 +15,9 @@ from autolabel import geometry
 from autolabel.errors import ModelLoadError
 from autolabel.geometry import rle_to_mask
 from autolabel.models import sam2 as sam2_module
+from autolabel.geometry import Size
+from autolabel.models.base import model_inputs
+from autolabel.models.interpolation import BilinearAxis
 from autolabel.models.sam2 import Sam2Segmenter
 
 
@@ -35,7 +38,16 @@ def sam2_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def segmenter(sam2_dir) -> Sam2Segmenter:
-    return Sam2Segmenter.from_pretrained(str(sam2_dir))
+    return Sam2Segmenter.from_pretrained(str(sam2_dir), exact=True)
+
+
+def _embed(segmenter, images):
+    return segmenter.embed(model_inputs(segmenter.preprocessor, images), [Size(*im.size) for im in images])
+
+
+def _segment(segmenter, image, boxes):
+    (embedding,) = _embed(segmenter, [image])
+    return segmenter.predict(embedding, boxes)
 
 
 def _image(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -79,7 +91,7 @@ def test_masks_equal_plain_recipe(segmenter, sam2_dir, width, height):
             [5, 5, 12, 9],  # tiny
         ]
     )
-    ours = _masks(segmenter.segment([image], [boxes])[0])
+    ours = _masks(_segment(segmenter, image, boxes))
     expected = _recipe_masks(sam2_dir, image, boxes)
     assert len(ours) == len(boxes)
     for mask, ref in zip(ours, expected):
@@ -104,15 +116,15 @@ def test_region_upsampling_equals_f_interpolate(height, width, positive):
     if positive == "blob":
         logits = -logits.abs()
         logits[20:23, 25:29] = torch.rand(3, 4) * 5
-    rows = sam2_module._BilinearAxis.build(32, height)
-    cols = sam2_module._BilinearAxis.build(32, width)
+    rows = BilinearAxis.build(32, height)
+    cols = BilinearAxis.build(32, width)
     ours = rle_to_mask(sam2_module._logits_to_rle(logits, rows, cols))
     ref = F.interpolate(logits[None, None], (height, width), mode="bilinear", align_corners=False)[0, 0]
     np.testing.assert_array_equal(ours, (ref > 0).numpy())
 
 
 def test_empty_mask_gives_empty_rle():
-    rows, cols = sam2_module._BilinearAxis.build(32, 50), sam2_module._BilinearAxis.build(32, 70)
+    rows, cols = BilinearAxis.build(32, 50), BilinearAxis.build(32, 70)
     rle = sam2_module._logits_to_rle(-torch.ones(32, 32), rows, cols)
     assert rle["size"] == [50, 70]
     assert not rle_to_mask(rle).any()
@@ -172,7 +184,7 @@ def test_known_mask_lands_on_box_pixels(segmenter, monkeypatch, width, height, x
     that returns the prompted box as its mask must give back exactly the box's pixels."""
     forward, cells = _box_decoder(segmenter)
     monkeypatch.setattr(segmenter.model, "forward", forward)
-    embedding = sam2_module.ImageEmbedding(features=(), original_size=(height, width))
+    embedding = sam2_module.ImageEmbedding(features=(), size=Size(width, height))
     boxes = np.stack([_cell_band("x", *x_cells, width, height, cells), _cell_band("y", *y_cells, width, height, cells)])
     for box, mask in zip(boxes, _masks(segmenter.predict(embedding, boxes))):
         np.testing.assert_array_equal(mask, _box_mask(box, width, height))
@@ -182,15 +194,15 @@ def test_known_mask_lands_on_box_pixels(segmenter, monkeypatch, width, height, x
 
 
 def test_no_boxes_gives_empty_list(segmenter):
-    (embedding,) = segmenter.embed([_image(64, 48)])
+    (embedding,) = _embed(segmenter, [_image(64, 48)])
     assert segmenter.predict(embedding, np.zeros((0, 4))) == []
     assert segmenter.predict(embedding, []) == []
-    assert segmenter.segment([_image(64, 48)], [np.zeros((0, 4))]) == [[]]
+    assert _segment(segmenter, _image(64, 48), np.zeros((0, 4))) == []
 
 
 @pytest.mark.parametrize("bad", [np.zeros((3, 5)), np.zeros(4), np.array([[0, 0, np.nan, 1]])])
 def test_bad_boxes_raise(segmenter, bad):
-    embedding = sam2_module.ImageEmbedding(features=(), original_size=(10, 10))
+    embedding = sam2_module.ImageEmbedding(features=(), size=Size(10, 10))
     with pytest.raises(ValueError, match="boxes_xyxy"):
         segmenter.predict(embedding, bad)
 
@@ -213,7 +225,7 @@ def test_many_boxes_are_chunked_and_keep_order(sam2_dir, monkeypatch):
     ])
     assert len({tuple(b) for b in boxes}) == 10  # distinct, so order mistakes show
     monkeypatch.setattr(seg.model, "forward", counting_forward)
-    embedding = sam2_module.ImageEmbedding(features=(), original_size=(height, width))
+    embedding = sam2_module.ImageEmbedding(features=(), size=Size(width, height))
     masks = _masks(seg.predict(embedding, boxes))
     assert calls == [3, 3, 3, 1]
     for box, mask in zip(boxes, masks):
@@ -226,18 +238,18 @@ def test_chunked_decoding_equals_one_call(sam2_dir, segmenter):
     xy = rng.uniform(0, 1, (10, 2, 2)) * [150, 100]
     boxes = np.concatenate([xy.min(axis=1), xy.max(axis=1)], axis=1)
     chunked = Sam2Segmenter.from_pretrained(str(sam2_dir), max_boxes_per_call=4)
-    (embedding,) = segmenter.embed([image])
+    (embedding,) = _embed(segmenter, [image])
     for a, b in zip(_masks(segmenter.predict(embedding, boxes)), _masks(chunked.predict(embedding, boxes))):
         np.testing.assert_array_equal(a, b)
 
 
 def test_batched_embed_equals_one_at_a_time(segmenter):
     images = [_image(200, 120, seed=4), _image(90, 160, seed=5)]
-    batched = segmenter.embed(images)
-    single = [segmenter.embed([image])[0] for image in images]
+    batched = _embed(segmenter, images)
+    single = [_embed(segmenter, [image])[0] for image in images]
     boxes = np.array([[10, 10, 80, 100], [0, 0, 90, 120]])
     for b, s, image in zip(batched, single, images):
-        assert b.original_size == s.original_size == (image.height, image.width)
+        assert b.size == s.size == (image.width, image.height)
         for fb, fs in zip(b.features, s.features):
             torch.testing.assert_close(fb, fs, rtol=1e-4, atol=1e-5)
         for mb, ms in zip(_masks(segmenter.predict(b, boxes)), _masks(segmenter.predict(s, boxes))):
@@ -300,7 +312,7 @@ def test_large_image_small_boxes_stay_in_their_regions(segmenter, monkeypatch):
 
     monkeypatch.setattr(sam2_module, "region_to_rle", recording_region_to_rle)
     boxes = np.array([[500, 375, 1000, 750], [2500, 1125, 3000, 1500], [0, 2625, 500, 3000]], dtype=float)
-    embedding = sam2_module.ImageEmbedding(features=(), original_size=(height, width))
+    embedding = sam2_module.ImageEmbedding(features=(), size=Size(width, height))
     masks = _masks(segmenter.predict(embedding, boxes))
     cell_h, cell_w = int(np.ceil(height / cells)), int(np.ceil(width / cells))
     for box, mask, (rh, rw) in zip(boxes, masks, regions):
@@ -315,7 +327,7 @@ def test_large_image_real_model_memory(segmenter):
     worst case for regions. post_process_masks would hold one float32 full-frame mask per box
     (8 x 46 MiB; it measured ~460 MiB of growth here); predict() must stay far below that."""
     width, height = 4000, 3000
-    (embedding,) = segmenter.embed([_image(width, height, seed=6)])
+    (embedding,) = _embed(segmenter, [_image(width, height, seed=6)])
     boxes = np.array([[100, 100, 400, 300], [2000, 1500, 2300, 1800]] * 4, dtype=float)
     out = []
     growth = _peak_rss_growth_mib(lambda: out.extend(segmenter.predict(embedding, boxes)))

@@ -51,7 +51,7 @@ def test_display_copy_shrinks_large_and_enlarges_small():
 
 def test_feature_cache_is_an_lru():
     cache = FeatureCache(capacity=2)
-    items = [CachedImage(k, k, None, 1, 1, None, 1.0) for k in "abc"]
+    items = [CachedImage(k, k, None, None, (1, 1), None, 1.0) for k in "abc"]
     for item in items[:2]:
         cache.put(item)
     assert cache.get("a") is items[0]  # "a" is now the most recent
@@ -87,22 +87,49 @@ def test_threshold_prompt_and_mode_changes_reuse_the_backbone(ui_config, models,
     assert models.detector.backbone_calls == 2
 
 
-def test_test_tab_matches_the_batch_pipeline(ui_config, models, photos):
-    """What is dialled in on the Test tab gives the same detections as a batch (detect_batch)."""
-    from autolabel.images import load_image
-    from autolabel.pipeline import DetectConfig, detect_batch
+@pytest.fixture(scope="module")
+def photo_12mp(tmp_path_factory):
+    """A 4000 x 3000 JPEG: the engine draft-decodes it (1/8 for the 64 px test model)."""
+    from autolabel.testing.photos import synthetic_photo
 
+    path = tmp_path_factory.mktemp("big") / "big.jpg"
+    synthetic_photo(4000, 3000, seed=3).save(path, quality=90)
+    return path
+
+
+def test_test_tab_equals_a_ui_batch_and_the_cli_on_a_12mp_jpeg(ui_config, models, photo_12mp, tmp_path):
+    """The same file, prompts and threshold give identical detections in the Test tab, in a UI
+    batch and in ``autolabel label``, on a file that batches draft-decode."""
+    from click.testing import CliRunner
+
+    from autolabel.cli import main
+    from autolabel.pipeline import PreparedImage
+    from autolabel.store import open_store
+    from autolabel.ui.batch import BatchRunner
+
+    prompts, threshold = "car=car,van\nperson", 0.2
     tester = PromptTester(ui_config, models)
-    ontology = parse_prompts("car=car,van\nperson")
-    for threshold in (0.0, 0.45):
-        result = tester.query(photos[0], "car=car,van\nperson", threshold)
-        image = load_image(photos[0])
-        expected = detect_batch(models.detector, [image.image], [(image.width, image.height)], ontology,
-                                DetectConfig(threshold=threshold, nms_iou=ui_config.nms_iou))[0]
-        np.testing.assert_allclose(result.detections.xyxy, expected.xyxy, atol=1e-4)
-        np.testing.assert_allclose(result.detections.scores, expected.scores, atol=1e-6)
-        np.testing.assert_array_equal(result.detections.class_ids, expected.class_ids)
-    rows = detection_rows(result)
+    test_tab = tester.query(photo_12mp, prompts, threshold).detections
+    cached = tester.load(photo_12mp)
+    assert isinstance(cached.prepared, PreparedImage) and cached.prepared.pixels.shape[:2] == (375, 500)
+    assert cached.size == (4000, 3000) and len(test_tab) > 0
+
+    job = BatchRunner(ui_config, models).start_new("same", parse_prompts(prompts), "detect", threshold,
+                                                   [str(photo_12mp)], [], None)
+    job.thread.join(timeout=120)
+    assert job.error is None and job.summary.done == 1
+    cli = CliRunner().invoke(main, ["label", str(photo_12mp), "--out", str(tmp_path / "cli"), "--model",
+                                    ui_config.model, "--prompt", "car=car,van", "--prompt", "person", "--threshold",
+                                    str(threshold), "--nms-iou", str(ui_config.nms_iou), "--device", "cpu", "--quiet"])
+    assert cli.exit_code == 0, cli.output
+    for run_dir in (job.run_dir, tmp_path / "cli"):
+        with open_store(run_dir, create=False) as store:
+            (image,) = store.images()
+            stored = store.labels(image.id)
+        np.testing.assert_array_equal(stored.xyxy.astype(np.float32), test_tab.xyxy)
+        np.testing.assert_array_equal(stored.scores.astype(np.float32), test_tab.scores)
+        np.testing.assert_array_equal(stored.class_ids, test_tab.class_ids)
+    rows = detection_rows(tester.query(photo_12mp, prompts, threshold))
     assert rows and rows[0][1] in ("car", "person") and len(rows[0]) == 8
 
 
@@ -150,15 +177,15 @@ def test_models_load_once_and_only_when_used(ui_config):
 
 
 def test_shared_models_forward_the_full_api(ui_config, models):
-    """The batch's labelling loop sees the real model API through the shared wrappers (so it can
-    take its fast path), while the network calls are counted and serialised."""
+    """The batch's engine sees the real model API through the shared wrappers (its preprocessor
+    included), while the network calls are counted and serialised."""
+    from autolabel.models.base import Detector, Segmenter
     from autolabel.ui.batch import make_labeler
 
     detector, segmenter = models.detector, models.segmenter
-    assert detector.image_size == detector.inner.image_size
-    assert detector.preprocess.__self__ is detector.inner  # forwarded, not wrapped
+    assert isinstance(detector, Detector) and isinstance(segmenter, Segmenter)
+    assert detector.preprocessor is detector.inner.preprocessor  # forwarded, not wrapped
     with pytest.raises(AttributeError):
         detector.no_such_attribute
     labeler = make_labeler(ui_config, models, parse_prompts("person"), "segment", 0.1)
     assert labeler.detector is detector and labeler.segmenter is segmenter
-    assert labeler.uses_fast_path, "UI batches take the streaming fast path through the wrappers"

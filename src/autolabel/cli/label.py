@@ -6,7 +6,9 @@ import time
 
 import click
 
-from autolabel.cli import handle_errors
+from autolabel.cli.errors import handle_errors
+from autolabel.pipeline import DEFAULT_BATCH_SIZE, MODES, DetectConfig
+from autolabel.settings import DTYPES
 
 
 @click.command()
@@ -14,18 +16,18 @@ from autolabel.cli import handle_errors
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder (created; re-use it to resume).")
 @click.option("--prompt", "prompts", multiple=True, help='Class and prompts: "person" or "car=car,automobile,van". Repeatable.')
 @click.option("--ontology", "ontology_file", type=click.Path(exists=True, dir_okay=False), help="YAML/JSON ontology (classes, prompts, per-class thresholds).")
-@click.option("--mode", type=click.Choice(["detect", "segment"]), default="detect", show_default=True, help="segment adds SAM2 masks.")
+@click.option("--mode", type=click.Choice(MODES), default=MODES[0], show_default=True, help="segment adds SAM2 masks.")
 @click.option("--model", default=None, help="OWLv2 checkpoint: hub id or local dir [env AUTOLABEL_MODEL].")
 @click.option("--sam-model", default=None, help="SAM2 checkpoint for --mode segment [env AUTOLABEL_SAM_MODEL].")
-@click.option("--threshold", type=float, default=None, help="Score threshold (default 0.1); per-class thresholds in --ontology win.")
-@click.option("--nms-iou", type=float, default=None, help="Per-class NMS IoU (default 0.5).")
+@click.option("--threshold", type=float, default=None, help=f"Score threshold (default {DetectConfig.threshold}); per-class thresholds in --ontology win.")
+@click.option("--nms-iou", type=float, default=None, help=f"Per-class NMS IoU (default {DetectConfig.nms_iou}).")
 @click.option("--no-nms", is_flag=True, help="Disable per-class NMS.")
 @click.option("--agnostic-nms", "agnostic_nms_iou", type=float, default=None, help="Also suppress overlaps across classes at this IoU.")
-@click.option("--min-area", type=float, default=0.0, show_default=True, help="Drop boxes smaller than this fraction of the image area.")
-@click.option("--max-area", type=float, default=1.0, show_default=True, help="Drop boxes larger than this fraction of the image area.")
-@click.option("--batch-size", type=int, default=None, help="Images per forward pass (default 4).")
+@click.option("--min-area", type=float, default=DetectConfig.min_area_frac, show_default=True, help="Drop boxes smaller than this fraction of the image area.")
+@click.option("--max-area", type=float, default=DetectConfig.max_area_frac, show_default=True, help="Drop boxes larger than this fraction of the image area.")
+@click.option("--batch-size", type=int, default=None, help=f"Images per forward pass (default {DEFAULT_BATCH_SIZE}).")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [env AUTOLABEL_DEVICE].")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default=None, help="Model dtype (auto: fp16 on CUDA, fp32 elsewhere).")
+@click.option("--dtype", type=click.Choice(DTYPES), default=None, help="Model dtype (auto: fp16 on CUDA, fp32 elsewhere).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse images with more pixels than this (decompression-bomb guard).")
 @click.option("--exact", is_flag=True, help="Decode every image at full size and use the stock processors (slower; the default draft-decodes JPEGs and preprocesses in torch, see BENCHMARKS.md).")
 @click.option("--compile", "compile_vision", is_flag=True, help="torch.compile the OWLv2 vision tower (pays off on long GPU runs).")
@@ -64,7 +66,7 @@ def label(inputs, out_dir, prompts, ontology_file, mode, model, sam_model, thres
                           agnostic_nms_iou=agnostic_nms_iou, min_area_frac=min_area, max_area_frac=max_area)
     labeler = Labeler(ontology, model=settings.model, sam_model=settings.sam_model if mode == "segment" else None,
                       mode=mode, config=config, device=settings.device, dtype=settings.dtype,
-                      fast=not exact, compile=compile_vision)
+                      exact=exact, compile=compile_vision)
 
     started = time.perf_counter()
     bars = []  # created once the work is known, so a refused run prints no empty bar

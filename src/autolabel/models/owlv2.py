@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from autolabel.detections import Detections
+from autolabel.geometry import Size, clip_boxes
 from autolabel.models.loading import load_pretrained
-from autolabel.models.preprocess import Owlv2Preprocessor, as_hwc_uint8
+from autolabel.models.preprocess import Owlv2Preprocessor, draft_side
 
 log = logging.getLogger(__name__)
 
@@ -48,31 +50,92 @@ class ImageFeatures:
         return ImageFeatures(self.image_feats[index : index + 1], self.pred_boxes[index : index + 1])
 
 
+@dataclass
+class OwlScores:
+    """``Owlv2Detector.score`` output: ``logits`` (B, P, Q) per patch and query and ``pred_boxes``
+    (B, P, 4), on the model's device (possibly still being computed)."""
+
+    logits: torch.Tensor
+    pred_boxes: torch.Tensor
+
+
+class Owlv2ExactPreprocessor:
+    """The stock ``Owlv2ImageProcessor`` on fully decoded pixels (the plain transformers recipe)."""
+
+    on_device = False
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def decode_side(self, size: Size) -> None:
+        return None
+
+    def __call__(self, pixels: torch.Tensor, size: Size, device="cpu") -> torch.Tensor:
+        if (int(pixels.shape[1]), int(pixels.shape[0])) != tuple(size):
+            raise ValueError("the stock OWLv2 processor needs the original pixels, not a reduced decode")
+        values = self.image_processor(images=[pixels.cpu().numpy()], return_tensors="pt")["pixel_values"][0]
+        return values.to(device=device, dtype=torch.float32)
+
+
+class Owlv2FastPreprocessor:
+    """JPEG draft decode to at least ``decode_margin`` times the model's input on the long side
+    (2: inputs move about as much as re-saving the JPEG does, see BENCHMARKS.md), then the
+    processor's pad + blur + resize + normalise as banded matrices in torch (``Owlv2Preprocessor``,
+    within 1e-5 of the processor on the same pixels), on the model's device when it has one."""
+
+    on_device = True
+
+    def __init__(self, torch_preprocessor: Owlv2Preprocessor, decode_margin: float = 2.0):
+        if decode_margin < 1:
+            raise ValueError(f"decode_margin must be >= 1, got {decode_margin}")
+        self.torch_preprocessor = torch_preprocessor
+        self.decode_margin = decode_margin
+
+    def decode_side(self, size: Size) -> int | None:
+        return draft_side(*size, min_long=int(self.torch_preprocessor.size * self.decode_margin))
+
+    def __call__(self, pixels: torch.Tensor, size: Size, device="cpu") -> torch.Tensor:
+        return self.torch_preprocessor(pixels, tuple(size), device)
+
+
 class Owlv2Detector:
-    """Model handles plus the split inference calls. Holds no per-image state."""
+    """OWLv2 behind the ``models.base.Detector`` protocol. Holds no per-image state.
+
+    ``exact``: full decodes and the stock processor instead of draft decodes and torch
+    preprocessing (also chosen when the processor has settings the torch version does not
+    reproduce).
+    """
 
     TEXT_CACHE_SIZE = 32
 
-    def __init__(self, model, processor, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, model, processor, name: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 exact: bool = False, decode_margin: float = 2.0):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.processor = processor
+        self.name = str(name)
         self.device = device
         self.dtype = dtype
         self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
         self._text_cache: OrderedDict[tuple[str, ...], TextQueries] = OrderedDict()
         self._warned_long: set[str] = set()
-        # Torch preprocessing equal to the processor's (None if the processor has unusual settings).
-        self.fast_preprocessor = Owlv2Preprocessor.from_processor(processor.image_processor)
+        fast = None if exact else Owlv2Preprocessor.from_processor(processor.image_processor)
+        if fast is None:
+            if not exact:
+                log.info("OWLv2 processor settings not reproduced in torch: using the stock processor")
+            self.preprocessor = Owlv2ExactPreprocessor(processor.image_processor)
+        else:
+            self.preprocessor = Owlv2FastPreprocessor(fast, decode_margin)
         self.compiled = False
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def from_pretrained(cls, name_or_path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                        exact: bool = False, decode_margin: float = 2.0) -> "Owlv2Detector":
         """Load a checkpoint (hub id or local directory; safetensors only)."""
         from transformers import AutoProcessor, Owlv2ForObjectDetection
 
         processor = load_pretrained(AutoProcessor, name_or_path, "the OWLv2 processor")
         model = load_pretrained(Owlv2ForObjectDetection, name_or_path, "the OWLv2 model", dtype=dtype)
-        return cls(model, processor, device, dtype)
+        return cls(model, processor, name_or_path, device, dtype, exact, decode_margin)
 
     @property
     def image_size(self) -> int:
@@ -111,56 +174,6 @@ class Owlv2Detector:
 
     # -- images -------------------------------------------------------------------------------------
 
-    def preprocess(self, images, original_sizes=None, *, fast: bool | None = None) -> torch.Tensor:
-        """RGB images -> (B, 3, S, S) pixel values on the model's device and dtype, as the stock
-        processor makes them (pad bottom/right to square, blur + resize to S, normalise).
-
-        images: RGB PIL images or (H, W, 3) uint8 arrays/tensors, EXIF-oriented.
-        original_sizes: (width, height) per image when the images are reduced versions of larger
-            originals (draft-decoded); boxes are then in the originals' frame. None: the images
-            are the originals.
-        fast: compute in torch on the model's device (``models.preprocess``; equal to the processor
-            within 1e-5 on the same pixels, see tests/models/test_preprocess.py) instead of calling
-            the processor (bit-exact, about 2 s for a 12 MP photo on a laptop CPU). Default: fast
-            only for reduced images, which the processor cannot take.
-        """
-        images = list(images)
-        if original_sizes is not None and len(original_sizes) != len(images):
-            raise ValueError(f"got {len(images)} images but {len(original_sizes)} original sizes")
-        if fast is None:
-            fast = original_sizes is not None
-        if not fast:
-            if original_sizes is not None and any(
-                tuple(size) != tuple(as_size(im)) for im, size in zip(images, original_sizes)
-            ):
-                raise ValueError("the stock processor needs original pixels: use fast=True for reduced images")
-            return self.preprocess_reference(images)
-        sizes = original_sizes or [None] * len(images)
-        with torch.inference_mode():
-            pixel_values = torch.stack([self.pixel_values(as_hwc_uint8(im), size) for im, size in zip(images, sizes)])
-        return pixel_values.to(dtype=self.dtype)
-
-    def pixel_values(self, pixels: torch.Tensor, original_size: tuple[int, int] | None = None,
-                     device: str | torch.device | None = None) -> torch.Tensor:
-        """One image's ``(3, S, S)`` float32 pixel values, computed on ``device`` (default: the
-        model's). ``pixels``: ``(h, w, 3)`` uint8, ``original_size``: see ``preprocess``. Holds no
-        model state: decode workers call it to preprocess on the CPU while the model runs."""
-        device = self.device if device is None else device
-        if self.fast_preprocessor is None:
-            from PIL import Image
-
-            if original_size is not None and tuple(original_size) != (pixels.shape[1], pixels.shape[0]):
-                raise ValueError("this processor's settings need original pixels (no reduced decode)")
-            return self.preprocess_reference([Image.fromarray(pixels.cpu().numpy())])[0].to(device, torch.float32)
-        return self.fast_preprocessor(pixels, original_size, device)
-
-    def preprocess_reference(self, images) -> torch.Tensor:
-        """The stock processor (the plain transformers recipe), on original pixels."""
-        images = [im if not isinstance(im, (np.ndarray, torch.Tensor)) else as_hwc_uint8(im).cpu().numpy()
-                  for im in images]
-        pixel_values = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        return pixel_values.to(device=self.device, dtype=self.dtype)
-
     def compile_vision(self, **options) -> None:
         """``torch.compile`` the vision tower (opt-in). Shapes are static at a given batch size, so
         callers should keep batches full (the labelling loop pads the last one)."""
@@ -178,21 +191,50 @@ class Owlv2Detector:
             pred_boxes = self.model.box_predictor(image_feats, feature_map)
         return ImageFeatures(image_feats, pred_boxes.float())
 
-    def class_logits(self, features: ImageFeatures, text: TextQueries) -> torch.Tensor:
-        """(B, P, Q) float32 logits of every patch for every query."""
+    # -- prompts x images -----------------------------------------------------------------------------
+
+    def score(self, features: ImageFeatures, text: TextQueries) -> OwlScores:
+        """The class head: (B, P, Q) float32 logits of every patch for every query."""
         b = len(features)
         embeds = text.embeds.unsqueeze(0).expand(b, -1, -1)
         mask = text.mask.unsqueeze(0).expand(b, -1)
         with torch.inference_mode():
             logits, _ = self.model.class_predictor(features.image_feats, embeds, mask)
-        return logits.float()
+        return OwlScores(logits.float(), features.pred_boxes)
+
+    def postprocess(self, scores: OwlScores, sizes: list[Size], ontology, config) -> list[Detections]:
+        """Raw scores of the first ``len(sizes)`` images -> their Detections (see ``postprocess_logits``)."""
+        n = len(sizes)
+        logits = scores.logits[:n].float().cpu().numpy()
+        pred_boxes = scores.pred_boxes[:n].float().cpu().numpy()
+        return [postprocess_logits(logits[i], pred_boxes[i], size, ontology, config) for i, size in enumerate(sizes)]
+
+    def detect(self, features: ImageFeatures, text: TextQueries, sizes: list[Size], ontology, config) -> list[Detections]:
+        return self.postprocess(self.score(features, text), sizes, ontology, config)
 
 
-def as_size(image) -> tuple[int, int]:
-    """(width, height) of a PIL image or an (H, W, 3) array/tensor."""
-    if hasattr(image, "size") and not callable(image.size) and not isinstance(image, np.ndarray):
-        return tuple(image.size)
-    return int(image.shape[1]), int(image.shape[0])
+def postprocess_logits(logits: np.ndarray, pred_boxes: np.ndarray, size: Size, ontology, config) -> Detections:
+    """Raw outputs of one image -> final Detections in original (oriented) pixels.
+
+    logits: (P, Q) float32 per patch and query; pred_boxes: (P, 4) normalised cxcywh in the padded
+    square. Score = sigmoid(max over queries), as transformers' post-processing does; the best query
+    decides the class. Boxes are clipped to the image; boxes lying wholly in the padding are dropped
+    (``pipeline.filter_detections``, with the config's area filters and NMS).
+    """
+    from scipy.special import expit  # sigmoid without overflow warnings for very negative logits
+
+    from autolabel.pipeline import filter_detections
+
+    width, height = size
+    best_query = logits.argmax(axis=1)
+    best_logit = np.take_along_axis(logits, best_query[:, None], axis=1)[:, 0]
+    scores = expit(best_logit.astype(np.float64))
+    class_ids = ontology.query_class_ids[best_query]
+    keep = scores > ontology.thresholds(config.threshold)[class_ids]
+    boxes = clip_boxes(boxes_to_pixels(pred_boxes[keep], width, height), width, height)
+    # Thresholds compare in float64; the record keeps float32 scores like the model's boxes.
+    dets = Detections(boxes, scores[keep].astype(np.float32), class_ids[keep], best_query[keep])
+    return filter_detections(dets, size, config)
 
 
 def boxes_to_pixels(pred_boxes: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -95,7 +95,7 @@ def owlv2_axis_weights(length: int, side: int, out_size: int) -> np.ndarray:
     ``length``: the image's pixels along this axis; ``side``: the padded square's side
     (``max(H, W)``); the pixels ``length..side-1`` are the zero padding and get no weight.
     """
-    from autolabel.models.sam2 import _BilinearAxis  # ATen's exact bilinear indices and weights
+    from autolabel.models.interpolation import BilinearAxis  # ATen's exact bilinear indices and weights
 
     if not 0 < length <= side:
         raise ValueError(f"need 0 < length <= side, got {length}, {side}")
@@ -106,7 +106,7 @@ def owlv2_axis_weights(length: int, side: int, out_size: int) -> np.ndarray:
     radius = len(kernel) // 2
     if radius >= side:
         raise ValueError(f"blur kernel of radius {radius} does not fit a side of {side}")
-    axis = _BilinearAxis.build(side, out_size)
+    axis = BilinearAxis.build(side, out_size)
     rows = np.arange(out_size)
     weights = np.zeros((out_size, length), dtype=np.float64)
     for taps, tap_w in ((axis.index0, axis.weight0), (axis.index1, axis.weight1)):

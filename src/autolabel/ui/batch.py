@@ -41,13 +41,8 @@ def make_labeler(config: UiConfig, models: ModelHandles, ontology: Ontology, mod
     from autolabel.pipeline import DetectConfig, Labeler
 
     detect_config = DetectConfig(**detect) if detect else DetectConfig(threshold=float(threshold), nms_iou=config.nms_iou)
-    labeler = Labeler(ontology, model=models.model, sam_model=models.sam_model if mode == "segment" else None,
-                      mode=mode, config=detect_config, device=config.device, dtype=config.dtype)
-    # Labeler loads lazily into these fields; hand it the shared handles instead of a second copy.
-    labeler._detector = models.detector
-    if mode == "segment":
-        labeler._segmenter = models.segmenter
-    return labeler
+    return Labeler(ontology, detector=models.detector, segmenter=models.segmenter if mode == "segment" else None,
+                   mode=mode, config=detect_config)
 
 
 def labeler_for_run(config: UiConfig, models: ModelHandles, stored: dict):
@@ -241,10 +236,13 @@ def _check_size(image_size: str | None) -> None:
 
 
 def export_dir(work_dir: Path, run: str) -> Path:
-    """A fresh folder for one export of ``run`` inside the UI's work folder."""
+    """A fresh folder for one export of ``run`` inside the UI's work folder (older ones pruned)."""
     import tempfile
 
-    base = Path(work_dir) / "exports"
+    from autolabel.ui.downloads import EXPORTS, prune_exports
+
+    prune_exports(work_dir)
+    base = Path(work_dir) / EXPORTS
     base.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{run}-", dir=base))
 

@@ -2,11 +2,11 @@
 Test tab's query. No Gradio import: everything here is unit-tested directly.
 
 Caching (the Test tab's promise that moving the threshold or editing prompts is near-instant):
-an uploaded image is decoded once and run through OWLv2's vision backbone once
-(``Owlv2Detector.preprocess`` + ``encode_images`` -> ``ImageFeatures``); SAM2's image encoder runs
-once too (``Sam2Segmenter.embed``). Both are kept in a small LRU keyed by the file's SHA-256. A
-change of prompts, threshold or mode then costs only ``encode_text`` (LRU-cached itself),
-``class_logits``, ``pipeline.postprocess`` and, in segment mode, ``Sam2Segmenter.predict``.
+an uploaded image is decoded once and run through the vision backbones once, by the labelling
+engine's own steps (``Labeler.prepare`` + ``Labeler.encode``, as a batch runs them). The result is
+kept in a small LRU keyed by the file's SHA-256. A change of prompts, threshold or mode then costs
+only the text tower (LRU-cached itself), the class head, post-processing and, in segment mode,
+the SAM2 decoder (``Labeler.label``).
 ``SharedDetector.backbone_calls`` / ``SharedSegmenter.embed_calls`` count the expensive passes, so
 tests (and the timing line in the UI) can prove it.
 """
@@ -23,10 +23,10 @@ from pathlib import Path
 from autolabel.detections import Detections
 from autolabel.errors import AutolabelError, ConfigError
 from autolabel.ontology import Ontology
+from autolabel.images import DEFAULT_MAX_PIXELS
+from autolabel.pipeline import DEFAULT_BATCH_SIZE, MODES, DetectConfig
 
 log = logging.getLogger(__name__)
-
-MODES = ("detect", "segment")
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,10 @@ class UiConfig:
     work_dir: Path
     device: str = "auto"
     dtype: str = "auto"
-    threshold: float = 0.1
-    nms_iou: float = 0.5
-    batch_size: int = 4
-    max_image_pixels: int = 178_956_970
+    threshold: float = DetectConfig.threshold
+    nms_iou: float = DetectConfig.nms_iou
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     allow_folders: tuple[Path, ...] = ()
     display_side: int = 1024
     feature_cache_size: int = 4
@@ -100,7 +100,7 @@ class _Shared:
 
 
 class SharedDetector(_Shared):
-    """An ``Owlv2Detector`` (see ``_Shared``). ``backbone_calls`` counts vision-backbone passes
+    """A detector (see ``_Shared``). ``backbone_calls`` counts vision-backbone passes
     (``encode_images`` calls) and ``backbone_images`` the images they covered."""
 
     def __init__(self, inner):
@@ -118,40 +118,32 @@ class SharedDetector(_Shared):
             self.backbone_images += int(pixel_values.shape[0])
             return self.inner.encode_images(pixel_values)
 
-    def class_logits(self, features, text):
+    def score(self, features, text):
         with self.lock:
-            return self.inner.class_logits(features, text)
+            return self.inner.score(features, text)
+
+    def detect(self, features, text, sizes, ontology, config):
+        return self.postprocess(self.score(features, text), sizes, ontology, config)
 
 
 class SharedSegmenter(_Shared):
-    """A ``Sam2Segmenter`` (see ``_Shared``); ``embed_calls`` counts image-encoder passes."""
+    """A segmenter (see ``_Shared``); ``embed_calls`` counts image-encoder passes."""
 
     def __init__(self, inner):
         super().__init__(inner)
         self.embed_calls = 0
 
-    def embed(self, images, *args, **kwargs):
+    def embed(self, pixel_values, sizes):
         with self.lock:
             self.embed_calls += 1
-            return self.inner.embed(images, *args, **kwargs)
+            return self.inner.embed(pixel_values, sizes)
 
-    def embed_pixels(self, *args, **kwargs):
+    def predict_logits(self, embedding, boxes_xyxy):
         with self.lock:
-            self.embed_calls += 1
-            return self.inner.embed_pixels(*args, **kwargs)
+            return self.inner.predict_logits(embedding, boxes_xyxy)
 
     def predict(self, embedding, boxes_xyxy):
-        with self.lock:
-            return self.inner.predict(embedding, boxes_xyxy)
-
-    def predict_logits(self, *args, **kwargs):
-        with self.lock:
-            return self.inner.predict_logits(*args, **kwargs)
-
-    def segment(self, images, boxes):
-        images = list(images)
-        embeddings = self.embed(images)
-        return [self.predict(e, b) for e, b in zip(embeddings, boxes)]
+        return self.encode_masks(self.predict_logits(embedding, boxes_xyxy), embedding.size)
 
 
 class ModelHandles:
@@ -244,21 +236,21 @@ class ModelHandles:
 class CachedImage:
     """One decoded image and its prompt-independent model outputs.
 
-    image: RGB, EXIF-oriented, full resolution (``width`` x ``height``). display / display_scale:
-    a copy with the long side at most ``UiConfig.display_side`` (display pixels = original *
-    display_scale). features: OWLv2 ``ImageFeatures`` of this one image; sam: its SAM2
-    ``ImageEmbedding``. Both None until first needed.
+    prepared: the engine's ``PreparedImage`` (decoded as a batch decodes it, pixels kept);
+    decode_side: the decode it was made with (``Labeler.decode_side``); size: the original
+    oriented size. display / display_scale: a copy to draw on, long side at most
+    ``UiConfig.display_side`` (display pixels = original * display_scale). encoded: the engine's
+    ``Encoded`` for this one image (OWLv2 features, SAM2 embedding once needed).
     """
 
     key: str
     name: str
-    image: object
-    width: int
-    height: int
+    prepared: object
+    decode_side: int | None
+    size: tuple[int, int]
     display: object
     display_scale: float
-    features: object = None
-    sam: object = None
+    encoded: object = None
 
 
 class FeatureCache:
@@ -346,7 +338,12 @@ class QueryResult:
 
 
 class PromptTester:
-    """The Test tab: one image, any prompts, thresholds and modes, backbone once per image."""
+    """The Test tab: one image, any prompts, thresholds and modes, backbone once per image.
+
+    It runs the labelling engine's own steps (``Labeler.prepare`` -> ``encode`` -> ``label``) with
+    the shared models, so an image, prompts and threshold give exactly the detections a batch or
+    ``autolabel label`` gives (same decode, same model inputs, same post-processing).
+    """
 
     def __init__(self, config: UiConfig, models: ModelHandles, cache: FeatureCache | None = None):
         self.config = config
@@ -355,59 +352,55 @@ class PromptTester:
         self._encode_lock = threading.Lock()
         self._load_lock = threading.Lock()
 
-    def load(self, path: str | Path) -> CachedImage:
-        """Decode (or fetch from the cache) the image at ``path``. Raises ``ImageLoadError``."""
-        from autolabel.images import file_sha256, load_image
-
-        key = file_sha256(path)
-        with self._load_lock:  # one decode per new image, however many events ask at once
-            cached = self.cache.get(key)
-            if cached is not None:
-                return cached
-            loaded = load_image(path, max_pixels=self.config.max_image_pixels)
-            display, scale = display_copy(loaded.image, self.config.display_side)
-            return self.cache.put(CachedImage(key, Path(path).name, loaded.image, loaded.width, loaded.height,
-                                              display, scale))
-
-    def query(self, path: str | Path, prompts: str, threshold: float, mode: str = "detect") -> QueryResult:
-        """Detections (and masks in segment mode) for the image at ``path``."""
-        from autolabel.pipeline import DetectConfig, postprocess
+    def labeler(self, ontology: Ontology, threshold: float, mode: str = "detect"):
+        """The engine as a batch with these settings would run it, on the shared models."""
+        from autolabel.pipeline import DetectConfig, Labeler
 
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        ontology = parse_prompts(prompts)
-        config = DetectConfig(threshold=float(threshold), nms_iou=self.config.nms_iou)
-        cached = self.load(path)
-        detector = self.models.detector
-        if mode == "segment":
-            segmenter = self.models.segmenter  # load (or fail) before spending time on the backbone
+        return Labeler(ontology, detector=self.models.detector,
+                       segmenter=self.models.segmenter if mode == "segment" else None, mode=mode,
+                       config=DetectConfig(threshold=float(threshold), nms_iou=self.config.nms_iou))
 
-        backbone_seconds = sam_seconds = None
+    def load(self, path: str | Path, labeler=None) -> CachedImage:
+        """Decode (or fetch from the cache) the image at ``path`` as ``labeler`` (default: detect
+        mode) decodes it in a batch. Raises ``ImageLoadError``."""
+        from PIL import Image
+
+        from autolabel.images import file_sha256
+        from autolabel.pipeline import Encoded
+
+        labeler = labeler or self.labeler(Ontology.from_prompts(["object"]), 0.0)
+        key = file_sha256(path)
+        with self._load_lock:  # one decode per new image, however many events ask at once
+            cached = self.cache.get(key)
+            if cached is not None and labeler.decode_side(cached.size) == cached.decode_side:
+                return cached
+            prepared = labeler.prepare(path, self.config.max_image_pixels, keep_pixels=True)
+            pixels = Image.fromarray(prepared.pixels.numpy())
+            display, scale = display_copy(pixels, self.config.display_side)
+            return self.cache.put(CachedImage(
+                key, Path(path).name, prepared, labeler.decode_side(prepared.size), prepared.size, display,
+                scale * pixels.width / prepared.size.width, Encoded([prepared])))
+
+    def query(self, path: str | Path, prompts: str, threshold: float, mode: str = "detect") -> QueryResult:
+        """Detections (and masks in segment mode) for the image at ``path``."""
+        from autolabel.pipeline import StageTimes
+
+        ontology = parse_prompts(prompts)
+        labeler = self.labeler(ontology, threshold, mode)  # loads (or fails) before any backbone time
+        cached = self.load(path, labeler)
+        times = StageTimes()
         # One lock: two events for the same new image (e.g. a prompt box losing focus as Detect is
         # clicked) must not both run the backbone; the second waits and finds the features cached.
         with self._encode_lock:
-            if cached.features is None:
-                started = time.perf_counter()
-                # Exactly the batch path's preprocessing (pipeline.detect_batch), so that what is
-                # dialled in here gives the same detections in a batch run.
-                cached.features = detector.encode_images(detector.preprocess([cached.image]))
-                backbone_seconds = time.perf_counter() - started
-            if mode == "segment" and cached.sam is None:
-                started = time.perf_counter()
-                cached.sam = segmenter.embed([cached.image])[0]
-                sam_seconds = time.perf_counter() - started
-
+            labeler.encode(cached.encoded.batch, times=times, encoded=cached.encoded)
+        spent = times.as_dict()
         started = time.perf_counter()
-        text = detector.encode_text(ontology.queries)
-        logits = detector.class_logits(cached.features, text).cpu().numpy()[0]
-        pred_boxes = cached.features.pred_boxes.cpu().numpy()[0]
-        dets = postprocess(logits, pred_boxes, cached.width, cached.height, ontology, config)
-        if mode == "segment":
-            masks = segmenter.predict(cached.sam, dets.xyxy)
-            dets = Detections(dets.xyxy, dets.scores, dets.class_ids, dets.prompt_ids, masks)
+        (dets,) = labeler.label(cached.encoded)
         query_seconds = time.perf_counter() - started
-        return QueryResult(cached, ontology, dets, mode, backbone_seconds, sam_seconds, query_seconds,
-                           detector.backbone_calls, float(threshold))
+        return QueryResult(cached, ontology, dets, mode, spent.get("vision"), spent.get("sam2_encoder"),
+                           query_seconds, self.models.detector.backbone_calls, float(threshold))
 
 
 def detection_rows(result: QueryResult) -> list[list]:
