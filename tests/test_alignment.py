@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from autolabel.export.coco import export_coco
+from autolabel.export import ExportOptions, export_dataset
 from autolabel.labeling import label_into_store
 from autolabel.models.owlv2 import Owlv2Detector
 from autolabel.ontology import Ontology
@@ -114,7 +114,7 @@ def test_marker_box_lands_on_the_oriented_pixels(owlv2_256, marked_images, tmp_p
     with open_store(run) as store:
         summary = label_into_store(labeler, [folder], store, batch_size=3)
         assert (summary.done, summary.failed) == (len(expected), 0)
-        stored = {img.path: (img, store.detections(img.id)) for img in store.images()}
+        stored = {img.path: (img, store.labels(img.id)) for img in store.images()}
 
     # Model input is 256 px for a 1800 px side: allow 1.5 input pixels of blur at the edges.
     tol = 1.5 * 1800 / 256
@@ -123,13 +123,13 @@ def test_marker_box_lands_on_the_oriented_pixels(owlv2_256, marked_images, tmp_p
         assert len(dets) == 1, path
         landscape = "Landscape" in path
         assert (image.width > image.height) == landscape, f"{path}: oriented size {image.width}x{image.height}"
-        np.testing.assert_allclose(dets[0].xyxy, box, atol=tol, err_msg=f"{path} (orientation {orientation})")
+        np.testing.assert_allclose(dets.xyxy[0], box, atol=tol, err_msg=f"{path} (orientation {orientation})")
 
     # Resized exports: longest side 640 (aspect kept) and an exact 500x400 stretch.
     with open_store(run, create=False) as store:
         for size, scale_of in [("640", lambda w, h: (640 / max(w, h),) * 2), ("500x400", lambda w, h: (500 / w, 400 / h))]:
             out = tmp_path / f"export-{size}"
-            export_coco(store, out, image_size=size)
+            export_dataset(store, out, "coco", ExportOptions.build(image_size=size))
             coco = json.loads((out / "coco_export.json").read_text())
             by_name = {im["id"]: im for im in coco["images"]}
             assert len(coco["annotations"]) == len(expected)

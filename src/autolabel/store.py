@@ -1,12 +1,22 @@
 """The label store: one SQLite database per run folder.
 
-SQLite as a single-writer job store: WAL journal, one writer connection, ``BEGIN IMMEDIATE``, one
-transaction per batch of images, idempotent writes keyed by image path. A run killed at any point
-(Ctrl-C, ``kill -9``) keeps every committed image; re-running skips them. WAL does not work on
-network filesystems (NFS, SMB): keep run folders on a local disk.
+SQLite as a single-writer job store: WAL journal, ``BEGIN IMMEDIATE``, one transaction per batch of
+images, idempotent writes keyed by image path. A run killed at any point (Ctrl-C, ``kill -9``) keeps
+every committed image; re-running skips them. WAL does not work on network filesystems (NFS, SMB):
+keep run folders on a local disk.
 
 The run's configuration (models, prompts, thresholds, mode) is stored once; opening the folder with
 a different configuration is refused, so one run never mixes labels from two set-ups.
+
+Labels come out and go in as :class:`~autolabel.detections.Detections` (``from_rows`` / ``as_rows``
+convert between the table's rows and the record); class and prompt ids are relative to the run's
+ontology, which is stored by name and prompt text.
+
+Threads: a :class:`Store` is one connection, used by the thread that opened it and by at most one
+writer thread at a time (the labelling loop commits from a background thread). A call from any other
+thread raises ``RuntimeError``: open a store per thread instead (about a millisecond; WAL lets
+readers and the writer work side by side). A lock serialises the two threads, so a transaction is
+never interleaved with another call.
 """
 
 from __future__ import annotations
@@ -16,19 +26,20 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from autolabel.configs import config_diff
-from autolabel.detections import Detections
+from autolabel.detections import NO_PROMPT, REVIEWS, Detections
 from autolabel.errors import StoreError
 from autolabel.ontology import Ontology
 
 DB_NAME = "autolabel.db"
 SCHEMA_VERSION = 1
-REVIEW_STATES = ("pending", "accepted", "rejected")
+REVIEW_STATES = REVIEWS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +68,10 @@ CREATE TABLE IF NOT EXISTS detections (
 CREATE INDEX IF NOT EXISTS detections_by_image ON detections(image_id);
 """
 
+# The columns ``from_rows`` reads and ``as_rows`` writes, in order.
+_LABEL_COLUMNS = "class_name, prompt, score, x0, y0, x1, y1, rle, source, review"
+_INSERT_LABELS = f"INSERT INTO detections (image_id, {_LABEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
 
 @dataclass(frozen=True)
 class ImageRecord:
@@ -71,23 +86,8 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
-class DetectionRecord:
-    """One stored label. ``xyxy`` in original oriented pixels; ``rle`` a COCO RLE dict or None."""
-
-    id: int
-    image_id: int
-    class_name: str
-    prompt: str | None
-    score: float | None
-    xyxy: tuple[float, float, float, float]
-    rle: dict | None
-    source: str
-    review: str
-
-
-@dataclass(frozen=True)
 class ImageResult:
-    """What the labelling loop hands the store for one image: success or failure."""
+    """What the labelling loop (or an importer) hands the store for one image: success or failure."""
 
     path: str
     sha256: str | None = None
@@ -97,39 +97,133 @@ class ImageResult:
     error: str | None = None
 
 
+# -- store rows <-> Detections ----------------------------------------------------------------------
+
+
+def from_rows(rows, ontology: Ontology) -> Detections:
+    """Rows ``(id, class_name, prompt, score, x0, y0, x1, y1, rle, source, review)`` -> Detections.
+
+    Values keep their stored (float64) precision. A missing score is NaN, a missing prompt -1;
+    ``masks`` is None when no row has a mask, else a list with None for the rows without one. Rows
+    of a class the ontology does not have are left out (the stored configuration fixes the
+    ontology, so only a hand-edited database has them).
+    """
+    class_index = {name: i for i, name in enumerate(ontology.names)}
+    prompt_index = {(ontology.names[c], q): k for k, (c, q) in enumerate(zip(ontology.query_class_ids, ontology.queries))}
+    rows = [r for r in rows if r[1] in class_index]
+    rles = [json.loads(r[8]) if r[8] else None for r in rows]
+    return Detections(
+        np.array([r[4:8] for r in rows], dtype=np.float64).reshape(-1, 4),
+        np.array([np.nan if r[3] is None else r[3] for r in rows], dtype=np.float64),
+        [class_index[r[1]] for r in rows],
+        [prompt_index.get((r[1], r[2]), NO_PROMPT) for r in rows],
+        rles if any(m is not None for m in rles) else None,
+        ids=[r[0] for r in rows], sources=[r[9] for r in rows], reviews=[r[10] for r in rows],
+    )
+
+
+def as_rows(image_id: int, detections: Detections, ontology: Ontology) -> list[tuple]:
+    """Detections of one image -> rows ``(image_id, class_name, prompt, score, x0, y0, x1, y1, rle,
+    source, review)`` for ``INSERT``; NaN scores and prompt -1 become NULL. Raises ``StoreError`` on
+    a class id the ontology does not have."""
+    names, queries = ontology.names, ontology.queries
+    bad = [int(c) for c in detections.class_ids if not 0 <= c < len(names)]
+    if bad:
+        raise StoreError(f"class ids {bad} are not in the run's classes ({', '.join(names)})")
+    masks = detections.masks or [None] * len(detections)
+    return [
+        (image_id, names[int(detections.class_ids[i])],
+         queries[int(detections.prompt_ids[i])] if detections.prompt_ids[i] >= 0 else None,
+         None if np.isnan(detections.scores[i]) else float(detections.scores[i]),
+         *map(float, detections.xyxy[i]), json.dumps(masks[i]) if masks[i] else None,
+         str(detections.sources[i]), str(detections.reviews[i]))
+        for i in range(len(detections))
+    ]
+
+
 class Store:
+    """The labels of one run folder (open it with :func:`open_store`; close it, or use ``with``).
+
+    Configuration: ``config``, ``ontology``, ``bind_config(config)``.
+    Labelling: ``write_results([ImageResult])`` (model labels, one transaction per batch),
+    ``write_human_labels([ImageResult])`` (an imported dataset's labels), ``done_among(paths)``.
+    Reading: ``images(status)``, ``image(id)``, ``labels(image_id, include_rejected=False)``,
+    ``counts()``, ``failures()``.
+    Review (each call one durable transaction, ``synchronous=FULL``): ``set_review``,
+    ``update_detection``, ``add_detection``, ``delete_detection``, ``set_image_reviewed``,
+    ``accept_image``.
+    Threads: see the module docstring (the opening thread plus one writer thread).
+    """
+
     def __init__(self, run_dir: Path, conn: sqlite3.Connection):
         self.run_dir = run_dir
         self._conn = conn
-        # The UI calls in from several threads; one lock keeps each transaction whole.
         self._lock = threading.RLock()
+        self._owner = threading.current_thread()
+        self._writer: threading.Thread | None = None
+        self._config: dict | None = None
+        self._ontology: Ontology | None = None
+
+    @contextmanager
+    def _use(self):
+        """Hold the connection for one call, from an allowed thread (see the module docstring)."""
+        thread = threading.current_thread()
+        if thread is not self._owner:
+            with self._lock:
+                if self._writer is None or not self._writer.is_alive():
+                    self._writer = thread
+            if self._writer is not thread:
+                raise RuntimeError(f"the store of {self.run_dir} is used by {self._owner.name} and {self._writer.name}; "
+                                   f"open another store in {thread.name}")
+        with self._lock:
+            yield self._conn
+
+    @contextmanager
+    def _transaction(self, durable: bool = False):
+        """One ``BEGIN IMMEDIATE`` transaction; ``durable`` commits with ``synchronous=FULL``."""
+        with self._use() as conn:
+            if durable:
+                conn.execute("PRAGMA synchronous = FULL")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous = NORMAL")
 
     # -- configuration ------------------------------------------------------------------------------
 
-    def _meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
     @property
     def config(self) -> dict | None:
-        value = self._meta("config")
-        return json.loads(value) if value else None
+        if self._config is None:
+            with self._use() as conn:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+            self._config = json.loads(row[0]) if row else None
+        return self._config
 
     @property
     def ontology(self) -> Ontology:
-        config = self.config
-        if not config:
-            raise StoreError(f"{self.run_dir} has no configuration yet")
-        return Ontology.from_data(config["ontology"])
+        if self._ontology is None:
+            config = self.config
+            if not config:
+                raise StoreError(f"{self.run_dir} has no configuration yet")
+            self._ontology = Ontology.from_data(config["ontology"])
+        return self._ontology
 
     def bind_config(self, config: dict) -> None:
         """Record the run's configuration, or refuse if the folder holds a different one."""
         existing = self.config
         normalised = json.loads(json.dumps(config))
         if existing is None:
-            with self._transaction():
-                self._conn.execute("INSERT INTO meta VALUES ('config', ?)", (json.dumps(normalised, sort_keys=True),))
-                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+            with self._transaction() as conn:
+                conn.execute("INSERT INTO meta VALUES ('config', ?)", (json.dumps(normalised, sort_keys=True),))
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+            self._config = None  # read back as stored
             return
         diffs = config_diff(existing, normalised)
         if diffs:
@@ -138,33 +232,13 @@ class Store:
                 "re-run with the same options to resume it, or choose a new --out folder"
             )
 
-    # -- writes -------------------------------------------------------------------------------------
+    # -- labelling ----------------------------------------------------------------------------------
 
-    def _transaction(self, immediate: bool = True):
-        store = self
-
-        class _Tx:
-            def __enter__(self_inner):
-                store._lock.acquire()
-                try:
-                    store._conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-                except BaseException:
-                    store._lock.release()
-                    raise
-
-            def __exit__(self_inner, exc_type, exc, tb):
-                try:
-                    store._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-                finally:
-                    store._lock.release()
-                return False
-
-        return _Tx()
-
-    def _upsert_image(self, res: ImageResult, now: float, reviewed: bool | None = None) -> int:
+    @staticmethod
+    def _upsert_image(conn: sqlite3.Connection, res: ImageResult, now: float, reviewed: bool | None = None) -> int:
         """Insert or update one image row (inside a transaction); ``reviewed=None`` keeps the flag."""
         status = "failed" if res.error else "done"
-        self._conn.execute(
+        conn.execute(
             """INSERT INTO images (path, sha256, width, height, status, error, reviewed, updated_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, width=excluded.width,
@@ -173,72 +247,55 @@ class Store:
             (res.path, res.sha256, res.width, res.height, status, res.error, int(bool(reviewed)), now,
              None if reviewed is None else int(reviewed)),
         )
-        return self._conn.execute("SELECT id FROM images WHERE path = ?", (res.path,)).fetchone()[0]
+        return conn.execute("SELECT id FROM images WHERE path = ?", (res.path,)).fetchone()[0]
+
+    def _write(self, results: list[ImageResult], source: str, review: str) -> None:
+        """One transaction: each image's labels of ``source`` replaced by its detections, stored
+        with ``source`` and ``review``; human labels carry no score and no prompt."""
+        ontology = self.ontology
+        human = source == "human"
+        now = time.time()
+        with self._transaction() as conn:
+            for res in results:
+                image_id = self._upsert_image(conn, res, now, reviewed=(not res.error) if human else None)
+                conn.execute("DELETE FROM detections WHERE image_id = ? AND source = ?", (image_id, source))
+                det = res.detections
+                if det is None or not len(det):
+                    continue
+                n = len(det)
+                det = replace(det, sources=[source] * n, reviews=[review] * n, ids=None,
+                              **({"scores": np.full(n, np.nan), "prompt_ids": np.full(n, NO_PROMPT)} if human else {}))
+                conn.executemany(_INSERT_LABELS, as_rows(image_id, det, ontology))
 
     def write_results(self, results: list[ImageResult]) -> None:
-        """Store a batch of results in one transaction. Re-writing an image replaces its model labels."""
-        if not results:
-            return
-        names = self.ontology.names
-        queries = self.ontology.queries
-        now = time.time()
-        with self._transaction():
-            for res in results:
-                image_id = self._upsert_image(res, now)
-                self._conn.execute("DELETE FROM detections WHERE image_id = ? AND source = 'model'", (image_id,))
-                if res.detections is not None and len(res.detections):
-                    d = res.detections
-                    rows = [
-                        (image_id, names[int(d.class_ids[i])], queries[int(d.prompt_ids[i])], float(d.scores[i]),
-                         *map(float, d.xyxy[i]), json.dumps(d.masks[i]) if d.masks is not None else None)
-                        for i in range(len(d))
-                    ]
-                    self._conn.executemany(
-                        """INSERT INTO detections (image_id, class_name, prompt, score, x0, y0, x1, y1, rle)
-                           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                        rows,
-                    )
+        """Store a batch of model results in one transaction. Re-writing an image replaces its model
+        labels (pending review); its human labels stay."""
+        if results:
+            self._write(results, "model", "pending")
 
-    def write_human_labels(self, items: list[tuple[ImageResult, list[tuple[str, tuple, dict | None]]]]) -> None:
+    def write_human_labels(self, results: list[ImageResult]) -> None:
         """Store images with human labels (an imported dataset) in one transaction.
 
-        Each item is ``(image, labels)``; a label is ``(class_name, xyxy, rle_or_None)`` in original
-        oriented pixels. Labels are stored as ``source='human'``, ``review='accepted'``, no score, and
-        the image is marked reviewed. Re-writing an image replaces its human labels (idempotent
-        re-import); its model labels, if any, stay.
+        Each result's detections are stored as ``source='human'``, ``review='accepted'``, without
+        score or prompt, and the image is marked reviewed. Re-writing an image replaces its human
+        labels (idempotent re-import); its model labels, if any, stay.
         """
-        if not items:
-            return
-        names = set(self.ontology.names)
-        now = time.time()
-        with self._transaction():
-            for res, labels in items:
-                image_id = self._upsert_image(res, now, reviewed=not res.error)
-                self._conn.execute("DELETE FROM detections WHERE image_id = ? AND source = 'human'", (image_id,))
-                rows = []
-                for class_name, xyxy, rle in labels:
-                    if class_name not in names:
-                        raise StoreError(f"unknown class {class_name!r}; the run's classes are {', '.join(sorted(names))}")
-                    rows.append((image_id, class_name, *map(float, xyxy), json.dumps(rle) if rle else None))
-                self._conn.executemany(
-                    """INSERT INTO detections (image_id, class_name, prompt, score, x0, y0, x1, y1, rle, source, review)
-                       VALUES (?, ?, NULL, NULL, ?, ?, ?, ?, ?, 'human', 'accepted')""",
-                    rows,
-                )
-
-    # -- reads --------------------------------------------------------------------------------------
+        if results:
+            self._write(results, "human", "accepted")
 
     def done_among(self, paths: list[str]) -> set[str]:
         """Which of ``paths`` are already labelled (resume skips them)."""
         done: set[str] = set()
-        for start in range(0, len(paths), 500):
-            chunk = paths[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
-                f"SELECT path FROM images WHERE status = 'done' AND path IN ({marks})", chunk
-            ).fetchall()
-            done.update(r[0] for r in rows)
+        with self._use() as conn:
+            for start in range(0, len(paths), 500):
+                chunk = paths[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT path FROM images WHERE status = 'done' AND path IN ({marks})",
+                                    chunk).fetchall()
+                done.update(r[0] for r in rows)
         return done
+
+    # -- reads --------------------------------------------------------------------------------------
 
     def images(self, status: str | None = "done") -> Iterator[ImageRecord]:
         """Images ordered by path (a stable order for exports); ``status=None`` for all."""
@@ -247,93 +304,105 @@ class Store:
         if status is not None:
             sql += " WHERE status = ?"
             args = (status,)
-        for row in self._conn.execute(sql + " ORDER BY path", args):
+        with self._use() as conn:
+            cursor = conn.execute(sql + " ORDER BY path", args)
+        # Rows are streamed (a run may hold millions); SQLite keeps the read consistent.
+        for row in cursor:
             yield ImageRecord(*row[:7], bool(row[7]))
 
     def image(self, image_id: int) -> ImageRecord:
-        row = self._conn.execute(
-            "SELECT id, path, sha256, width, height, status, error, reviewed FROM images WHERE id = ?", (image_id,)
-        ).fetchone()
+        with self._use() as conn:
+            row = conn.execute("SELECT id, path, sha256, width, height, status, error, reviewed FROM images WHERE id = ?",
+                               (image_id,)).fetchone()
         if row is None:
             raise StoreError(f"no image with id {image_id} in {self.run_dir}")
         return ImageRecord(*row[:7], bool(row[7]))
 
-    def detections(self, image_id: int, include_rejected: bool = False) -> list[DetectionRecord]:
-        """Labels of one image, highest score first (human boxes, which have no score, last)."""
-        sql = """SELECT id, image_id, class_name, prompt, score, x0, y0, x1, y1, rle, source, review
-                 FROM detections WHERE image_id = ?"""
+    def labels(self, image_id: int, include_rejected: bool = False) -> Detections:
+        """Labels of one image (rejected ones only with ``include_rejected``), highest score first,
+        labels without a score (human ones) last; ``ids``, ``sources``, ``reviews`` and masks filled."""
+        sql = f"SELECT id, {_LABEL_COLUMNS} FROM detections WHERE image_id = ?"
         if not include_rejected:
             sql += " AND review != 'rejected'"
-        sql += " ORDER BY score IS NULL, score DESC, id"
-        return [
-            DetectionRecord(r[0], r[1], r[2], r[3], r[4], (r[5], r[6], r[7], r[8]),
-                            json.loads(r[9]) if r[9] else None, r[10], r[11])
-            for r in self._conn.execute(sql, (image_id,))
-        ]
+        with self._use() as conn:
+            rows = conn.execute(sql + " ORDER BY score IS NULL, score DESC, id", (image_id,)).fetchall()
+        return from_rows(rows, self.ontology)
 
     def counts(self) -> dict:
         """Summary: images done/failed and labels per class (rejected ones excluded)."""
-        status = dict(self._conn.execute("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
-        per_class = dict(self._conn.execute(
-            "SELECT class_name, COUNT(*) FROM detections WHERE review != 'rejected' GROUP BY class_name"
-        ).fetchall())
+        with self._use() as conn:
+            status = dict(conn.execute("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
+            per_class = dict(conn.execute(
+                "SELECT class_name, COUNT(*) FROM detections WHERE review != 'rejected' GROUP BY class_name"
+            ).fetchall())
         return {"done": status.get("done", 0), "failed": status.get("failed", 0), "per_class": per_class}
 
     def failures(self) -> list[tuple[str, str]]:
-        return self._conn.execute("SELECT path, error FROM images WHERE status = 'failed' ORDER BY path").fetchall()
+        with self._use() as conn:
+            return conn.execute("SELECT path, error FROM images WHERE status = 'failed' ORDER BY path").fetchall()
 
     # -- human review -------------------------------------------------------------------------------
-    # Review edits are durable at once (synchronous=FULL for these commits): no lost work on refresh.
+    # Each edit is one transaction committed with synchronous=FULL: no lost work on a refresh or crash.
 
-    def _edit(self, sql: str, args: tuple) -> int:
-        self._conn.execute("PRAGMA synchronous = FULL")
-        try:
-            with self._transaction():
-                cur = self._conn.execute(sql, args)
-            return cur.lastrowid if cur.rowcount else 0
-        finally:
-            self._conn.execute("PRAGMA synchronous = NORMAL")
+    def _check_class(self, class_name: str) -> None:
+        if class_name not in self.ontology.names:
+            raise StoreError(f"unknown class {class_name!r}; the run's classes are {', '.join(self.ontology.names)}")
 
     def set_review(self, detection_id: int, review: str) -> None:
         if review not in REVIEW_STATES:
             raise StoreError(f"review must be one of {', '.join(REVIEW_STATES)}, got {review!r}")
-        self._edit("UPDATE detections SET review = ? WHERE id = ?", (review, detection_id))
+        with self._transaction(durable=True) as conn:
+            conn.execute("UPDATE detections SET review = ? WHERE id = ?", (review, detection_id))
 
     def update_detection(self, detection_id: int, *, class_name: str | None = None, xyxy=None) -> None:
-        """Change a label's class or box; it becomes a human-reviewed (accepted) label."""
-        if class_name is not None and class_name not in self.ontology.names:
-            raise StoreError(f"unknown class {class_name!r}; the run's classes are {', '.join(self.ontology.names)}")
-        row = self._conn.execute("SELECT class_name, x0, y0, x1, y1 FROM detections WHERE id = ?",
-                                 (detection_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"no detection with id {detection_id}")
-        box = tuple(map(float, xyxy)) if xyxy is not None else row[1:]
-        rle_sql = ", rle = NULL" if xyxy is not None else ""  # a moved box no longer matches its mask
-        self._edit(f"UPDATE detections SET class_name = ?, x0 = ?, y0 = ?, x1 = ?, y1 = ?, review = 'accepted'{rle_sql}"
-                   " WHERE id = ?", (class_name or row[0], *box, detection_id))
+        """Change a label's class or box; it becomes a human-reviewed (accepted) label. A moved box
+        loses its mask (the mask no longer matches it)."""
+        if class_name is not None:
+            self._check_class(class_name)
+        with self._transaction(durable=True) as conn:
+            row = conn.execute("SELECT class_name, x0, y0, x1, y1 FROM detections WHERE id = ?",
+                               (detection_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no detection with id {detection_id}")
+            box = tuple(map(float, xyxy)) if xyxy is not None else row[1:]
+            rle_sql = ", rle = NULL" if xyxy is not None else ""
+            conn.execute(f"UPDATE detections SET class_name = ?, x0 = ?, y0 = ?, x1 = ?, y1 = ?, review = 'accepted'"
+                         f"{rle_sql} WHERE id = ?", (class_name or row[0], *box, detection_id))
 
     def add_detection(self, image_id: int, class_name: str, xyxy, rle: dict | None = None) -> int:
-        """Add a human-drawn label (accepted, no score)."""
-        if class_name not in self.ontology.names:
-            raise StoreError(f"unknown class {class_name!r}; the run's classes are {', '.join(self.ontology.names)}")
+        """Add a human-drawn label (accepted, no score); returns its id."""
+        self._check_class(class_name)
         self.image(image_id)
         x0, y0, x1, y1 = map(float, xyxy)
         if not (x1 > x0 and y1 > y0):
             raise StoreError(f"box {xyxy} is empty: need x1 > x0 and y1 > y0")
-        return self._edit(
-            """INSERT INTO detections (image_id, class_name, prompt, score, x0, y0, x1, y1, rle, source, review)
-               VALUES (?, ?, NULL, NULL, ?, ?, ?, ?, ?, 'human', 'accepted')""",
-            (image_id, class_name, x0, y0, x1, y1, json.dumps(rle) if rle else None),
-        )
+        with self._transaction(durable=True) as conn:
+            return conn.execute(
+                """INSERT INTO detections (image_id, class_name, prompt, score, x0, y0, x1, y1, rle, source, review)
+                   VALUES (?, ?, NULL, NULL, ?, ?, ?, ?, ?, 'human', 'accepted')""",
+                (image_id, class_name, x0, y0, x1, y1, json.dumps(rle) if rle else None),
+            ).lastrowid
 
     def delete_detection(self, detection_id: int) -> None:
-        self._edit("DELETE FROM detections WHERE id = ?", (detection_id,))
+        with self._transaction(durable=True) as conn:
+            conn.execute("DELETE FROM detections WHERE id = ?", (detection_id,))
 
     def set_image_reviewed(self, image_id: int, reviewed: bool = True) -> None:
-        self._edit("UPDATE images SET reviewed = ? WHERE id = ?", (int(reviewed), image_id))
+        with self._transaction(durable=True) as conn:
+            conn.execute("UPDATE images SET reviewed = ? WHERE id = ?", (int(reviewed), image_id))
+
+    def accept_image(self, image_id: int) -> int:
+        """Accept every pending label of the image and mark it reviewed, in one transaction; returns
+        how many labels were accepted."""
+        with self._transaction(durable=True) as conn:
+            accepted = conn.execute("UPDATE detections SET review = 'accepted' WHERE image_id = ? AND review = 'pending'",
+                                    (image_id,)).rowcount
+            conn.execute("UPDATE images SET reviewed = 1 WHERE id = ?", (image_id,))
+        return accepted
 
     def close(self) -> None:
-        self._conn.close()
+        with self._use() as conn:
+            conn.close()
 
     def __enter__(self) -> "Store":
         return self
@@ -343,7 +412,7 @@ class Store:
 
 
 def open_store(run_dir: str | Path, create: bool = True) -> Store:
-    """Open (or create) the store of a run folder."""
+    """Open (or create) the store of a run folder, for use by this thread (see the module docstring)."""
     run_dir = Path(run_dir)
     db_path = run_dir / DB_NAME
     if not db_path.exists():
@@ -352,7 +421,11 @@ def open_store(run_dir: str | Path, create: bool = True) -> Store:
         run_dir.mkdir(parents=True, exist_ok=True)
     try:
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so the write lock is taken up front.
+        # check_same_thread=False only for the one writer thread, which Store._use enforces.
         conn = sqlite3.connect(db_path, isolation_level=None, timeout=30.0, check_same_thread=False)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open the label store {db_path}: {exc}") from None
+    try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -362,6 +435,9 @@ def open_store(run_dir: str | Path, create: bool = True) -> Store:
             conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(version[0]) > SCHEMA_VERSION:
             raise StoreError(f"{db_path} was written by a newer autolabel (schema {version[0]})")
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot open the label store {db_path}: {exc}") from None
-    return Store(run_dir, conn)
+        return Store(run_dir, conn)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise StoreError(f"cannot open the label store {db_path}: {exc}") from None
+        raise

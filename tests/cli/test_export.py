@@ -66,9 +66,9 @@ def test_thresholds_file_filters_labels(run_dir, tmp_path):
     "args, message",
     [
         (["--split", "train=0.9,val=0.2"], "add up to 1"),  # bad split
-        (["--format", "yolo", "--masks", "rle"], "--masks rle is for --format coco"),  # rle outside COCO
+        (["--format", "yolo", "--masks", "rle"], "masks 'rle' is not for yolo"),  # rle outside COCO
         (["--letterbox"], "--letterbox needs --image-size"),  # letterbox without a size
-        (["--stratify"], "--stratify needs --split"),  # stratify without a split
+        (["--stratify"], "stratify needs a split"),  # stratify without a split
         (["--image-size", "abc"], "--image-size must be"),  # bad size
     ],
 )

@@ -13,7 +13,8 @@ from PIL import Image
 
 from autolabel.detections import Detections
 from autolabel.errors import ConfigError
-from autolabel.export.coco import COCO_FILE, export_coco
+from autolabel.export import ExportOptions, export_dataset
+from autolabel.export.coco import COCO_FILE
 from autolabel.export.package import ImageSize, export_names
 from autolabel.geometry import mask_iou, mask_to_rle
 from autolabel.ontology import Ontology
@@ -21,6 +22,10 @@ from autolabel.store import ImageResult, open_store
 
 ONT = Ontology.from_prompts(["car", "person"])
 
+
+
+def _export(store, out, **options):
+    return export_dataset(store, out, "coco", ExportOptions.build(**options))
 
 def _two_blobs_with_hole(h, w):
     """A mask of two separate parts, the larger one a ring (a hole COCO polygons must not fill)."""
@@ -86,7 +91,7 @@ def _self_eval(coco, iou_type):
 
 def test_export_loads_in_pycocotools_and_self_evaluates_to_ap_1(run, tmp_path):
     store, _ = run
-    summary = export_coco(store, tmp_path / "out")
+    summary = _export(store, tmp_path / "out")
     coco = _coco(tmp_path / "out" / COCO_FILE)
     assert summary.images == 3 and summary.annotations == 4
     assert [c["id"] for c in coco.dataset["categories"]] == [1, 2]
@@ -104,8 +109,8 @@ def test_export_loads_in_pycocotools_and_self_evaluates_to_ap_1(run, tmp_path):
 
 def test_polygons_keep_every_part_and_agree_with_rle(run, tmp_path):
     store, masks = run
-    export_coco(store, tmp_path / "poly")
-    export_coco(store, tmp_path / "rle", masks="rle")
+    _export(store, tmp_path / "poly")
+    _export(store, tmp_path / "rle", masks="rle")
     poly, rle = _coco(tmp_path / "poly" / COCO_FILE), _coco(tmp_path / "rle" / COCO_FILE)
     for image in poly.dataset["images"]:
         folder = image["file_name"].split("__")[0]
@@ -126,7 +131,7 @@ def test_polygons_keep_every_part_and_agree_with_rle(run, tmp_path):
 
 def test_resized_export_scales_boxes_and_masks(run, tmp_path):
     store, masks = run
-    export_coco(store, tmp_path / "small", image_size="80")
+    _export(store, tmp_path / "small", image_size="80")
     coco = _coco(tmp_path / "small" / COCO_FILE)
     a_image = next(im for im in coco.dataset["images"] if im["file_name"].startswith("siteA"))
     assert (a_image["width"], a_image["height"]) == (80, 60)
@@ -143,11 +148,11 @@ def test_resized_export_scales_boxes_and_masks(run, tmp_path):
 
 def test_export_is_deterministic_and_zip_has_the_same_layout(run, tmp_path):
     store, _ = run
-    export_coco(store, tmp_path / "one", image_size="100")
-    export_coco(store, tmp_path / "two", image_size="100")
+    _export(store, tmp_path / "one", image_size="100")
+    _export(store, tmp_path / "two", image_size="100")
     assert (tmp_path / "one" / COCO_FILE).read_bytes() == (tmp_path / "two" / COCO_FILE).read_bytes()
-    export_coco(store, tmp_path / "z1", image_size="100", zip_name="dataset.zip")
-    export_coco(store, tmp_path / "z2", image_size="100", zip_name="dataset.zip")
+    _export(store, tmp_path / "z1", image_size="100", zip_name="dataset.zip")
+    _export(store, tmp_path / "z2", image_size="100", zip_name="dataset.zip")
     assert (tmp_path / "z1" / "dataset.zip").read_bytes() == (tmp_path / "z2" / "dataset.zip").read_bytes()
     with zipfile.ZipFile(tmp_path / "z1" / "dataset.zip") as zf:
         members = sorted(zf.namelist())
@@ -191,7 +196,7 @@ def test_segmentation_run_labels_without_a_mask_get_the_box_as_mask(tmp_path):
         empty = mask_to_rle(np.zeros((40, 50), bool))
         store.write_results([ImageResult(str(path), "sha", 50, 40, Detections([[10, 10, 20, 30]], [0.9], [0], [0], [empty]))])
         store.add_detection(next(store.images()).id, "person", (30, 5, 45, 15))
-        export_coco(store, tmp_path / "out")
+        _export(store, tmp_path / "out")
     anns = json.loads((tmp_path / "out" / COCO_FILE).read_text())["annotations"]
     assert sorted(a["area"] for a in anns) == [150, 200]
     assert all(a["segmentation"] and len(a["segmentation"][0]) >= 8 for a in anns)

@@ -38,9 +38,8 @@ def test_deterministic_and_zip_matches_loose_files(det_run, tmp_path, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_failed_export_leaves_no_index_and_no_temp_files(det_run, tmp_path, monkeypatch, fmt, as_zip):
-    import importlib
+    from autolabel.export import items
 
-    module = importlib.import_module(f"autolabel.export.{fmt}")
     calls = []
 
     def flaky(path, *args):
@@ -49,7 +48,7 @@ def test_failed_export_leaves_no_index_and_no_temp_files(det_run, tmp_path, monk
             raise OSError("disk full")
         return b"data"
 
-    monkeypatch.setattr(module, "encode_image", flaky)
+    monkeypatch.setattr(items, "encode_image", flaky)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="disk full"):
         export_dataset(det_run, out, fmt, ExportOptions(zip_name="dataset.zip" if as_zip else None))
@@ -158,10 +157,10 @@ def test_yolo_rows_are_normalised_with_zero_based_class_ids(det_run, tmp_path):
 
 
 def test_masks_none_exports_boxes_only(seg_run, tmp_path):
-    export_dataset(seg_run, tmp_path / "yolo", "yolo", ExportOptions(include_masks=False))
+    export_dataset(seg_run, tmp_path / "yolo", "yolo", ExportOptions(masks="none"))
     rows = (tmp_path / "yolo" / "labels" / "train" / "siteA__photo.txt").read_text().splitlines()
     assert all(len(r.split()) == 5 for r in rows)
-    export_dataset(seg_run, tmp_path / "coco", "coco", ExportOptions(include_masks=False))
+    export_dataset(seg_run, tmp_path / "coco", "coco", ExportOptions(masks="none"))
     coco = json.loads((tmp_path / "coco" / "coco_export.json").read_text())
     assert all(a["segmentation"] == [] for a in coco["annotations"])
 

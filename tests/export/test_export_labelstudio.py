@@ -103,11 +103,12 @@ def test_rectangles_are_percent_of_the_image_with_scores(det_run, tmp_path, size
         (sx, sy), (w, h) = entry["scale"], entry["size"]
         dets = original[entry["source"]]
         results = task["predictions"][0]["result"]
-        assert [r["value"]["rectanglelabels"][0] for r in results] == [d.class_name for d in dets]
-        assert [r.get("score") for r in results] == [None if d.score is None else pytest.approx(d.score, abs=1e-5)
-                                                      for d in dets]
-        for result, det in zip(results, dets):
-            np.testing.assert_allclose(_pixels(result["value"], w, h), np.array(det.xyxy) * [sx, sy, sx, sy],
+        names = [det_run.ontology.names[c] for c in dets.class_ids]
+        assert [r["value"]["rectanglelabels"][0] for r in results] == names
+        assert [r.get("score") for r in results] == [pytest.approx(float(s), abs=1e-5) if has else None
+                                                      for s, has in zip(dets.scores, dets.has_score)]
+        for result, xyxy in zip(results, dets.xyxy):
+            np.testing.assert_allclose(_pixels(result["value"], w, h), np.array(xyxy, dtype=float) * [sx, sy, sx, sy],
                                        atol=1e-6 * 100 * max(w, h))
 
 
@@ -124,14 +125,15 @@ def test_masks_become_polygons_in_percent(seg_run, tmp_path):
         entry = manifest[task["data"]["image"][len(DEFAULT_IMAGE_PREFIX):]]
         w, h = entry["size"]
         results = task["predictions"][0]["result"]
-        for det in original[entry["source"]]:
-            parts = [r for r in results if r["value"]["polygonlabels"] == [det.class_name]]
+        dets = original[entry["source"]]
+        for class_id, rle in zip(dets.class_ids, dets.masks or [None] * len(dets)):
+            parts = [r for r in results if r["value"]["polygonlabels"] == [seg_run.ontology.names[class_id]]]
             polygons = [(np.array(r["value"]["points"]) / 100.0 * [w, h]).ravel().tolist() for r in parts]
-            assert mask_iou(rle_to_mask(polygons_to_rle(polygons, h, w)), rle_to_mask(det.rle)) > 0.99
+            assert mask_iou(rle_to_mask(polygons_to_rle(polygons, h, w)), rle_to_mask(rle)) > 0.99
 
 
 def test_image_prefix_is_configurable(det_run, tmp_path):
     out = tmp_path / "ls"
-    export_dataset(det_run, out, "labelstudio", image_prefix="http://files.local/data/")
+    export_dataset(det_run, out, "labelstudio", ExportOptions(image_prefix="http://files.local/data/"))
     tasks = validate_tasks(out, prefix="http://files.local/data/")
     assert all(t["data"]["image"].startswith("http://files.local/data/images/") for t in tasks)

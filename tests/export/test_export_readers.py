@@ -30,9 +30,9 @@ def expected_labels(out: Path, store) -> dict[str, tuple[list[str], np.ndarray]]
         (sx, sy), (ox, oy) = entry["scale"], entry["offset"]
         (w, h) = entry["size"]
         dets = original[entry["source"]]
-        boxes = np.array([d.xyxy for d in dets], dtype=np.float64).reshape(-1, 4) * [sx, sy, sx, sy] + [ox, oy, ox, oy]
+        boxes = np.asarray(dets.xyxy, dtype=np.float64).reshape(-1, 4) * [sx, sy, sx, sy] + [ox, oy, ox, oy]
         boxes = np.clip(boxes, 0, [w, h, w, h])
-        expected[str((out / entry["image"]).resolve())] = ([d.class_name for d in dets], boxes)
+        expected[str((out / entry["image"]).resolve())] = ([store.ontology.names[c] for c in dets.class_ids], boxes)
     return expected
 
 

@@ -18,7 +18,7 @@ from autolabel.geometry import mask_iou, rle_to_mask, rle_to_xyxy
 from autolabel.importers import import_dataset
 from autolabel.store import open_store
 
-from autolabel.testing.synthetic import CLASSES, assert_boxes_close, stored_labels
+from autolabel.testing.synthetic import CLASSES, assert_boxes_close
 
 INDEX = {"coco": "coco_export.json", "yolo": "data.yaml"}
 
@@ -30,6 +30,11 @@ def _exported(tmp_path, store, fmt, size, letterbox):
     entries = {str((out / e["image"]).resolve()): e for e in manifest["images"]}
     summary = import_dataset(out / INDEX[fmt], tmp_path / f"{fmt}-gt")
     return entries, summary
+
+
+def _labels(store) -> dict:
+    """Source path -> its labels (not rejected)."""
+    return {record.path: store.labels(record.id) for record in store.images()}
 
 
 def _expected_mask(mask: np.ndarray, entry: dict) -> np.ndarray:
@@ -55,7 +60,7 @@ def _expected_mask(mask: np.ndarray, entry: dict) -> np.ndarray:
 )
 def test_detection_round_trip(det_run, tmp_path, fmt, size, letterbox):
     entries, summary = _exported(tmp_path, det_run, fmt, size, letterbox)
-    original = stored_labels(det_run)
+    original = _labels(det_run)
     assert summary.images == 5 and summary.failed == 0
     with open_store(tmp_path / f"{fmt}-gt", create=False) as gt:
         assert gt.ontology.names == CLASSES
@@ -66,11 +71,11 @@ def test_detection_round_trip(det_run, tmp_path, fmt, size, letterbox):
             assert [record.width, record.height] == entry["size"]
             (sx, sy), (ox, oy) = entry["scale"], entry["offset"]
             source = original[entry["source"]]
-            imported = gt.detections(record.id)
-            assert [d.class_name for d in imported] == [d.class_name for d in source]
-            assert all(d.source == "human" and d.score is None for d in imported)
-            expected = np.array([d.xyxy for d in source]).reshape(-1, 4) * [sx, sy, sx, sy] + [ox, oy, ox, oy]
-            assert_boxes_close([d.xyxy for d in imported], expected, entry["size"])
+            imported = gt.labels(record.id)
+            assert imported.class_ids.tolist() == source.class_ids.tolist()
+            assert set(imported.sources) <= {"human"} and not imported.has_score.any()
+            expected = source.xyxy * [sx, sy, sx, sy] + [ox, oy, ox, oy]
+            assert_boxes_close(imported.xyxy, expected, entry["size"])
 
 
 @pytest.mark.parametrize("fmt", ["coco", "yolo"])
@@ -83,7 +88,7 @@ def test_detection_round_trip(det_run, tmp_path, fmt, size, letterbox):
 )
 def test_segmentation_round_trip(seg_run, tmp_path, fmt, size, letterbox):
     entries, summary = _exported(tmp_path, seg_run, fmt, size, letterbox)
-    original = stored_labels(seg_run)
+    original = _labels(seg_run)
     with open_store(tmp_path / f"{fmt}-gt", create=False) as gt:
         assert gt.config["masks"] is True
         records = list(gt.images())
@@ -91,16 +96,17 @@ def test_segmentation_round_trip(seg_run, tmp_path, fmt, size, letterbox):
         for record in records:
             entry = entries[record.path]
             (sx, sy), (ox, oy) = entry["scale"], entry["offset"]
-            source, imported = original[entry["source"]], gt.detections(record.id)
-            assert [d.class_name for d in imported] == [d.class_name for d in source]
-            for src, got in zip(source, imported):
-                expected = _expected_mask(rle_to_mask(src.rle), entry)
-                assert mask_iou(rle_to_mask(got.rle), expected) > 0.99
-                if fmt == "coco":  # COCO keeps the stored box
-                    box = np.array(src.xyxy) * [sx, sy, sx, sy] + [ox, oy, ox, oy]
+            source, imported = original[entry["source"]], gt.labels(record.id)
+            assert imported.class_ids.tolist() == source.class_ids.tolist()
+            for i in range(len(source)):
+                expected = _expected_mask(rle_to_mask(source.masks[i]), entry)
+                got = rle_to_mask(imported.masks[i])
+                assert mask_iou(got, expected) > 0.99
+                if fmt == "coco":  # COCO keeps the box (the stored masks here lie inside their boxes)
+                    box = source.xyxy[i] * [sx, sy, sx, sy] + [ox, oy, ox, oy]
                 else:  # a YOLO polygon row has no box: it is the polygon's extent
-                    box = rle_to_xyxy(got.rle)
-                assert_boxes_close(got.xyxy, box, entry["size"])
+                    box = rle_to_xyxy(imported.masks[i])
+                assert_boxes_close(imported.xyxy[i], box, entry["size"])
 
 
 def test_multi_part_mask_survives_yolo_as_one_polygon(seg_run, tmp_path):
@@ -112,8 +118,8 @@ def test_multi_part_mask_survives_yolo_as_one_polygon(seg_run, tmp_path):
     import_dataset(out / "data.yaml", tmp_path / "gt")
     with open_store(tmp_path / "gt", create=False) as gt:
         record = next(r for r in gt.images() if r.path.endswith("siteA__photo.jpg"))
-        car = next(d for d in gt.detections(record.id) if d.class_name == "car")
-        mask = rle_to_mask(car.rle)
+        labels = gt.labels(record.id)
+        mask = rle_to_mask(labels.masks[labels.class_ids.tolist().index(CLASSES.index("car"))])
     assert mask[85:105, 115:145].all(), "the second part is filled"
     assert not mask[45:55, 45:55].any(), "the hole stays empty"
 

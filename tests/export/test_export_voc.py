@@ -45,7 +45,8 @@ def test_voc_structure(det_run, tmp_path):
         assert root.findtext("segmented") == "0"
         dets = original[entry["source"]]
         w, h = entry["size"]
-        assert _objects(root) == [(d.class_name, list(voc_box(d.xyxy, w, h))) for d in dets]
+        names = [det_run.ontology.names[c] for c in dets.class_ids]
+        assert _objects(root) == [(names[i], list(voc_box(dets.xyxy[i], w, h))) for i in range(len(dets))]
         for obj in root.findall("object"):
             assert obj.findtext("difficult") == "0" and obj.findtext("truncated") in ("0", "1")
             xmin, ymin, xmax, ymax = (int(obj.findtext(f"bndbox/{t}")) for t in ("xmin", "ymin", "xmax", "ymax"))

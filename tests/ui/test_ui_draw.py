@@ -8,7 +8,6 @@ from PIL import Image
 
 from autolabel.detections import Detections
 from autolabel.geometry import mask_to_rle
-from autolabel.store import DetectionRecord
 from autolabel.ui.draw import (
     MASK_ALPHA,
     REJECTED_COLOR,
@@ -16,7 +15,6 @@ from autolabel.ui.draw import (
     class_color,
     detection_shapes,
     draw_shapes,
-    record_shapes,
 )
 
 GREY = (128, 128, 128)
@@ -72,11 +70,13 @@ def test_detection_shapes_label_class_and_score():
     assert shapes[0].color == class_color(1) and shapes[0].rle is None
 
 
-def test_record_shapes_mark_review_state():
-    rec = lambda i, review, score=0.9, source="model": DetectionRecord(  # noqa: E731
-        i, 1, "car", "car", score, (1, 1, 5, 5), None, source, review)
-    shapes = record_shapes([rec(1, "pending"), rec(2, "rejected"), rec(3, "accepted", None, "human")], ["car"],
-                           selected_id=3)
-    assert shapes[0].label == "#1 car 0.90" and not shapes[0].dashed
-    assert shapes[1].color == REJECTED_COLOR and shapes[1].dashed and "rejected" in shapes[1].label
-    assert shapes[2].label.startswith("#3 car human") and shapes[2].thick
+def test_stored_labels_show_id_and_review_state():
+    RLE = {"size": [8, 8], "counts": "0R10"}
+    labels = Detections(np.array([[1, 1, 5, 5]] * 3, dtype=np.float64), [0.9, 0.9, np.nan], [0, 0, 0], [0, 0, -1],
+                        [RLE, RLE, None], ids=[1, 2, 3], sources=["model", "model", "human"],
+                        reviews=["pending", "rejected", "accepted"])
+    shapes = detection_shapes(labels, ["car"], selected_id=3)
+    assert shapes[0].label == "#1 car 0.90" and not shapes[0].dashed and shapes[0].rle == RLE
+    assert shapes[1].color == REJECTED_COLOR and shapes[1].dashed and shapes[1].rle is None
+    assert shapes[1].label == "#2 car 0.90 (rejected)"
+    assert shapes[2].label == "#3 car human (ok)" and shapes[2].thick and not shapes[0].thick

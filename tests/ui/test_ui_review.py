@@ -50,44 +50,45 @@ def test_filters(store):
 
 def test_rejected_low_score_label_no_longer_flags_the_image(store):
     first, second, _ = _ids(store)
-    person = [r for r in review.labels(store, first) if r.class_name == "person"][0]
-    review.reject(store, first, person.id)
+    labels = review.labels(store, first)
+    person = int(labels.ids[labels.class_ids == 1][0])
+    review.reject(store, first, person)
     assert review.image_ids(store, "low score", 0.3) == [second]
 
 
 def test_actions_write_to_the_store(store, tmp_path):
     first, second, third = _ids(store)
-    car, person = review.labels(store, first)
-    review.accept(store, first, car.id)
-    review.reject(store, first, str(person.id))  # ids arrive from the browser as strings too
-    by_id = {r.id: r for r in review.labels(store, first)}
-    assert by_id[car.id].review == "accepted" and by_id[person.id].review == "rejected"
-    assert [r.id for r in store.detections(first)] == [car.id]  # rejected excluded from exports
+    car, person = review.labels(store, first).ids.tolist()
+    review.accept(store, first, car)
+    review.reject(store, first, str(person))  # ids arrive from the browser as strings too
+    assert review.labels(store, first).reviews.tolist() == ["accepted", "rejected"]
+    assert store.labels(first).ids.tolist() == [car]  # rejected excluded from exports
 
-    (doubt,) = review.labels(store, second)
-    review.set_class(store, second, doubt.id, "person")
-    review.move_box(store, second, doubt.id, (2, 3, 40, 45))
-    (moved,) = review.labels(store, second)
-    assert (moved.class_name, moved.xyxy, moved.review) == ("person", (2, 3, 40, 45), "accepted")
+    (doubt,) = review.labels(store, second).ids.tolist()
+    review.set_class(store, second, doubt, "person")
+    review.move_box(store, second, doubt, (2, 3, 40, 45))
+    moved = review.labels(store, second)
+    assert (moved.class_ids.tolist(), moved.xyxy.tolist(), moved.reviews.tolist()) == ([1], [[2, 3, 40, 45]], ["accepted"])
 
     new_id = review.add_box(store, third, "car", (10, 20, 30, 40))
-    (added,) = review.labels(store, third)
-    assert (added.id, added.source, added.review, added.score) == (new_id, "human", "accepted", None)
+    added = review.labels(store, third)
+    assert (added.ids.tolist(), added.sources.tolist(), added.reviews.tolist(), added.has_score.tolist()) == \
+        ([new_id], ["human"], ["accepted"], [False])
     review.delete(store, third, new_id)
-    assert review.labels(store, third) == []
+    assert len(review.labels(store, third)) == 0
 
     # Durable at once: another connection (the next page load, an export) sees every edit.
     with open_store(tmp_path / "run", create=False) as other:
-        assert [r.class_name for r in other.detections(second)] == ["person"]
-        assert [r.review for r in other.detections(first, include_rejected=True)] == ["accepted", "rejected"]
+        assert other.labels(second).class_ids.tolist() == [1]
+        assert other.labels(first, include_rejected=True).reviews.tolist() == ["accepted", "rejected"]
 
 
 def test_accept_image_accepts_pending_and_marks_reviewed(store):
     first, *_ = _ids(store)
-    car, person = review.labels(store, first)
-    review.reject(store, first, person.id)
+    car, person = review.labels(store, first).ids.tolist()
+    review.reject(store, first, person)
     assert review.accept_image(store, first) == 1
-    assert [r.review for r in review.labels(store, first)] == ["accepted", "rejected"]
+    assert review.labels(store, first).reviews.tolist() == ["accepted", "rejected"]
     assert store.image(first).reviewed
 
 
@@ -100,12 +101,12 @@ def test_actions_need_a_label_id(store, bad):
 
 def test_actions_refuse_a_label_of_another_image(store):
     first, second, _ = _ids(store)
-    (other,) = review.labels(store, second)
+    (other,) = review.labels(store, second).ids.tolist()
     for action in (review.accept, review.reject, review.delete):
         with pytest.raises(StoreError, match="not on this image"):
-            action(store, first, other.id)
+            action(store, first, other)
     with pytest.raises(StoreError, match="unknown class"):
-        review.set_class(store, second, other.id, "dragon")
+        review.set_class(store, second, other, "dragon")
     with pytest.raises(StoreError, match="choose the class"):
         review.add_box(store, first, "", (1, 1, 5, 5))
 
@@ -126,9 +127,10 @@ def test_corner_clicks_make_a_box_in_original_pixels():
 def test_table_rows_and_choice_labels(store):
     first, *_ = _ids(store)
     labels = review.labels(store, first)
-    rows = review.table_rows(labels)
-    assert rows[0][:5] == [labels[0].id, "car", 0.9, "pending", "model"] and len(rows[0]) == len(review.TABLE_HEADERS)
-    assert review.choice_label(labels[0]) == f"#{labels[0].id} car 0.90 (pending)"
+    car = int(labels.ids[0])
+    rows = review.table_rows(labels, ["car", "person"])
+    assert rows[0][:5] == [car, "car", 0.9, "pending", "model"] and len(rows[0]) == len(review.TABLE_HEADERS)
+    assert review.label_choices(labels, ["car", "person"])[0] == (f"#{car} car 0.90 (pending)", car)
 
 
 def test_display_images_are_cached_and_scaled(store):
@@ -144,8 +146,8 @@ def test_export_reflects_the_review(store, tmp_path):
     from autolabel.ui.exporting import run_export
 
     first, second, third = _ids(store)
-    car, person = review.labels(store, first)
-    review.reject(store, first, person.id)
+    car, person = review.labels(store, first).ids.tolist()
+    review.reject(store, first, person)
     review.add_box(store, third, "person", (10, 20, 40, 60))
     summary = run_export(store, "coco", tmp_path / "out")
     coco = json.loads((tmp_path / "out" / "coco_export.json").read_text())
@@ -172,7 +174,7 @@ def test_export_refuses_unknown_format_and_masks(store, tmp_path):
 
     with pytest.raises(ConfigError, match="unknown export format"):
         run_export(store, "pascal-v9", tmp_path)
-    with pytest.raises(ConfigError, match="mask format"):
+    with pytest.raises(ConfigError, match="masks must be one of"):
         run_export(store, "coco", tmp_path, masks="bitmap")
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from autolabel.cli import handle_errors
+from autolabel.cli.errors import handle_errors
+from autolabel.export import FORMATS, MASK_FORMATS, ExportOptions
 
-FORMATS = ["coco", "yolo", "voc", "labelstudio"]
+ZIP_NAME = "dataset.zip"
 
 
 def read_thresholds(path: str) -> dict[str, float]:
@@ -19,21 +20,21 @@ def read_thresholds(path: str) -> dict[str, float]:
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="coco", show_default=True,
-              help="coco (JSON per split), yolo (Ultralytics), voc (XML per image), labelstudio (tasks with predictions).")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=next(iter(FORMATS)), show_default=True,
+              help="; ".join(f"{name}: {spec.description}" for name, spec in FORMATS.items()) + ".")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--image-size", default=None, help="Resize copies: N (longest side) or WxH (exact stretch). Coordinates follow.")
 @click.option("--letterbox", is_flag=True, help="With --image-size: fit inside N x N (or WxH) keeping the aspect ratio, pad with gray 114.")
 @click.option("--split", "split", default=None, metavar="NAME=F,...", help="Split by image, e.g. train=0.8,val=0.2[,test=0.1].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--seed", type=int, default=ExportOptions.seed, show_default=True, help="Seed of the split.")
 @click.option("--stratify", is_flag=True, help="Split each class in proportion (by the image's rarest class).")
 @click.option("--drop-empty", is_flag=True, help="Leave out images without labels (default: keep them as negatives).")
-@click.option("--masks", type=click.Choice(["polygon", "rle", "none"]), default="polygon", show_default=True,
-              help="Masks as polygons, COCO RLE (coco only), or none (boxes only).")
+@click.option("--masks", type=click.Choice(list(MASK_FORMATS)), default=ExportOptions.masks, show_default=True,
+              help="; ".join(f"{name}: {text}" for name, text in MASK_FORMATS.items()) + ".")
 @click.option("--thresholds", "--ontology", "thresholds_file", type=click.Path(exists=True, dir_okay=False),
               help="Ontology file with per-class thresholds (e.g. from `autolabel eval`): export only labels scoring above them.")
 @click.option("--image-prefix", default=None, help="labelstudio: URL prefix of data.image (default /data/local-files/?d=).")
-@click.option("--zip", "as_zip", is_flag=True, help="Write one ZIP (OUT/dataset.zip) instead of loose files.")
+@click.option("--zip", "as_zip", is_flag=True, help=f"Write one ZIP (OUT/{ZIP_NAME}) instead of loose files.")
 @click.option("--max-pixels", type=int, default=None, help="Decompression-bomb guard when re-reading images.")
 @handle_errors
 def export(run_dir, fmt, out_dir, image_size, letterbox, split, seed, stratify, drop_empty, masks, thresholds_file,
@@ -54,27 +55,20 @@ def export(run_dir, fmt, out_dir, image_size, letterbox, split, seed, stratify, 
     """
     from tqdm import tqdm
 
-    from autolabel.errors import ConfigError
-    from autolabel.export import ExportOptions, export_dataset
+    from autolabel.export import export_dataset, format_options
     from autolabel.settings import load_settings
     from autolabel.store import open_store
 
-    if masks == "rle" and fmt != "coco":
-        raise ConfigError("--masks rle is for --format coco; use polygon or none")
-    if fmt != "labelstudio" and image_prefix is not None:
-        raise ConfigError("--image-prefix is for --format labelstudio")
-    if stratify and not split:
-        raise ConfigError("--stratify needs --split")
     settings = load_settings(max_image_pixels=max_pixels)
     options = ExportOptions.build(
         image_size=image_size, letterbox=letterbox, split=split, seed=seed, stratify=stratify, drop_empty=drop_empty,
-        thresholds=read_thresholds(thresholds_file) if thresholds_file else {}, include_masks=masks != "none",
-        max_pixels=settings.max_image_pixels, zip_name="dataset.zip" if as_zip else None)
+        thresholds=read_thresholds(thresholds_file) if thresholds_file else {}, masks=masks,
+        max_pixels=settings.max_image_pixels, zip_name=ZIP_NAME if as_zip else None, image_prefix=image_prefix)
+    options = format_options(fmt, options)  # a bad combination fails before any work
     with open_store(run_dir, create=False) as store:
         total = store.counts()["done"]
         with tqdm(total=total, unit="img", desc="exporting", dynamic_ncols=True) as bar:
-            summary = export_dataset(store, out_dir, fmt, options, masks="rle" if masks == "rle" else "polygon",
-                                     image_prefix=image_prefix, on_progress=bar.update)
+            summary = export_dataset(store, out_dir, fmt, options, on_progress=bar.update)
     click.echo(f"wrote {summary.path}: {summary.images} images ({summary.negatives} without labels), "
                f"{summary.annotations} annotations")
     if options.split is not None:

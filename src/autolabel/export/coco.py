@@ -13,18 +13,13 @@ of the mask, holes cut in) or, with ``masks="rle"``, compressed RLE. Model label
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
-from autolabel.errors import ConfigError
-from autolabel.export.items import ExportItem, ExportLabel, ExportOptions, ExportPlan, ExportSummary, run_export
-from autolabel.export.package import ImageSize, encode_image, json_bytes
+from autolabel.export.items import ExportItem, ExportLabel, ExportOptions, ExportPlan
+from autolabel.export.package import json_bytes
 from autolabel.store import Store
 
 COCO_FILE = "coco_export.json"
-MASK_FORMATS = ("polygon", "rle")
 
-__all__ = ["COCO_FILE", "ExportSummary", "coco_annotation", "export_coco", "split_file"]
+__all__ = ["COCO_FILE", "CocoWriter", "coco_annotation", "split_file"]
 
 
 def _round(values, ndigits: int = 2) -> list[float]:
@@ -37,7 +32,8 @@ def split_file(split: str | None) -> str:
 
 
 def coco_annotation(label: ExportLabel, ann_id: int, image_id: int, masks: str) -> dict:
-    """One COCO annotation; coordinates are already in the exported image's pixels."""
+    """One COCO annotation (coordinates already in the exported image's pixels); ``masks="rle"``
+    writes the mask as RLE, anything else as polygons."""
     x0, y0, x1, y1 = label.xyxy
     ann = {
         "id": ann_id,
@@ -61,8 +57,9 @@ def coco_annotation(label: ExportLabel, ann_id: int, image_id: int, masks: str) 
 
 
 class CocoWriter:
-    def __init__(self, masks: str):
-        self.masks = masks
+    def __init__(self, store: Store, options: ExportOptions):
+        self.masks = options.masks
+        self.index_name = COCO_FILE if options.split is None else "annotations"
         self.images: dict[str | None, list[dict]] = {}
         self.annotations: dict[str | None, list[dict]] = {}
         self.next_ann_id = 1
@@ -94,36 +91,3 @@ class CocoWriter:
             written.append(split_file(split))
         return written
 
-
-def export_coco(
-    store: Store,
-    out_dir: str | Path,
-    *,
-    image_size: str | ImageSize | None = None,
-    masks: str = "polygon",
-    zip_name: str | None = None,
-    max_pixels: int = 178_956_970,
-    on_progress: Callable[[int], None] | None = None,
-    letterbox: bool = False,
-    split: str | None = None,
-    seed: int = 0,
-    stratify: bool = False,
-    drop_empty: bool = False,
-    thresholds: dict[str, float] | None = None,
-    options: ExportOptions | None = None,
-) -> ExportSummary:
-    """Write the store's labels (rejected ones excluded) as a COCO dataset under ``out_dir``.
-
-    With ``zip_name`` the same layout goes into ``out_dir/zip_name`` instead of loose files. Pass
-    either the keyword options or a ready :class:`ExportOptions`.
-    """
-    if masks not in MASK_FORMATS:
-        raise ConfigError(f"masks must be one of {', '.join(MASK_FORMATS)}, got {masks!r}")
-    if options is None:
-        options = ExportOptions.build(image_size=image_size, letterbox=letterbox, split=split, seed=seed,
-                                      stratify=stratify, drop_empty=drop_empty, thresholds=thresholds or {},
-                                      max_pixels=max_pixels, zip_name=zip_name)
-    index = COCO_FILE if options.split is None else "annotations"
-    # encode_image is looked up here, in this module, so tests can make it fail.
-    return run_export(store, out_dir, options, CocoWriter(masks), format_name="coco", index_name=index,
-                      encode=encode_image, on_progress=on_progress)

@@ -23,14 +23,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
+from autolabel.detections import Detections
 from autolabel.errors import ConfigError
+from autolabel.export.masks import DEFAULT_MASK_FORMAT, MASK_FORMATS, fit_mask_to_box
 from autolabel.export.package import ImageSize, ImageTransform, encode_image, export_names, json_bytes, open_sink
 from autolabel.export.split import SplitSpec, assign_splits
+from autolabel.images import DEFAULT_MAX_PIXELS
 from autolabel.ontology import Ontology
-from autolabel.store import DetectionRecord, ImageRecord, Store
+from autolabel.store import ImageRecord, Store
 
 MANIFEST_FILE = "manifest.json"
-DEFAULT_MAX_PIXELS = 178_956_970
 _CHUNK = 32
 
 
@@ -45,10 +49,12 @@ class ExportOptions:
     thresholds: per-class minimum score, ``{class name: t}``; a model label is exported when its
         score is above ``t``. Human labels (no score) are always exported. Classes not named keep
         every stored label.
-    include_masks: False drops masks (box-only labels in every format).
+    masks: one of ``masks.MASK_FORMATS``: ``polygon``, ``rle`` (COCO only) or ``none`` (box-only
+        labels in every format).
     image_format: None (JPEG stays JPEG, anything else becomes PNG) or ``"jpeg"`` (all JPEG).
     max_pixels: decompression-bomb guard when re-reading images.
     zip_name: write one ZIP ``out_dir/zip_name`` instead of loose files.
+    image_prefix: Label Studio only: URL prefix of ``data.image`` (None: the format's default).
     """
 
     image_size: ImageSize | None = None
@@ -57,10 +63,21 @@ class ExportOptions:
     stratify: bool = False
     drop_empty: bool = False
     thresholds: Mapping[str, float] = field(default_factory=dict)
-    include_masks: bool = True
+    masks: str = DEFAULT_MASK_FORMAT
     image_format: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     zip_name: str | None = None
+    image_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.masks not in MASK_FORMATS:
+            raise ConfigError(f"masks must be one of {', '.join(MASK_FORMATS)}, got {self.masks!r}")
+        if self.stratify and self.split is None:
+            raise ConfigError("stratify needs a split")
+
+    @property
+    def include_masks(self) -> bool:
+        return self.masks != "none"
 
     @classmethod
     def build(cls, *, image_size=None, letterbox: bool = False, split=None, **kwargs) -> "ExportOptions":
@@ -75,21 +92,19 @@ class ExportLabel:
     Attributes:
         class_index: 0-based index in the run's ontology order (COCO category id is ``+ 1``).
         class_name: the class.
-        score: model score, or None for a human label.
+        score: model score, or None for a label without one (a human label).
         xyxy: ``(x0, y0, x1, y1)`` float pixels of the exported image (pixel ``i`` spans
             ``[i, i + 1)``), clipped to the image content.
         rle: COCO RLE of the mask on the exported canvas, or None (a box-only label).
-        record: the stored label (original pixels).
     """
 
     def __init__(self, class_index: int, class_name: str, score: float | None, xyxy: tuple[float, ...],
-                 rle: dict | None, record: DetectionRecord):
+                 rle: dict | None):
         self.class_index = class_index
         self.class_name = class_name
         self.score = score
         self.xyxy = xyxy
         self.rle = rle
-        self.record = record
 
     @cached_property
     def polygons(self) -> list[list[float]]:
@@ -162,7 +177,10 @@ class ExportSummary:
 
 
 class FormatWriter(Protocol):
-    """What a format implements; ``run_export`` does the rest."""
+    """What a format implements; ``run_export`` does the rest. ``index_name``: the file (or
+    folder) inside the export that the summary points at."""
+
+    index_name: str
 
     def image_path(self, item: ExportItem) -> str:
         """Where the image file goes, relative to the export root."""
@@ -185,33 +203,31 @@ def check_thresholds(thresholds: Mapping[str, float], ontology: Ontology) -> dic
     return {name: float(value) for name, value in thresholds.items()}
 
 
-def kept_labels(store: Store, image_id: int, class_index: Mapping[str, int],
-                thresholds: Mapping[str, float]) -> tuple[list[DetectionRecord], int]:
-    """Labels of one image that are exported (not rejected, a known class, above its threshold),
-    and how many were left out by thresholds."""
-    kept, filtered = [], 0
-    for det in store.detections(image_id):
-        if det.class_name not in class_index:
-            continue
-        threshold = thresholds.get(det.class_name)
-        if threshold is not None and det.score is not None and not det.score > threshold:
-            filtered += 1
-            continue
-        kept.append(det)
-    return kept, filtered
+def class_thresholds(thresholds: Mapping[str, float], ontology: Ontology) -> np.ndarray:
+    """(C,) per-class minimum scores in ontology order, NaN for a class without one."""
+    checked = check_thresholds(thresholds, ontology)
+    return np.array([checked.get(name, np.nan) for name in ontology.names], dtype=np.float64)
+
+
+def kept_labels(store: Store, image_id: int, thresholds: np.ndarray) -> tuple[Detections, int]:
+    """Labels of one image that are exported (not rejected, above their class threshold; labels
+    without a score always), and how many were left out by thresholds."""
+    labels = store.labels(image_id)
+    threshold = thresholds[labels.class_ids]
+    below = labels.has_score & ~np.isnan(threshold) & ~(labels.scores > threshold)
+    return labels[~below], int(below.sum())
 
 
 def plan_export(store: Store, options: ExportOptions) -> ExportPlan:
     """Choose the images (all done ones; without negatives if ``drop_empty``), names and splits."""
     ontology = store.ontology
-    thresholds = check_thresholds(options.thresholds, ontology)
-    class_index = {name: i for i, name in enumerate(ontology.names)}
+    thresholds = class_thresholds(options.thresholds, ontology)
     records = list(store.images("done"))
     classes: dict[str, frozenset[str]] = {}
     if options.drop_empty or (options.split is not None and options.stratify):
         for record in records:
-            labels, _ = kept_labels(store, record.id, class_index, thresholds)
-            classes[record.path] = frozenset(d.class_name for d in labels)
+            labels, _ = kept_labels(store, record.id, thresholds)
+            classes[record.path] = frozenset(ontology.names[c] for c in labels.class_ids)
     dropped = 0
     if options.drop_empty:
         kept = [r for r in records if classes[r.path]]
@@ -231,15 +247,37 @@ def plan_export(store: Store, options: ExportOptions) -> ExportPlan:
     return ExportPlan(ontology, records, names, splits, split_names, dropped)
 
 
-def iter_items(store: Store, plan: ExportPlan, options: ExportOptions, *, encode=encode_image,
+def export_labels(dets: Detections, transform: ImageTransform, ontology: Ontology, segmentation_run: bool,
+                  include_masks: bool) -> list[ExportLabel]:
+    """One image's labels (original pixels) -> labels in the exported image's pixels, with the box/mask
+    rule of segmentation runs applied (see ``masks``)."""
+    from autolabel.geometry import box_to_rle, rle_area
+
+    labels = []
+    masks = dets.masks or [None] * len(dets)
+    for i in range(len(dets)):
+        xyxy, rle = dets.xyxy[i], masks[i] if include_masks else None
+        if segmentation_run and rle is not None:
+            xyxy, rle = fit_mask_to_box(xyxy, rle)
+        box = transform.boxes(xyxy)[0]
+        if include_masks and (rle is not None or segmentation_run):
+            rle = transform.rle(rle) if rle is not None else None
+            if rle is None or rle_area(rle) == 0:
+                # Segmentation datasets need a mask on every label: a human box or an empty SAM2
+                # mask gets the box's own pixels.
+                rle = box_to_rle(box, transform.height, transform.width)
+        class_id = int(dets.class_ids[i])
+        score = float(dets.scores[i]) if dets.has_score[i] else None
+        labels.append(ExportLabel(class_id, ontology.names[class_id], score, tuple(float(v) for v in box), rle))
+    return labels
+
+
+def iter_items(store: Store, plan: ExportPlan, options: ExportOptions, *,
                on_progress: Callable[[int], None] | None = None,
                counters: ExportSummary | None = None) -> Iterator[ExportItem]:
     """Stream the plan's images with their labels mapped into exported pixels (store path order)."""
-    from autolabel.geometry import box_to_rle, rle_area
-
-    thresholds = check_thresholds(options.thresholds, plan.ontology)
+    thresholds = class_thresholds(options.thresholds, plan.ontology)
     segmentation_run = (store.config or {}).get("mode") == "segment"
-    class_index = {name: i for i, name in enumerate(plan.ontology.names)}
     size = options.image_size
     extra = (options.image_format,) if options.image_format else ()
 
@@ -252,24 +290,13 @@ def iter_items(store: Store, plan: ExportPlan, options: ExportOptions, *, encode
         for start in range(0, len(plan.records), _CHUNK):
             chunk = plan.records[start : start + _CHUNK]
             transforms = [transform_of(r) for r in chunk]
-            encoded = pool.map(lambda rt: encode(rt[0].path, rt[1], (rt[0].width, rt[0].height), options.max_pixels,
+            encoded = pool.map(lambda rt: encode_image(rt[0].path, rt[1], (rt[0].width, rt[0].height), options.max_pixels,
                                                  *extra), zip(chunk, transforms))
             for offset, (record, transform, data) in enumerate(zip(chunk, transforms, encoded)):
-                dets, filtered = kept_labels(store, record.id, class_index, thresholds)
+                dets, filtered = kept_labels(store, record.id, thresholds)
                 if counters is not None:
                     counters.filtered += filtered
-                labels = []
-                boxes = transform.boxes([d.xyxy for d in dets]) if dets else []
-                for det, box in zip(dets, boxes):
-                    rle = None
-                    if options.include_masks and (det.rle is not None or segmentation_run):
-                        rle = transform.rle(det.rle) if det.rle is not None else None
-                        if rle is None or rle_area(rle) == 0:
-                            # Segmentation datasets need a mask on every label: a human box or an
-                            # empty SAM2 mask gets the box's own pixels.
-                            rle = box_to_rle(box, transform.height, transform.width)
-                    labels.append(ExportLabel(class_index[det.class_name], det.class_name, det.score,
-                                              tuple(float(v) for v in box), rle, det))
+                labels = export_labels(dets, transform, plan.ontology, segmentation_run, options.include_masks)
                 yield ExportItem(start + offset + 1, record, plan.names[record.path], plan.splits[record.path],
                                  transform, data, labels)
             if on_progress:
@@ -316,10 +343,9 @@ def _remove_stale(out_dir: Path, stale: set[str]) -> int:
 
 
 def run_export(store: Store, out_dir: str | Path, options: ExportOptions, writer: FormatWriter, *,
-               format_name: str, index_name: str, encode=encode_image,
-               on_progress: Callable[[int], None] | None = None) -> ExportSummary:
-    """Export the store through ``writer``; atomic (see module docstring). ``index_name`` is the file
-    the summary points at (inside ``out_dir``), or the ZIP when ``options.zip_name`` is set.
+               format_name: str, on_progress: Callable[[int], None] | None = None) -> ExportSummary:
+    """Export the store through ``writer``; atomic (see module docstring). The summary points at the
+    writer's ``index_name`` (inside ``out_dir``), or at the ZIP when ``options.zip_name`` is set.
 
     Loose files: each is written atomically, the index files after every image and label file, and
     ``manifest.json`` last. Files that a previous export into the same folder listed in its manifest
@@ -327,13 +353,13 @@ def run_export(store: Store, out_dir: str | Path, options: ExportOptions, writer
     """
     out_dir = Path(out_dir)
     plan = plan_export(store, options)
-    summary = ExportSummary(path=out_dir / (options.zip_name or index_name), dropped_empty=plan.dropped_empty)
+    summary = ExportSummary(path=out_dir / (options.zip_name or writer.index_name), dropped_empty=plan.dropped_empty)
     previous = set() if options.zip_name else _previous_files(out_dir)
     manifest: list[dict] = []
     written: set[str] = {MANIFEST_FILE}
     sink = open_sink(out_dir, options.zip_name)
     try:
-        for item in iter_items(store, plan, options, encode=encode, on_progress=on_progress, counters=summary):
+        for item in iter_items(store, plan, options, on_progress=on_progress, counters=summary):
             image_path = writer.image_path(item)
             sink.write(image_path, item.data)
             label_files = writer.add(item, sink)

@@ -24,13 +24,11 @@ Label Studio shows), ``image_rotation: 0`` and, for model labels, ``score``. Coo
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from autolabel.export.items import ExportItem, ExportLabel, ExportOptions, ExportPlan, ExportSummary, run_export
-from autolabel.export.package import encode_image, json_bytes
+from autolabel.export.items import ExportItem, ExportLabel, ExportOptions, ExportPlan
+from autolabel.export.package import json_bytes
 from autolabel.store import Store
 
 TASKS_FILE = "tasks.json"
@@ -82,8 +80,10 @@ def label_config(names: list[str], polygons: bool) -> bytes:
 
 
 class LabelStudioWriter:
-    def __init__(self, image_prefix: str):
-        self.image_prefix = image_prefix
+    index_name = TASKS_FILE
+
+    def __init__(self, store: Store, options: ExportOptions):
+        self.image_prefix = DEFAULT_IMAGE_PREFIX if options.image_prefix is None else options.image_prefix
         self.polygons = False  # whether any polygon result was written
         self.tasks: list[dict] = []
 
@@ -109,11 +109,3 @@ class LabelStudioWriter:
         sink.write(CONFIG_FILE, label_config(plan.ontology.names, self.polygons))
         sink.write(TASKS_FILE, json_bytes(self.tasks))
         return [CONFIG_FILE, TASKS_FILE]
-
-
-def export_labelstudio(store: Store, out_dir: str | Path, options: ExportOptions, *,
-                       image_prefix: str = DEFAULT_IMAGE_PREFIX,
-                       on_progress: Callable[[int], None] | None = None) -> ExportSummary:
-    """Write the store's labels as Label Studio tasks (predictions with scores) under ``out_dir``."""
-    return run_export(store, out_dir, options, LabelStudioWriter(image_prefix),
-                      format_name="labelstudio", index_name=TASKS_FILE, encode=encode_image, on_progress=on_progress)

@@ -15,15 +15,11 @@ not written. An image without labels gets an XML file without objects.
 
 from __future__ import annotations
 
-import dataclasses
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from autolabel.export.items import ExportItem, ExportLabel, ExportOptions, ExportPlan, ExportSummary, run_export
-from autolabel.export.package import encode_image
+from autolabel.export.items import ExportItem, ExportLabel, ExportOptions, ExportPlan
 from autolabel.store import Store
 
 IMAGE_DIR = "JPEGImages"
@@ -83,7 +79,9 @@ def voc_xml(item: ExportItem) -> bytes:
 
 
 class VocWriter:
-    def __init__(self) -> None:
+    index_name = SETS_DIR
+
+    def __init__(self, store: Store, options: ExportOptions) -> None:
         self.ids: dict[str | None, list[str]] = {}
 
     def image_path(self, item: ExportItem) -> str:
@@ -106,12 +104,3 @@ class VocWriter:
             sink.write(path, "".join(i + "\n" for i in ids).encode("utf-8"))
             written.append(path)
         return written
-
-
-def export_voc(store: Store, out_dir: str | Path, options: ExportOptions, *,
-               on_progress: Callable[[int], None] | None = None) -> ExportSummary:
-    """Write the store's labels as a Pascal VOC dataset under ``out_dir`` (images re-encoded as JPEG
-    where they are not JPEG already)."""
-    options = dataclasses.replace(options, image_format="jpeg")
-    return run_export(store, out_dir, options, VocWriter(), format_name="voc", index_name=SETS_DIR,
-                      encode=encode_image, on_progress=on_progress)

@@ -22,13 +22,9 @@ Negatives (images without labels) get an empty label file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 
-from autolabel.export.items import ExportItem, ExportLabel, ExportOptions, ExportPlan, ExportSummary, run_export
-from autolabel.export.package import encode_image
+from autolabel.export.items import ExportItem, ExportLabel, ExportOptions, ExportPlan
 from autolabel.store import Store
 
 DATA_YAML = "data.yaml"
@@ -74,8 +70,12 @@ def polygon_row(label: ExportLabel, width: int, height: int) -> str:
 
 
 class YoloWriter:
-    def __init__(self, segments: bool):
-        self.segments = segments
+    """Polygon rows when the run has masks (unless ``masks="none"``), else box rows."""
+
+    index_name = DATA_YAML
+
+    def __init__(self, store: Store, options: ExportOptions):
+        self.segments = options.include_masks and run_has_masks(store)
 
     @staticmethod
     def _split(item: ExportItem) -> str:
@@ -114,15 +114,3 @@ class YoloWriter:
 def run_has_masks(store: Store) -> bool:
     config = store.config or {}
     return config.get("mode") == "segment" or bool(config.get("masks"))
-
-
-def export_yolo(store: Store, out_dir: str | Path, options: ExportOptions, *, segments: bool | None = None,
-                on_progress: Callable[[int], None] | None = None) -> ExportSummary:
-    """Write the store's labels as an Ultralytics YOLO dataset under ``out_dir``.
-
-    ``segments``: polygon rows (True) or box rows (False); None: polygons when the run has masks.
-    """
-    if segments is None:
-        segments = options.include_masks and run_has_masks(store)
-    return run_export(store, out_dir, options, YoloWriter(segments), format_name="yolo", index_name=DATA_YAML,
-                      encode=encode_image, on_progress=on_progress)

@@ -132,9 +132,9 @@ def segmentation_images() -> list[SyntheticImage]:
     ]
 
 
-def stored_labels(store) -> dict[str, list]:
+def stored_labels(store) -> dict[str, Detections]:
     """Source path -> its exported labels (not rejected), in the store's order."""
-    return {record.path: store.detections(record.id) for record in store.images()}
+    return {record.path: store.labels(record.id) for record in store.images()}
 
 
 def assert_boxes_close(actual, expected, size):

@@ -115,30 +115,24 @@ def draw_shapes(image: Image.Image, shapes: list[Shape], scale: float = 1.0,
     return out
 
 
-def detection_shapes(detections, class_names: list[str]) -> list[Shape]:
-    """``Detections`` (original pixels) -> shapes labelled ``"class 0.87"``, coloured by class."""
-    shapes = []
-    masks = detections.masks
-    for i in range(len(detections)):
-        cid = int(detections.class_ids[i])
-        shapes.append(Shape(tuple(map(float, detections.xyxy[i])), f"{class_names[cid]} {float(detections.scores[i]):.2f}",
-                            class_color(cid), masks[i] if masks is not None else None))
-    return shapes
+def detection_shapes(detections, class_names: list[str], selected_id: int | None = None) -> list[Shape]:
+    """``Detections`` (original pixels) -> shapes coloured by class, labelled ``"car 0.87"``.
 
-
-def record_shapes(records, class_names: list[str], selected_id: int | None = None) -> list[Shape]:
-    """Stored labels (``store.DetectionRecord``) -> shapes for the Review tab.
-
-    Labels read ``"#id class score"`` (``human`` instead of a score for drawn boxes); rejected
-    labels are grey and dashed; the selected one is drawn thick with a white halo.
+    Stored labels (``ids`` set) read ``"#id class score"``, with ``human`` for a label without a
+    score and `` (ok)`` / `` (rejected)`` for reviewed ones; rejected labels are grey, dashed and
+    without mask; the label whose id is ``selected_id`` is drawn thick with a white halo.
     """
     shapes = []
-    for rec in records:
-        index = class_names.index(rec.class_name) if rec.class_name in class_names else len(class_names)
-        rejected = rec.review == "rejected"
-        score = "human" if rec.score is None else f"{rec.score:.2f}"
-        mark = {"accepted": " (ok)", "rejected": " (rejected)"}.get(rec.review, "")
-        shapes.append(Shape(rec.xyxy, f"#{rec.id} {rec.class_name} {score}{mark}",
-                            REJECTED_COLOR if rejected else class_color(index),
-                            None if rejected else rec.rle, dashed=rejected, thick=rec.id == selected_id))
+    masks = detections.masks or [None] * len(detections)
+    for i in range(len(detections)):
+        cid = int(detections.class_ids[i])
+        review = str(detections.reviews[i])
+        rejected = review == "rejected"
+        score = f"{float(detections.scores[i]):.2f}" if detections.has_score[i] else "human"
+        label_id = None if detections.ids is None else int(detections.ids[i])
+        text = f"{class_names[cid]} {score}" + {"accepted": " (ok)", "rejected": " (rejected)"}.get(review, "")
+        shapes.append(Shape(tuple(map(float, detections.xyxy[i])), text if label_id is None else f"#{label_id} {text}",
+                            REJECTED_COLOR if rejected else class_color(cid), None if rejected else masks[i],
+                            dashed=rejected, thick=label_id is not None and label_id == selected_id))
     return shapes
+

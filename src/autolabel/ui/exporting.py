@@ -1,47 +1,34 @@
 """The Export tab's engine: which formats exist, and one export of a run into a ZIP.
 
-The format list comes from one place, the export package: ``autolabel.export.FORMATS`` with
-``export_dataset(store, out_dir, fmt, ExportOptions, masks=...)``. (A package without that
-registry exports COCO only, through ``export_coco``.)
+Formats and mask formats come from one place, the export package (``autolabel.export.FORMATS``,
+``MASK_FORMATS``); an export is ``export_dataset(store, out_dir, fmt, ExportOptions)``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from autolabel.errors import ConfigError
+from autolabel.export import FORMATS, MASK_FORMATS, ExportOptions, export_dataset
 
-MASK_FORMATS = ("polygon", "rle")
+__all__ = ["MASK_FORMATS", "evaluate_against", "evaluation_available", "export_formats", "run_export", "summary_rows"]
 
 
 def export_formats() -> tuple[str, ...]:
     """Names of the export formats, in the export package's order (COCO first)."""
-    import autolabel.export as package
-
-    formats = getattr(package, "FORMATS", None)
-    if formats and hasattr(package, "export_dataset"):
-        return tuple(formats)
-    return ("coco",)
+    return tuple(FORMATS)
 
 
-def run_export(store, fmt: str, out_dir: Path, *, image_size: str | None = None, masks: str = "polygon",
-               zip_name: str | None = None, max_pixels: int = 178_956_970):
+def run_export(store, fmt: str, out_dir: Path, *, image_size: str | None = None, masks: str = ExportOptions.masks,
+               zip_name: str | None = None, max_pixels: int = ExportOptions.max_pixels):
     """Export ``store`` in format ``fmt`` (one ZIP ``out_dir/zip_name`` when given); returns the
-    exporter's summary (``path``, ``images``, ``annotations``, ``per_class``)."""
-    import autolabel.export as package
-
-    formats = export_formats()
-    if fmt not in formats:
-        raise ConfigError(f"unknown export format {fmt!r}; available: {', '.join(formats)}")
-    if masks not in MASK_FORMATS:
-        raise ConfigError(f"mask format must be one of {', '.join(MASK_FORMATS)}, got {masks!r}")
+    exporter's summary (``path``, ``images``, ``annotations``, ``per_class``). ``masks`` is the
+    Masks choice of the tab: a format that cannot write it (``rle`` outside COCO) gets the default."""
+    spec = FORMATS.get(fmt)
+    if spec is not None and masks in MASK_FORMATS and masks not in spec.mask_formats:
+        masks = ExportOptions.masks
     size = (image_size or "").strip() or None
-    if hasattr(package, "export_dataset"):
-        options = package.ExportOptions.build(image_size=size, zip_name=zip_name, max_pixels=max_pixels)
-        return package.export_dataset(store, out_dir, fmt, options, masks=masks)
-    from autolabel.export.coco import export_coco
-
-    return export_coco(store, out_dir, image_size=size, masks=masks, zip_name=zip_name, max_pixels=max_pixels)
+    options = ExportOptions.build(image_size=size, masks=masks, zip_name=zip_name, max_pixels=max_pixels)
+    return export_dataset(store, out_dir, fmt, options)
 
 
 def summary_rows(summary) -> list[list]:

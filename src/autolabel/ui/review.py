@@ -1,6 +1,6 @@
 """The Review tab's engine: which images to step through, and each edit written to the store.
 
-Every action is one store call and is durable at once (the store commits review edits with
+Every action is one store call, one transaction, durable at once (the store commits review edits with
 ``synchronous=FULL``): accept / reject / delete a label, change its class, move its box, draw a new
 box, accept a whole image. Exports then use the reviewed labels (rejected ones are excluded).
 
@@ -15,8 +15,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from autolabel.detections import Detections
 from autolabel.errors import StoreError
-from autolabel.store import DetectionRecord, ImageRecord, Store
+from autolabel.images import DEFAULT_MAX_PIXELS
+from autolabel.store import ImageRecord, Store
 
 FILTERS = ("all", "unreviewed", "low score")
 TABLE_HEADERS = ["id", "class", "score", "review", "source", "x0", "y0", "x1", "y1"]
@@ -37,31 +41,34 @@ def image_ids(store: Store, filter: str = "all", low_score: float = 0.3) -> list
     for record in store.images("done"):
         if filter == "unreviewed" and record.reviewed:
             continue
-        if filter == "low score" and not any(
-            d.score is not None and d.score < low_score for d in store.detections(record.id)
-        ):
-            continue
+        if filter == "low score":
+            found = store.labels(record.id)
+            if not np.any(found.has_score & (found.scores < low_score)):
+                continue
         ids.append(record.id)
     return ids
 
 
-def labels(store: Store, image_id: int) -> list[DetectionRecord]:
+def labels(store: Store, image_id: int) -> Detections:
     """All labels of an image, rejected ones included (shown greyed out so they can be restored)."""
-    return store.detections(image_id, include_rejected=True)
+    return store.labels(image_id, include_rejected=True)
 
 
-def table_rows(records: list[DetectionRecord]) -> list[list]:
-    rows = []
-    for r in records:
-        rows.append([r.id, r.class_name, "" if r.score is None else round(float(r.score), 3), r.review, r.source,
-                     *(round(float(v), 1) for v in r.xyxy)])
-    return rows
+def table_rows(labels: Detections, class_names: list[str]) -> list[list]:
+    """One row per label, in ``TABLE_HEADERS`` order."""
+    return [[int(labels.ids[i]), class_names[labels.class_ids[i]],
+             round(float(labels.scores[i]), 3) if labels.has_score[i] else "", str(labels.reviews[i]),
+             str(labels.sources[i]), *(round(float(v), 1) for v in labels.xyxy[i])] for i in range(len(labels))]
 
 
-def choice_label(r: DetectionRecord) -> str:
-    """How a label is named in the selection dropdown: ``#12 car 0.87 (pending)``."""
-    score = "human" if r.score is None else f"{r.score:.2f}"
-    return f"#{r.id} {r.class_name} {score} ({r.review})"
+def label_choices(labels: Detections, class_names: list[str]) -> list[tuple[str, int]]:
+    """``(name, id)`` of each label for the selection dropdown; names read ``#12 car 0.87 (pending)``."""
+    choices = []
+    for i in range(len(labels)):
+        score = f"{labels.scores[i]:.2f}" if labels.has_score[i] else "human"
+        label_id = int(labels.ids[i])
+        choices.append((f"#{label_id} {class_names[labels.class_ids[i]]} {score} ({labels.reviews[i]})", label_id))
+    return choices
 
 
 # -- edits -----------------------------------------------------------------------------------------
@@ -75,7 +82,7 @@ def _owned(store: Store, image_id: int, detection_id) -> int:
         detection_id = int(detection_id)
     except (TypeError, ValueError):
         raise StoreError(f"not a label id: {detection_id!r}") from None
-    if detection_id not in {r.id for r in labels(store, image_id)}:
+    if detection_id not in labels(store, image_id).ids:
         raise StoreError(f"label #{detection_id} is not on this image")
     return detection_id
 
@@ -107,12 +114,9 @@ def add_box(store: Store, image_id: int, class_name: str, xyxy) -> int:
 
 
 def accept_image(store: Store, image_id: int) -> int:
-    """Accept every pending label of the image and mark it reviewed; returns how many were accepted."""
-    pending = [r.id for r in labels(store, image_id) if r.review == "pending"]
-    for det_id in pending:
-        store.set_review(det_id, "accepted")
-    store.set_image_reviewed(image_id, True)
-    return len(pending)
+    """Accept every pending label of the image and mark it reviewed (one transaction); returns how
+    many were accepted."""
+    return store.accept_image(image_id)
 
 
 # -- drawing boxes with clicks ---------------------------------------------------------------------
@@ -147,7 +151,7 @@ class DisplayImages:
 
     side: int = 1024
     capacity: int = 8
-    max_pixels: int = 178_956_970
+    max_pixels: int = DEFAULT_MAX_PIXELS
     _items: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
