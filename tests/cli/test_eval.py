@@ -86,3 +86,19 @@ def test_no_report_and_errors(run_and_gt, tmp_path):
         store.bind_config({"mode": "detect", "ontology": {"classes": [{"name": "car"}]}, "detect": {}})
     no_gt = _invoke("eval", run, "--gt", empty)
     assert no_gt.exit_code == 1 and "no reviewed images" in no_gt.output
+
+
+def test_a_truncated_rle_in_the_ground_truth_is_a_one_line_error(run_and_gt):
+    """It used to reach COCOeval, which spins for minutes on it ignoring Ctrl-C."""
+    from autolabel.geometry import box_to_rle
+
+    run, gt = run_and_gt
+    doc = json.loads(gt.read_text())
+    rle = box_to_rle((10, 10, 60, 50), SIZE[1], SIZE[0])
+    for ann in doc["annotations"]:
+        ann["segmentation"] = rle
+    doc["annotations"][1]["segmentation"] = {"size": rle["size"], "counts": rle["counts"][:-1]}
+    gt.write_text(json.dumps(doc))
+    result = _invoke("eval", run, "--gt", gt, "--no-report")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "annotation 1" in result.output and "img0.jpg" in result.output and "RLE counts" in result.output

@@ -56,3 +56,18 @@ def test_help_and_errors(exported, tmp_path):
     # Importing into a labelling run's folder is refused (a run holds one configuration).
     result = _invoke("import", exported / "coco" / "coco_export.json", "--out", exported / "run")
     assert result.exit_code == 1 and "another configuration" in result.output
+
+
+def test_a_truncated_rle_is_a_one_line_error(exported, tmp_path):
+    """pycocotools would read past a mask whose runs stop short; the reader refuses it first."""
+    import json
+
+    path = exported / "coco" / "coco_export.json"
+    doc = json.loads(path.read_text())
+    ann = doc["annotations"][0]
+    width, height = next((im["width"], im["height"]) for im in doc["images"] if im["id"] == ann["image_id"])
+    ann["segmentation"] = {"size": [height, width], "counts": "0" * 3}  # three zero runs: 0 pixels
+    path.write_text(json.dumps(doc))
+    result = _invoke("import", path, "--out", tmp_path / "gt")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert f"annotation {ann['id']}" in result.output and "RLE counts cover 0 pixels" in result.output

@@ -125,29 +125,35 @@ def test_sample_queries_positives_then_negatives():
     assert sample_queries(rng, {"person"}, ontology, 8, ())[0][1:] in (["car", "bike"], ["van", "bike"])
 
 
-def test_coco_examples_resolve_images_and_rescale_listed_sizes(tmp_path):
+def test_coco_examples_come_from_the_coco_reader(tmp_path):
     (tmp_path / "images").mkdir()
     Image.new("RGB", (200, 100)).save(tmp_path / "images" / "a.png")
     Image.new("RGB", (50, 50)).save(tmp_path / "b.png")
     doc = {
-        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 50},  # listed at half size
+        "images": [{"id": 1, "file_name": "a.png", "width": 200, "height": 100},
                    {"id": 2, "file_name": "b.png", "width": 50, "height": 50}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 5, 20, 10]},
-                        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5]}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 10, 40, 20]},
+                        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5]},
+                        {"id": 3, "image_id": 2, "category_id": 2, "bbox": [0, 0, 50, 50], "iscrowd": 1}],
         "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
     }
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(doc))
     ds = load_examples(path)
     assert ds.ontology.names == ["cat", "dog"] and len(ds) == 2 and ds.num_boxes == 2
-    a, b = ds.examples
+    b, a = ds.examples  # in path order: b.png, images/a.png
     assert (a.width, a.height) == (200, 100)
     np.testing.assert_allclose(a.boxes[0], [20, 10, 60, 30])
-    assert b.classes == ()  # an image without boxes is a negative example
+    assert b.classes == ()  # an image without boxes (a crowd region is not one) is a negative example
     only_cats = load_coco_examples(path, ontology=Ontology.from_prompts(["cat=cat,kitten"]))
     assert only_cats.num_boxes == 1 and only_cats.ontology.queries == ["cat", "kitten"]
     assert ds.fingerprint() != only_cats.fingerprint()
 
+    doc["images"][0]["width"], doc["images"][0]["height"] = 100, 50  # listed for a half-size copy
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="COCO says 100x50 but the image is 200x100"):
+        load_examples(path)
+    doc["images"][0]["width"], doc["images"][0]["height"] = 200, 100
     doc["images"][1]["file_name"] = "missing.png"
     path.write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="not found"):
@@ -170,8 +176,9 @@ def test_store_examples_prefer_reviewed_labels(tmp_path):
         store.write_results([ImageResult(p, "x", 100, 80, dets) for p in paths])
         ids = {r.path: r.id for r in store.images()}
         # Image 0: reviewed, its low-score label left in place (accepted by review), the other rejected.
-        low, high = sorted(store.detections(ids[paths[0]]), key=lambda d: d.score)
-        store.set_review(high.id, "rejected")
+        labels = store.labels(ids[paths[0]])
+        low, high = labels.ids[np.argsort(labels.scores)]
+        store.set_review(int(high), "rejected")
         store.set_image_reviewed(ids[paths[0]])
         # Image 1: not reviewed, but a human box was added.
         store.add_detection(ids[paths[1]], "person", (50, 50, 70, 70))

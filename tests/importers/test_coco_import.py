@@ -12,7 +12,6 @@ from PIL import Image
 from autolabel.errors import ConfigError
 from autolabel.geometry import mask_iou, mask_to_rle, rle_to_mask, rle_to_xyxy
 from autolabel.importers import import_dataset, load_dataset
-from autolabel.importers.dataset import orient_box, orient_rle
 from autolabel.store import open_store
 
 
@@ -77,27 +76,30 @@ def test_import_reads_every_annotation_form(coco_dir, tmp_path):
         images = {r.path.rsplit("/", 1)[1]: r for r in store.images()}
         assert set(images) == {"a.jpg", "b.png"} and all(r.reviewed for r in images.values())
         assert (images["a.jpg"].width, images["a.jpg"].height) == (100, 80)
-        a = store.detections(images["a.jpg"].id)
-        assert all(d.source == "human" and d.review == "accepted" and d.score is None for d in a)
-        box_only = next(d for d in a if d.class_name == "dog")
-        assert box_only.xyxy == (1.5, 2.5, 11.5, 22.5) and box_only.rle is None
-        polygon, rle = [d for d in a if d.class_name == "cat"]
-        assert mask_iou(rle_to_mask(polygon.rle), mask) == 1.0
-        assert mask_iou(rle_to_mask(rle.rle), mask) == 1.0
-        [b] = store.detections(images["b.png"].id)
-        assert mask_iou(rle_to_mask(b.rle), small_mask) == 1.0
-        assert b.xyxy == (5.0, 5.0, 25.0, 15.0)  # the box of the mask
+        a = store.labels(images["a.jpg"].id)
+        assert (a.sources == "human").all() and (a.reviews == "accepted").all() and np.isnan(a.scores).all()
+        a_names = [store.ontology.names[c] for c in a.class_ids]
+        box_only = a_names.index("dog")
+        assert a.xyxy[box_only].tolist() == [1.5, 2.5, 11.5, 22.5] and a.masks[box_only] is None
+        polygon, rle = [a.masks[i] for i, name in enumerate(a_names) if name == "cat"]
+        assert mask_iou(rle_to_mask(polygon), mask) == 1.0
+        assert mask_iou(rle_to_mask(rle), mask) == 1.0
+        b = store.labels(images["b.png"].id)
+        assert len(b) == 1
+        assert mask_iou(rle_to_mask(b.masks[0]), small_mask) == 1.0
+        assert b.xyxy[0].tolist() == [5.0, 5.0, 25.0, 15.0]  # the box of the mask
     # Importing again replaces the labels instead of adding them.
     import_dataset(json_path, tmp_path / "run")
     with open_store(tmp_path / "run", create=False) as store:
         assert store.counts()["per_class"] == {"dog": 2, "cat": 2}
 
 
-def test_crowd_regions_are_kept_for_evaluation(coco_dir):
+def test_crowd_regions_are_kept_apart_for_evaluation(coco_dir):
     json_path, _, _ = coco_dir
     dataset = load_dataset(json_path)
-    crowd = [lab for im in dataset.images for lab in im.labels if lab.iscrowd]
-    assert len(crowd) == 1 and dataset.crowd == 1
+    b = next(im for im in dataset.images if im.path.endswith("b.png"))
+    assert len(b.crowd) == 1 and dataset.crowd == 1 and b.crowd.class_ids.tolist() == [0]  # dog
+    assert len(b.labels) == 1 and (b.labels.sources == "human").all() and np.isnan(b.labels.scores).all()
 
 
 def test_images_are_found_in_an_images_folder_or_given_one(tmp_path):
@@ -160,32 +162,71 @@ def test_broken_files_are_one_line_errors(tmp_path, content, message):
         load_dataset(path)
 
 
-def test_labels_drawn_on_stored_pixels_are_turned_into_the_oriented_frame(tmp_path):
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])  # Pillow reports a TIFF's size already turned
+def test_labels_drawn_on_stored_pixels_are_turned_into_the_oriented_frame(tmp_path, suffix):
     """EXIF orientation 6 (rotate 90 clockwise to display): stored 100x60, shown 60x100."""
-    _image(tmp_path / "images" / "raw.jpg", (100, 60), orientation=6)
-    _image(tmp_path / "images" / "oriented.jpg", (100, 60), orientation=6)
+    _image(tmp_path / "images" / f"raw{suffix}", (100, 60), orientation=6)
+    _image(tmp_path / "images" / f"oriented{suffix}", (100, 60), orientation=6)
     raw_mask = np.zeros((60, 100), bool)
     raw_mask[5:25, 10:30] = True
-    doc = {"images": [{"id": 1, "file_name": "raw.jpg", "width": 100, "height": 60},  # the stored frame
-                      {"id": 2, "file_name": "oriented.jpg", "width": 60, "height": 100}],  # the oriented frame
+    doc = {"images": [{"id": 1, "file_name": f"raw{suffix}", "width": 100, "height": 60},  # the stored frame
+                      {"id": 2, "file_name": f"oriented{suffix}", "width": 60, "height": 100}],  # the oriented frame
            "categories": [{"id": 1, "name": "a"}],
            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 5, 20, 20],
                             "segmentation": mask_to_rle(raw_mask)},
                            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [10, 5, 20, 20]}]}
-    dataset = load_dataset(_write(tmp_path / "ann.json", doc))
-    by_name = {Path(im.path).name: im for im in dataset.images}
-    raw, oriented = by_name["raw.jpg"], by_name["oriented.jpg"]
-    assert (raw.width, raw.height) == (60, 100)
-    [label] = raw.labels
+    summary = import_dataset(_write(tmp_path / "ann.json", doc), tmp_path / "run")
+    assert (summary.images, summary.failed) == (2, 0)
+    with open_store(tmp_path / "run", create=False) as store:
+        by_name = {Path(r.path).stem: r for r in store.images()}
+        assert (by_name["raw"].width, by_name["raw"].height) == (60, 100)
+        raw = store.labels(by_name["raw"].id)
+        oriented = store.labels(by_name["oriented"].id)
+    assert len(raw) == 1 and len(oriented) == 1
     # Orientation 6 maps a stored point (x, y) to (H - y, x) with H = 60.
-    assert label.xyxy == (35.0, 10.0, 55.0, 30.0)
-    np.testing.assert_allclose(rle_to_xyxy(label.rle), label.xyxy)
-    assert oriented.labels[0].xyxy == (10.0, 5.0, 30.0, 25.0)  # already oriented: unchanged
+    assert raw.xyxy[0].tolist() == [35.0, 10.0, 55.0, 30.0]
+    np.testing.assert_allclose(rle_to_xyxy(raw.masks[0]), raw.xyxy[0])
+    assert oriented.xyxy[0].tolist() == [10.0, 5.0, 30.0, 25.0]  # already oriented: unchanged
 
 
-@pytest.mark.parametrize("orientation", range(1, 9))
-def test_box_and_mask_orientation_agree(orientation):
-    mask = np.zeros((30, 50), bool)
-    mask[4:11, 7:20] = True
-    box = orient_box((7, 4, 20, 11), orientation, 50, 30)
-    np.testing.assert_allclose(rle_to_xyxy(orient_rle(mask_to_rle(mask), orientation)), box)
+def _one_annotation(tmp_path, segmentation):
+    _image(tmp_path / "images" / "a.png", (100, 80))
+    return _write(tmp_path / "ann.json", {
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [{"id": 42, "image_id": 1, "category_id": 1, "bbox": [20, 10, 40, 20],
+                         "segmentation": segmentation}]})
+
+
+def _truncated_rle():
+    mask = np.zeros((80, 100), bool)
+    mask[10:30, 20:60] = True
+    rle = mask_to_rle(mask)
+    return {"size": rle["size"], "counts": rle["counts"][:-2]}
+
+
+@pytest.mark.parametrize(
+    "segmentation, message",
+    [
+        (_truncated_rle(), "RLE counts end in the middle of a run"),  # pycocotools would read past the mask
+        ({"size": [80, 100], "counts": [10, 20]}, "RLE counts cover 30 pixels"),  # uncompressed, short
+        ({"size": [80, 100], "counts": "\x7f"}, "outside the COCO alphabet"),
+        ({"size": [40, 50], "counts": "PY1"}, "is not the image's"),  # RLE of another image size
+        ([[20, 10, 60, 10, 60]], "even number"),  # odd polygon
+        ([[20, 10, 60, 10]], "at least 6"),  # two points
+        ([[20, 10, 60, 10, 60, float("nan")]], "finite"),
+        ([[20, 10, 600, 10, 60, 30]], "outside the 100x80 image"),
+    ],
+)
+def test_broken_segmentations_name_the_image_and_annotation(tmp_path, segmentation, message):
+    path = _one_annotation(tmp_path, segmentation)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_dataset(path)
+    assert "'a.png'" in str(caught.value) and "annotation 42" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_polygons_may_touch_the_border_within_the_slack(tmp_path):
+    dataset = load_dataset(_one_annotation(tmp_path, [[-1, -1, 101, -1, 101, 81, -1, 81]]))
+    [label] = dataset.images[0].labels.masks
+    assert rle_to_mask(label).all()

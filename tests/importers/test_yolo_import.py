@@ -55,12 +55,13 @@ def test_yaml_forms_and_rows(tmp_path, yaml_text):
         assert store.config["source"] == str(data_yaml.resolve()) and store.config["masks"] is True
         records = {Path(r.path).name: r for r in store.images()}
         assert set(records) == {"a.jpg", "b.png", "c.jpg"}
-        car, person = sorted(store.detections(records["a.jpg"].id), key=lambda d: d.class_name)
-        np.testing.assert_allclose(car.xyxy, (80, 30, 120, 70))  # 0.5 0.5 0.2 0.4 of 200x100
-        assert car.rle is None
-        np.testing.assert_allclose(person.xyxy, (20, 10, 60, 50))  # the polygon's extent
-        assert rle_to_mask(person.rle).sum() == 40 * 40
-        assert store.detections(records["b.png"].id) == [] and store.detections(records["c.jpg"].id) == []
+        labels = store.labels(records["a.jpg"].id)
+        car, person = sorted(range(len(labels)), key=lambda i: store.ontology.names[labels.class_ids[i]])
+        np.testing.assert_allclose(labels.xyxy[car], (80, 30, 120, 70))  # 0.5 0.5 0.2 0.4 of 200x100
+        assert labels.masks[car] is None
+        np.testing.assert_allclose(labels.xyxy[person], (20, 10, 60, 50))  # the polygon's extent
+        assert rle_to_mask(labels.masks[person]).sum() == 40 * 40
+        assert len(store.labels(records["b.png"].id)) == 0 and len(store.labels(records["c.jpg"].id)) == 0
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from autolabel.cli import handle_errors
+from autolabel.cli.errors import handle_errors
+from autolabel.evaluation.evaluate import DEFAULT_IOU
 
 
 @click.command("eval")
@@ -13,7 +14,7 @@ from autolabel.cli import handle_errors
               help="Ground truth: a COCO .json, a YOLO data.yaml, or a run folder (e.g. from `autolabel import`).")
 @click.option("--gt-images", type=click.Path(exists=True, file_okay=False), default=None,
               help="COCO ground truth: folder its file_name entries are relative to.")
-@click.option("--iou", type=float, default=0.5, show_default=True, help="IoU for precision, recall and thresholds.")
+@click.option("--iou", type=float, default=DEFAULT_IOU, show_default=True, help="IoU for precision, recall and thresholds.")
 @click.option("--target-precision", type=float, default=None,
               help="Also find each class's lowest threshold with at least this precision; thresholds.yaml then uses it.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,

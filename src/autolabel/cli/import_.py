@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
-from autolabel.cli import handle_errors
+from autolabel.cli.errors import handle_errors
+from autolabel.importers import IMPORT_FORMATS
 
 
 @click.command("import")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder to create (or re-import into).")
-@click.option("--format", "fmt", type=click.Choice(["coco", "yolo"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(IMPORT_FORMATS), default=None,
               help="Dataset format (default: coco for .json, yolo for data.yaml or a folder).")
 @click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="COCO: folder the file_name entries are relative to (default: next to the JSON, or its images/).")

@@ -17,10 +17,9 @@ from autolabel.evaluation.calibration import Curve, Matches, OperatingPoint, bes
 from autolabel.evaluation.evaluate import evaluate_run
 from autolabel.evaluation.report import render_html, thresholds_yaml, write_report
 from autolabel.evaluation.result import ClassResult, EvalResult
-from autolabel.evaluation.sources import Box, LabelImage, LabelSet
+from autolabel.evaluation.sources import LabelImage, LabelSet
 
 __all__ = [
-    "Box",
     "ClassResult",
     "Curve",
     "EvalResult",

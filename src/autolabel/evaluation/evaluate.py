@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -11,19 +10,18 @@ from autolabel.errors import ConfigError
 from autolabel.evaluation.calibration import Matches, best_f1, for_precision, match_image, pr_curve
 from autolabel.evaluation.cocoeval import coco_metrics, has_masks
 from autolabel.evaluation.result import ClassResult, EvalResult
-from autolabel.evaluation.sources import Box, LabelSet, from_path, from_store, pair_images
+from autolabel.evaluation.sources import LabelSet, from_path, from_store, pair_images
 from autolabel.store import Store
 
-
-def _boxes(boxes: Iterable[Box], name: str) -> list[Box]:
-    return [b for b in boxes if b.class_name == name]
+#: IoU at which precision, recall and the calibrated thresholds are computed by default.
+DEFAULT_IOU = 0.5
 
 
 def evaluate_run(
     store: Store,
     gt: "Store | LabelSet | str | Path",
     *,
-    iou: float = 0.5,
+    iou: float = DEFAULT_IOU,
     target_precision: float | None = None,
     gt_images: str | Path | None = None,
     gt_format: str | None = None,
@@ -59,20 +57,20 @@ def evaluate_run(
     if not classes:
         raise ConfigError(f"the run and the ground truth share no class name: run has {', '.join(pred.classes)}; "
                           f"ground truth has {', '.join(truth.classes)}")
-    pairing = pair_images(truth, pred)
+    pairing = pair_images(truth.for_classes(classes), pred.for_classes(classes))
     if not pairing.pairs:
         raise ConfigError(f"none of the {len(truth.images)} ground-truth images is labelled in {store.run_dir} "
                           "(images are matched by path, then by file content)")
 
     box_metrics = coco_metrics(pairing.pairs, classes, "bbox")
-    segm = coco_metrics(pairing.pairs, classes, "segm") if has_masks(pairing.pairs, classes) else None
+    segm = coco_metrics(pairing.pairs, classes, "segm") if has_masks(pairing.pairs) else None
     results = []
-    for name in classes:
+    for k, name in enumerate(classes):
         parts = []
         for g, p in pairing.pairs:
-            gts, preds = _boxes(g.boxes, name), _boxes(p.boxes, name)
-            parts.append(match_image([b.xyxy for b in preds], [b.score for b in preds], [b.xyxy for b in gts],
-                                     [b.iscrowd for b in gts], iou))
+            preds, gts, crowd = (det[det.class_ids == k] for det in (p.labels, g.labels, g.crowd))
+            parts.append(match_image(preds.xyxy, preds.scores, np.concatenate([gts.xyxy, crowd.xyxy]),
+                                     np.arange(len(gts) + len(crowd)) >= len(gts), iou))
         matches = Matches.merge(parts)
         curve = pr_curve(matches, pred.threshold_floor.get(name, 0.0))
         tp = int(matches.tp.sum())

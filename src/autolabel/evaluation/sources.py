@@ -1,38 +1,45 @@
 """Ground truth and predictions as plain in-memory label sets, and pairing their images.
 
 Both sides are :class:`LabelSet` objects: images keyed by absolute path (with SHA-256 and the
-EXIF-oriented size) holding :class:`Box` labels in original oriented pixels. Ground truth comes from
-a COCO file or YOLO dataset (read by ``autolabel.importers``) or from a run folder (an imported run,
-or a labelling run whose reviewed images serve as ground truth); predictions from a run's store.
+EXIF-oriented size) holding their labels as a :class:`~autolabel.detections.Detections` in original
+oriented pixels, ``class_ids`` indexing the set's ``classes``. Ground truth comes from a COCO file or
+YOLO dataset (read by ``autolabel.importers``) or from a run folder (an imported run, or a labelling
+run whose reviewed images serve as ground truth); predictions from a run's store. A label without a
+score (a human one) scores 1.0 as a prediction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
+from autolabel.detections import Detections
 from autolabel.errors import ConfigError
 from autolabel.store import DB_NAME, Store, open_store
 
 
-@dataclass(frozen=True)
-class Box:
-    """One label: class name, ``xyxy`` (oriented pixels), score (1.0 for human labels), RLE, crowd flag."""
-
-    class_name: str
-    xyxy: tuple[float, float, float, float]
-    score: float = 1.0
-    rle: dict | None = None
-    iscrowd: bool = False
-
-
 @dataclass
 class LabelImage:
+    """One image's labels; ``crowd``: ground-truth crowd regions (predictions on them are ignored)."""
+
     path: str
     width: int
     height: int
     sha256: str | None
-    boxes: list[Box] = field(default_factory=list)
+    labels: Detections
+    crowd: Detections = field(default_factory=Detections.empty)
+
+    def for_classes(self, new_ids: np.ndarray) -> "LabelImage":
+        """Class ids mapped through ``new_ids`` (old id -> new id, -1: dropped)."""
+
+        def mapped(det: Detections) -> Detections:
+            ids = new_ids[det.class_ids] if len(det) else det.class_ids
+            kept = det[ids >= 0]
+            return replace(kept, class_ids=ids[ids >= 0])
+
+        return replace(self, labels=mapped(self.labels), crowd=mapped(self.crowd))
 
 
 @dataclass
@@ -44,6 +51,11 @@ class LabelSet:
     description: str
     threshold_floor: dict[str, float] = field(default_factory=dict)  # predictions: the run's thresholds
 
+    def for_classes(self, classes: list[str]) -> "LabelSet":
+        """The same labels with class ids indexing ``classes``; labels of other classes dropped."""
+        new_ids = np.array([classes.index(n) if n in classes else -1 for n in self.classes], dtype=np.int64)
+        return replace(self, classes=list(classes), images=[im.for_classes(new_ids) for im in self.images])
+
 
 def from_store(store: Store, *, ground_truth: bool) -> LabelSet:
     """Labels of a run. As ground truth: the reviewed images (an imported run marks all of them),
@@ -53,9 +65,10 @@ def from_store(store: Store, *, ground_truth: bool) -> LabelSet:
     for record in store.images("done"):
         if ground_truth and not record.reviewed:
             continue
-        boxes = [Box(d.class_name, tuple(d.xyxy), 1.0 if d.score is None else float(d.score), d.rle)
-                 for d in store.detections(record.id)]
-        images.append(LabelImage(record.path, record.width, record.height, record.sha256, boxes))
+        labels = store.labels(record.id)
+        if not ground_truth:
+            labels = replace(labels, scores=np.where(labels.has_score, labels.scores, 1.0))
+        images.append(LabelImage(record.path, record.width, record.height, record.sha256, labels))
     if ground_truth and not images:
         raise ConfigError(f"{store.run_dir} has no reviewed images to use as ground truth "
                           "(import a dataset with `autolabel import`, or review images in the UI)")
@@ -76,8 +89,7 @@ def from_path(source: str | Path, images_dir: str | Path | None = None, fmt: str
     from autolabel.importers import load_dataset
 
     dataset = load_dataset(source, fmt, images_dir)
-    images = [LabelImage(im.path, im.width, im.height, im.sha256,
-                         [Box(lab.class_name, lab.xyxy, 1.0, lab.rle, lab.iscrowd) for lab in im.labels])
+    images = [LabelImage(im.path, im.width, im.height, im.sha256, im.labels, im.crowd)
               for im in dataset.images if not im.error]
     if not images:
         raise ConfigError(f"no readable images in {source}")

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from autolabel.errors import ConfigError
+from autolabel.images import DEFAULT_MAX_PIXELS
 from autolabel.ontology import Ontology
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def load_store_examples(run_dir: str | Path, *, labels: str = "auto", min_score:
         raise ConfigError(f"min_score must be in [0, 1], got {min_score}")
     with open_store(run_dir, create=False) as store:
         ontology = store.ontology
+        names = ontology.names
         records = list(store.images("done"))
         n_reviewed = sum(r.reviewed for r in records)
         policy = labels
@@ -141,15 +143,12 @@ def load_store_examples(run_dir: str | Path, *, labels: str = "auto", min_score:
         for record in records:
             if policy == "reviewed" and not record.reviewed:
                 continue
-            boxes, classes = [], []
-            for det in store.detections(record.id):
-                trusted = record.reviewed or det.source == "human" or det.review == "accepted"
-                if not trusted and (det.score is None or det.score < min_score):
-                    continue
-                boxes.append(det.xyxy)
-                classes.append(det.class_name)
+            det = store.labels(record.id)
+            trusted = record.reviewed | (det.sources == "human") | (det.reviews == "accepted")
+            keep = trusted | (det.has_score & (det.scores >= min_score))  # NaN: no score
+            classes = tuple(names[c] for c in det.class_ids[keep])
             examples.append(Example(record.path, int(record.width), int(record.height),
-                                    np.array(boxes, dtype=np.float32).reshape(-1, 4), tuple(classes)))
+                                    det.xyxy[keep].astype(np.float32).reshape(-1, 4), classes))
     if not examples:
         raise ConfigError(f"{run_dir} has no labelled images to train on")
     _check_files(examples)
@@ -157,77 +156,36 @@ def load_store_examples(run_dir: str | Path, *, labels: str = "auto", min_score:
     return Dataset(tuple(examples), ontology, f"{len(examples)} {what} from {run_dir}")
 
 
-def _resolve_image(file_name: str, json_path: Path, images_dir: Path | None) -> Path | None:
-    candidate = Path(file_name)
-    if candidate.is_absolute():
-        return candidate if candidate.is_file() else None
-    roots = [images_dir] if images_dir is not None else []
-    roots += [json_path.parent, json_path.parent / "images"]
-    for root in roots:
-        path = root / file_name
-        if path.is_file():
-            return path.resolve()
-    return None
-
-
 def load_coco_examples(json_path: str | Path, *, images_dir: str | Path | None = None,
                        ontology: Ontology | None = None) -> Dataset:
-    """Examples from a COCO detection file (every listed image; ones without boxes are negatives).
+    """Examples from a COCO file (every listed image; ones without boxes are negatives).
 
-    Image files are looked up as ``file_name`` under ``images_dir``, then beside the JSON, then in
-    ``images/`` beside it (the ``autolabel export`` layout). Boxes are taken to be in the pixel frame
-    of the image as listed (``width``/``height``); if the file on disk (EXIF-oriented) has another
-    size with the same aspect ratio, boxes are scaled to it. ``ontology`` sets the prompts of the
-    classes (default: each category's name); categories it does not name are left out.
+    Read by the one COCO reader (``importers.coco.load_coco``: where images are looked up, the size
+    and EXIF policy, the checks); crowd regions are not trained on. ``ontology`` sets the prompts of
+    the classes (default: each category's name); categories it does not name are left out.
+
+    Raises:
+        ConfigError: the file is broken, or an image is missing or does not fit its listed size.
     """
-    from autolabel.images import oriented_size
+    from autolabel.importers.coco import load_coco
 
-    json_path = Path(json_path)
-    try:
-        doc = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read COCO file {json_path}: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("categories"), list):
-        raise ConfigError(f"{json_path} is not a COCO detection file (needs 'images' and 'categories' lists)")
-    categories = {c["id"]: str(c["name"]) for c in doc["categories"]}
+    coco = load_coco(json_path, images_dir, hash_files=False)
+    failed = [image.error for image in coco.images if image.error]
+    if failed:
+        raise ConfigError(f"{json_path}: {len(failed)} image(s) cannot be used, e.g. {failed[0]}; "
+                          "pass the image folder (--images) or fix the file")
     if ontology is None:
-        ontology = Ontology.from_classes(list(dict.fromkeys(categories.values())))
+        ontology = Ontology.from_classes(coco.classes)
     known = set(ontology.names)
-    skipped = sorted(set(categories.values()) - known)
+    skipped = sorted(set(coco.classes) - known)
     if skipped:
         log.warning("%s: categories not in the ontology are left out: %s", json_path, ", ".join(skipped))
-
-    by_image: dict = {}
-    for ann in doc.get("annotations", []):
-        name = categories.get(ann.get("category_id"))
-        if name is None or name not in known:
-            continue
-        x, y, w, h = map(float, ann["bbox"])
-        if w <= 0 or h <= 0:
-            continue
-        by_image.setdefault(ann["image_id"], []).append(([x, y, x + w, y + h], name))
-
-    images_root = Path(images_dir) if images_dir is not None else None
-    examples, missing = [], []
-    for image in doc["images"]:
-        path = _resolve_image(str(image["file_name"]), json_path, images_root)
-        if path is None:
-            missing.append(str(image["file_name"]))
-            continue
-        width, height = oriented_size(path)
-        anns = by_image.get(image["id"], [])
-        boxes = np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4)
-        listed_w, listed_h = int(image.get("width") or width), int(image.get("height") or height)
-        if (listed_w, listed_h) != (width, height):
-            if abs(listed_w * height - listed_h * width) > max(width, height):
-                raise ConfigError(f"{json_path}: image {image['file_name']} is listed as {listed_w}x{listed_h} "
-                                  f"but the file is {width}x{height} (another aspect ratio)")
-            boxes = boxes * np.array([width / listed_w, height / listed_h] * 2, dtype=np.float32)
-        examples.append(Example(str(path), width, height, boxes, tuple(a[1] for a in anns)))
-    if missing:
-        where = f"{images_root}, " if images_root else ""
-        raise ConfigError(f"{json_path}: {len(missing)} image file(s) not found (looked in {where}{json_path.parent} "
-                          f"and {json_path.parent / 'images'}), e.g. {missing[0]!r}; pass the image folder")
+    examples = []
+    for image in coco.images:
+        names = [coco.classes[i] for i in image.labels.class_ids]
+        kept = [i for i, name in enumerate(names) if name in known]
+        examples.append(Example(image.path, image.width, image.height, image.labels.xyxy[kept],
+                                tuple(names[i] for i in kept)))
     if not examples:
         raise ConfigError(f"{json_path} lists no images")
     return Dataset(tuple(examples), ontology, f"{len(examples)} images from {json_path}")
@@ -375,7 +333,7 @@ class Augmented(NamedTuple):
 
 
 def load_augmented(example: Example, params: AugmentParams, *, max_side: int | None, min_visible: float = 0.4,
-                   max_pixels: int = 178_956_970) -> Augmented:
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> Augmented:
     """Decode an example (EXIF-oriented, long side at most ``max_side``) and augment it with its boxes."""
     from autolabel.images import load_image
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autolabel.errors import ConfigError
-from autolabel.importers.dataset import Dataset, DatasetImage, DatasetLabel, ImportFormatError
+from autolabel.importers.dataset import Dataset, DatasetImage, ImportFormatError
 
 IMPORT_FORMATS = ("coco", "yolo")
 _BATCH = 256
 
-__all__ = ["IMPORT_FORMATS", "Dataset", "DatasetImage", "DatasetLabel", "ImportFormatError", "ImportSummary",
+__all__ = ["IMPORT_FORMATS", "Dataset", "DatasetImage", "ImportFormatError", "ImportSummary",
            "detect_format", "import_dataset", "load_dataset"]
 
 
@@ -98,14 +98,14 @@ def import_dataset(source: str | Path, run_dir: str | Path, *, fmt: str | None =
                 if image.error:
                     summary.failed += 1
                     summary.failures.append((image.path, image.error))
-                    batch.append((ImageResult(image.path, error=image.error), []))
+                    batch.append(ImageResult(image.path, error=image.error))
                     continue
-                labels = [(lab.class_name, lab.xyxy, lab.rle) for lab in image.labels if not lab.iscrowd]
                 summary.images += 1
-                summary.labels += len(labels)
-                summary.per_class.update(name for name, _, _ in labels)
-                batch.append((ImageResult(image.path, image.sha256, image.width, image.height), labels))
-            store.write_human_labels(batch)
+                summary.labels += len(image.labels)
+                summary.per_class.update(dataset.classes[i] for i in image.labels.class_ids)
+                batch.append(ImageResult(image.path, image.sha256, image.width, image.height, image.labels))
+            store.write_human_labels(batch)  # the store's classes are the dataset's, in order
             if on_progress:
                 on_progress(len(batch))
     return summary
+

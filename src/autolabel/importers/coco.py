@@ -1,18 +1,25 @@
-"""Read a COCO detection/instance-segmentation file (with its images) into a :class:`Dataset`.
+"""Read a COCO detection/instance-segmentation file (with its images): the one COCO reader.
+
+``import``, ``eval --gt`` and fine-tuning all read COCO files through :func:`load_coco`:
 
 * Categories become classes in category-id order; labels are matched to them by id.
 * ``bbox`` ``[x, y, w, h]`` becomes ``xyxy``; a polygon or RLE ``segmentation`` becomes a COCO RLE
-  (pycocotools rasterization, so the mask is what every COCO reader sees). An annotation whose box
-  is empty but whose mask is not gets the mask's box.
-* ``iscrowd: 1`` annotations are kept with ``iscrowd=True`` (evaluation ignores matches to them);
-  the store cannot hold them, so ``import`` skips and counts them.
+  (pycocotools rasterization, so the mask is what every COCO reader sees), after the checks of
+  ``importers.segmentation`` (a broken one is an :class:`ImportFormatError` naming the annotation
+  and the image). An annotation whose box is empty but whose mask is not gets the mask's box; boxes
+  are clipped to the image and dropped (counted in ``skipped_invalid``) when nothing is left.
+* ``iscrowd: 1`` annotations go to ``DatasetImage.crowd`` (evaluation ignores matches to them;
+  the store cannot hold them, so ``import`` skips and counts them).
 * Images are found under ``images_dir`` or, by default, next to the JSON file, in ``images/`` next to
   it, or in ``../images/<split>/`` for ``annotations/instances_<split>.json`` (the layout ``autolabel
   export --split`` writes). Names that are absolute or climb out of the folder are refused.
-* Frames: COCO ``width``/``height`` should be the EXIF-oriented size (what OpenCV, Ultralytics,
-  Detectron2 and our exports use). When they equal the *stored* size of a file whose EXIF orientation
-  swaps the sides (5-8), the labels were drawn on the stored pixels and are rotated into the oriented
-  frame. Any other size mismatch marks the image failed (skipped, reported) rather than guessing.
+
+Size policy (the one place it is decided): COCO ``width``/``height`` should be the EXIF-oriented
+size (what OpenCV, Ultralytics, Detectron2 and our exports use), and labels are then taken as they
+are. When they equal the *stored* size of a file whose EXIF orientation swaps the sides (5-8), the
+labels were drawn on the stored pixels and are turned into the oriented frame (``orientation``).
+Any other mismatch marks the image failed (``DatasetImage.error``, naming the file and both sizes)
+rather than guessing; a missing or unreadable file fails the same way.
 """
 
 from __future__ import annotations
@@ -23,16 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+from autolabel.detections import Detections
 from autolabel.importers.dataset import (
     Dataset,
     DatasetImage,
-    DatasetLabel,
     ImportFormatError,
-    orient_box,
-    orient_rle,
+    human_labels,
     probe_files,
     safe_join,
 )
+from autolabel.importers.segmentation import SegmentationError, segmentation_rle
 
 
 def _load_json(path: Path) -> dict:
@@ -62,41 +69,111 @@ def image_roots(json_path: Path, images_dir: str | Path | None) -> list[Path]:
     return roots
 
 
-def _segmentation_rle(seg, height: int, width: int, where: str) -> dict | None:
-    from autolabel.geometry import mask_to_rle, polygons_to_rle, rle_to_mask
+def from_coco(annotations: list[dict], width: int, height: int, class_index: dict[int, int],
+              where: str = "") -> Detections:
+    """COCO annotations of one ``width x height`` image -> human labels in that image's pixel frame.
 
-    if seg is None or seg == [] or seg == {}:
-        return None
-    try:
-        if isinstance(seg, list):
-            polygons = [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
-            return polygons_to_rle(polygons, height, width) if polygons else None
-        if isinstance(seg, dict):
-            if [int(v) for v in seg.get("size", [])] != [height, width]:
-                raise ImportFormatError(f"{where}: RLE size {seg.get('size')} is not the image's [height, width] "
-                                        f"[{height}, {width}]")
-            if isinstance(seg.get("counts"), str):
-                return {"size": [height, width], "counts": seg["counts"]}
-            return mask_to_rle(rle_to_mask(seg))  # uncompressed counts -> compressed
-    except (ValueError, TypeError) as exc:
-        raise ImportFormatError(f"{where}: invalid segmentation ({exc})") from None
-    raise ImportFormatError(f"{where}: segmentation must be a list of polygons or an RLE dict")
+    ``class_index`` maps category ids to class ids. Annotations without a usable box or mask, or
+    wholly outside the image, are left out (``len(annotations) - len(result)`` of them); crowd flags
+    are not looked at (the caller splits crowd regions off first).
 
-
-def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> Dataset:
-    """Parse a COCO file and probe its images (oriented size, SHA-256). See the module docstring."""
+    Raises:
+        ImportFormatError: a bbox that is not finite or a broken segmentation, naming ``where``
+            and the annotation id.
+    """
     from autolabel.geometry import rle_area, rle_to_xyxy
 
-    json_path = Path(json_path)
-    data = _load_json(json_path)
+    boxes, class_ids, masks = [], [], []
+    for ann in annotations:
+        what = f"{where}annotation {ann.get('id', '?')}"
+        try:
+            rle = segmentation_rle(ann.get("segmentation"), height, width)
+        except (SegmentationError, TypeError) as exc:
+            raise ImportFormatError(f"{what}: invalid segmentation ({exc})") from None
+        bbox = ann.get("bbox")
+        if isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox) \
+                and bbox[2] > 0 and bbox[3] > 0:
+            x, y, w, h = map(float, bbox)
+            xyxy = np.array([x, y, x + w, y + h])
+        elif rle is not None and rle_area(rle) > 0:
+            xyxy = rle_to_xyxy(rle)
+        else:
+            continue
+        if not np.isfinite(xyxy).all():
+            raise ImportFormatError(f"{what}: bbox {bbox} is not finite")
+        xyxy = np.clip(xyxy, 0, [width, height, width, height])
+        if xyxy[2] > xyxy[0] and xyxy[3] > xyxy[1]:  # else wholly outside the image
+            boxes.append(xyxy)
+            class_ids.append(class_index[int(ann["category_id"])])
+            masks.append(rle)
+    return human_labels(np.array(boxes).reshape(-1, 4), class_ids, masks)
+
+
+def _read_categories(data: dict, json_path: Path) -> dict[int, str]:
     categories = sorted(data["categories"], key=lambda c: c.get("id", 0) if isinstance(c, dict) else 0)
-    class_of: dict[int, str] = {}
+    name_of: dict[int, str] = {}
     for cat in categories:
         if not isinstance(cat, dict) or "id" not in cat or not str(cat.get("name", "")).strip():
             raise ImportFormatError(f"{json_path}: every category needs an 'id' and a 'name', got {cat!r}")
-        if cat["name"] in class_of.values():
+        if cat["name"] in name_of.values():
             raise ImportFormatError(f"{json_path}: category name {cat['name']!r} is used twice")
-        class_of[int(cat["id"])] = str(cat["name"])
+        name_of[int(cat["id"])] = str(cat["name"])
+    return name_of
+
+
+def _annotations_by_image(data: dict, json_path: Path, image_ids, category_ids) -> dict[int, list[dict]]:
+    by_image: dict[int, list[dict]] = {}
+    for index, ann in enumerate(data.get("annotations", [])):
+        where = f"{json_path}: annotation {ann.get('id', index) if isinstance(ann, dict) else index}"
+        if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
+            raise ImportFormatError(f"{where} needs 'image_id' and 'category_id'")
+        image_id, cat_id = int(ann["image_id"]), int(ann["category_id"])
+        if image_id not in image_ids:
+            raise ImportFormatError(f"{where} refers to image {image_id}, which is not in 'images'")
+        if cat_id not in category_ids:
+            raise ImportFormatError(f"{where} refers to category {cat_id}, which is not in 'categories'")
+        by_image.setdefault(image_id, []).append(ann)
+    return by_image
+
+
+def labels_frame(image: DatasetImage, declared: tuple[int, int]) -> int:
+    """The EXIF orientation the image's labels must be turned by (1: none); see the size policy.
+
+    Raises:
+        ImportFormatError: ``declared`` is neither the oriented nor (for orientations 5-8) the stored size.
+    """
+    from autolabel.orientation import file_orientation, orient_size, swaps_sides
+
+    if declared == (image.width, image.height):
+        return 1
+    try:
+        orientation = file_orientation(image.path)
+    except OSError:
+        orientation = 1
+    if swaps_sides(orientation) and declared == orient_size((image.width, image.height), orientation):
+        return orientation
+    raise ImportFormatError(f"{image.path}: COCO says {declared[0]}x{declared[1]} but the image is "
+                            f"{image.width}x{image.height} (after EXIF orientation); labels were made for another copy")
+
+
+def _orient(labels: Detections, orientation: int, stored: tuple[int, int]) -> Detections:
+    from autolabel.orientation import orient_boxes, orient_rle
+
+    if orientation == 1:
+        return labels
+    masks = None if labels.masks is None else [m if m is None else orient_rle(m, orientation) for m in labels.masks]
+    return human_labels(orient_boxes(labels.xyxy, orientation, stored), labels.class_ids, masks)
+
+
+def load_coco(json_path: str | Path, images_dir: str | Path | None = None, *, hash_files: bool = True) -> Dataset:
+    """Parse a COCO file and probe its images (oriented size; SHA-256 with ``hash_files``).
+
+    See the module docstring for where images are looked up, the size policy and the checks.
+    """
+    json_path = Path(json_path)
+    data = _load_json(json_path)
+    name_of = _read_categories(data, json_path)
+    class_index = {cat_id: i for i, cat_id in enumerate(name_of)}
 
     roots = image_roots(json_path, images_dir)
     coco_images: dict[int, dict] = {}
@@ -109,62 +186,28 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None) -> Da
         coco_images[int(im["id"])] = im
     if len(set(paths.values())) != len(paths):
         raise ImportFormatError(f"{json_path}: two image entries name the same file")
+    by_image = _annotations_by_image(data, json_path, coco_images, class_index)
 
     ids = sorted(paths, key=lambda i: str(paths[i]))
-    infos = dict(zip(ids, probe_files([paths[i] for i in ids])))
-    images: dict[int, DatasetImage] = {}
-    frames: dict[int, int] = {}  # image id -> EXIF orientation the labels must be turned by (1: none)
-    for image_id in ids:
-        info, im = infos[image_id], coco_images[image_id]
+    infos = probe_files([paths[i] for i in ids], hash_files)
+    dataset = Dataset("coco", str(json_path.resolve()), list(name_of.values()), [])
+    for image_id, info in zip(ids, infos):
         image = DatasetImage(str(paths[image_id]), info.width, info.height, info.sha256, error=info.error)
-        images[image_id] = image
-        if info.error:
-            continue
-        declared = (int(im.get("width") or info.width), int(im.get("height") or info.height))
-        if declared == (info.width, info.height):
-            frames[image_id] = 1
-        elif declared == (info.raw_width, info.raw_height) and info.orientation in (5, 6, 7, 8):
-            frames[image_id] = info.orientation
-        else:
-            image.error = (f"{image.path}: COCO says {declared[0]}x{declared[1]} but the image is "
-                           f"{info.width}x{info.height} (after EXIF orientation); labels were made for another copy")
-
-    dataset = Dataset("coco", str(json_path.resolve()), list(class_of.values()), [images[i] for i in ids])
-    for index, ann in enumerate(data.get("annotations", [])):
-        where = f"{json_path}: annotation {ann.get('id', index) if isinstance(ann, dict) else index}"
-        if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
-            raise ImportFormatError(f"{where} needs 'image_id' and 'category_id'")
-        image_id, cat_id = int(ann["image_id"]), int(ann["category_id"])
-        if image_id not in images:
-            raise ImportFormatError(f"{where} refers to image {image_id}, which is not in 'images'")
-        if cat_id not in class_of:
-            raise ImportFormatError(f"{where} refers to category {cat_id}, which is not in 'categories'")
-        image = images[image_id]
+        dataset.images.append(image)
         if image.error:
             continue
-        orientation = frames[image_id]
         im = coco_images[image_id]
-        # Labels are in the frame COCO declares: the oriented one, or the stored one (sides swapped).
-        frame_w, frame_h = (image.width, image.height) if orientation == 1 else (image.height, image.width)
-        rle = _segmentation_rle(ann.get("segmentation"), frame_h, frame_w, where)
-        bbox = ann.get("bbox")
-        if isinstance(bbox, list) and len(bbox) == 4 and bbox[2] > 0 and bbox[3] > 0:
-            x, y, w, h = map(float, bbox)
-            xyxy = (x, y, x + w, y + h)
-        elif rle is not None and rle_area(rle) > 0:
-            xyxy = tuple(float(v) for v in rle_to_xyxy(rle))
-        else:
-            dataset.skipped_invalid += 1
+        declared = (int(im.get("width") or image.width), int(im.get("height") or image.height))
+        try:
+            orientation = labels_frame(image, declared)
+        except ImportFormatError as exc:
+            image.error = str(exc)
             continue
-        if not all(np.isfinite(xyxy)):
-            raise ImportFormatError(f"{where}: bbox {bbox} is not finite")
-        if orientation != 1:
-            xyxy = orient_box(xyxy, orientation, im["width"], im["height"])
-            rle = orient_rle(rle, orientation) if rle is not None else None
-        xyxy = tuple(float(v) for v in np.clip(xyxy, 0, [image.width, image.height] * 2))
-        if not (xyxy[2] > xyxy[0] and xyxy[3] > xyxy[1]):  # wholly outside the image
-            dataset.skipped_invalid += 1
-            continue
-        image.labels.append(DatasetLabel(class_of[cat_id], xyxy, rle, bool(ann.get("iscrowd", 0))))
-        dataset.crowd += bool(ann.get("iscrowd", 0))
+        where = f"{json_path}: image {im['file_name']!r}, "
+        anns = by_image.get(image_id, [])
+        crowd = [a for a in anns if a.get("iscrowd")]
+        plain = [a for a in anns if not a.get("iscrowd")]
+        image.labels = _orient(from_coco(plain, *declared, class_index, where), orientation, declared)
+        image.crowd = _orient(from_coco(crowd, *declared, class_index, where), orientation, declared)
+        dataset.skipped_invalid += len(anns) - len(image.labels) - len(image.crowd)
     return dataset

@@ -3,6 +3,9 @@
 Coordinate frame: like everything inside autolabel, labels are absolute ``xyxy`` pixels (pixel ``i``
 spans ``[i, i + 1)``) and COCO RLE masks in the **EXIF-oriented** frame of the original image, the
 frame ``images.load_image`` returns and every export bakes in.
+
+Labels are :class:`~autolabel.detections.Detections` whose ``class_ids`` index ``Dataset.classes``:
+human labels (``sources`` ``"human"``, ``reviews`` ``"accepted"``, score NaN, prompt id -1).
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from autolabel.detections import NO_PROMPT, Detections
 from autolabel.errors import AutolabelError, ConfigError
 
 
@@ -22,25 +26,34 @@ class ImportFormatError(ConfigError):
     """The dataset's files do not follow the format (one readable line naming the file)."""
 
 
-@dataclass(frozen=True)
-class DatasetLabel:
-    """One human label: class name, ``xyxy`` (oriented pixels), optional COCO RLE, crowd flag."""
+def human_labels(xyxy, class_ids, masks: list[dict | None] | None = None) -> Detections:
+    """Labels a person made: no score (NaN), no prompt, accepted. ``xyxy`` keeps its float64 values."""
+    boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    n = len(boxes)
+    if masks is not None and all(m is None for m in masks):
+        masks = None  # the record's "no masks at all"
+    return Detections(boxes, np.full(n, np.nan), np.asarray(class_ids, dtype=np.int64).reshape(n),
+                      np.full(n, NO_PROMPT), masks, sources=np.full(n, "human"), reviews=np.full(n, "accepted"))
 
-    class_name: str
-    xyxy: tuple[float, float, float, float]
-    rle: dict | None = None
-    iscrowd: bool = False
+
+def _no_labels() -> Detections:
+    return human_labels(np.zeros((0, 4)), np.zeros(0))
 
 
 @dataclass
 class DatasetImage:
-    """One image of a dataset; ``error`` set when the file cannot be used (it is then skipped)."""
+    """One image of a dataset; ``error`` set when the file cannot be used (it is then skipped).
+
+    ``labels``: its labels; ``crowd``: COCO crowd regions (``iscrowd: 1``), kept apart because the
+    store cannot hold them while evaluation ignores predictions that fall on them.
+    """
 
     path: str
     width: int | None = None
     height: int | None = None
     sha256: str | None = None
-    labels: list[DatasetLabel] = field(default_factory=list)
+    labels: Detections = field(default_factory=_no_labels)
+    crowd: Detections = field(default_factory=_no_labels)
     error: str | None = None
     split: str | None = None
 
@@ -53,12 +66,16 @@ class Dataset:
     source: str
     classes: list[str]
     images: list[DatasetImage]
-    crowd: int = 0  # labels with iscrowd (kept for evaluation; the store cannot hold them)
     skipped_invalid: int = 0  # annotations without a usable box or mask
 
     @property
+    def crowd(self) -> int:
+        """Number of crowd regions (kept for evaluation; ``import`` skips them)."""
+        return sum(len(image.crowd) for image in self.images)
+
+    @property
     def has_masks(self) -> bool:
-        return any(label.rle is not None for image in self.images for label in image.labels)
+        return any(image.labels.masks is not None for image in self.images)
 
 
 def safe_join(root: Path, name: str, what: str) -> Path:
@@ -77,70 +94,26 @@ def safe_join(root: Path, name: str, what: str) -> Path:
 
 @dataclass(frozen=True)
 class FileInfo:
+    """Oriented size (from the header) and SHA-256 of an image file, or why it cannot be used."""
+
     width: int | None
     height: int | None
-    raw_width: int | None
-    raw_height: int | None
-    orientation: int
     sha256: str | None
     error: str | None
 
 
-def probe_file(path: Path) -> FileInfo:
-    """Oriented size (header only), stored size, EXIF orientation and SHA-256 of an image file."""
+def probe_file(path: Path, hash_file: bool = True) -> FileInfo:
+    """Oriented size (header only) and, with ``hash_file``, SHA-256 of an image file."""
     from autolabel.images import file_sha256, oriented_size
 
     try:
         width, height = oriented_size(path)
-        with Image.open(path) as im:
-            raw_w, raw_h = im.size
-            orientation = int(im.getexif().get(0x0112, 1) or 1)
-        return FileInfo(width, height, raw_w, raw_h, orientation, file_sha256(path), None)
+        return FileInfo(width, height, file_sha256(path) if hash_file else None, None)
     except AutolabelError as exc:
-        return FileInfo(None, None, None, None, 1, None, str(exc))
-    except OSError as exc:
-        return FileInfo(None, None, None, None, 1, None, f"{path}: cannot read image ({exc})")
+        return FileInfo(None, None, None, str(exc))
 
 
-def probe_files(paths: list[Path]) -> list[FileInfo]:
+def probe_files(paths: list[Path], hash_files: bool = True) -> list[FileInfo]:
     """:func:`probe_file` for many files (I/O bound: a few threads)."""
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe") as pool:
-        return list(pool.map(probe_file, paths))
-
-
-# -- EXIF: labels drawn on the stored (un-oriented) pixels ------------------------------------------
-
-# Point maps from the stored frame (W x H) to the displayed frame, per the EXIF specification, and the
-# PIL transposes images.load_image applies (the same table).
-_POINT_MAPS = {
-    2: lambda x, y, W, H: (W - x, y), 3: lambda x, y, W, H: (W - x, H - y), 4: lambda x, y, W, H: (x, H - y),
-    5: lambda x, y, W, H: (y, x), 6: lambda x, y, W, H: (H - y, x), 7: lambda x, y, W, H: (H - y, W - x),
-    8: lambda x, y, W, H: (y, W - x),
-}
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
-def orient_box(xyxy, orientation: int, raw_w: int, raw_h: int) -> tuple[float, float, float, float]:
-    """A box in stored pixels -> the EXIF-oriented frame (pixel-edge coordinates)."""
-    f = _POINT_MAPS.get(orientation)
-    if f is None:
-        return tuple(float(v) for v in xyxy)
-    x0, y0, x1, y1 = xyxy
-    pts = np.array([f(x0, y0, raw_w, raw_h), f(x1, y1, raw_w, raw_h)], dtype=np.float64)
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
-
-
-def orient_rle(rle: dict, orientation: int) -> dict:
-    """A mask in stored pixels -> the EXIF-oriented frame (the transpose ``load_image`` applies)."""
-    transpose = _TRANSPOSE.get(orientation)
-    if transpose is None:
-        return rle
-    from autolabel.geometry import mask_to_rle, rle_to_mask
-
-    mask = Image.fromarray(rle_to_mask(rle).astype(np.uint8) * 255).transpose(transpose)
-    return mask_to_rle(np.asarray(mask) > 127)
+        return list(pool.map(partial(probe_file, hash_file=hash_files), paths))

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autolabel.importers.dataset import Dataset, DatasetImage, DatasetLabel, ImportFormatError, probe_files
+from autolabel.detections import Detections
+from autolabel.importers.dataset import Dataset, DatasetImage, ImportFormatError, human_labels, probe_files
 from autolabel.images import IMAGE_EXTENSIONS
 
 SPLIT_KEYS = ("train", "val", "test", "minival")
@@ -94,29 +95,33 @@ def label_path(image: Path) -> Path:
     return Path(text).with_suffix(".txt")
 
 
-def parse_label_file(path: Path, names: list[str], width: int, height: int) -> list[DatasetLabel]:
-    """Rows of one label file -> labels in oriented pixels (see the module docstring)."""
+def from_yolo(rows: list[str], width: int, height: int, num_classes: int, where: str = "") -> Detections:
+    """YOLO label rows of one ``width x height`` image -> human labels in its oriented pixels.
+
+    Rows are ``class cx cy w h`` or ``class x1 y1 x2 y2 ...`` (see the module docstring); blank
+    rows are skipped, boxes clipped to the image and dropped when nothing is left.
+
+    Raises:
+        ImportFormatError: a malformed row, naming ``where`` and the row number.
+    """
     from autolabel.geometry import polygons_to_rle
 
-    if not path.is_file():
-        return []
-    labels = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    boxes, class_ids, masks = [], [], []
+    for number, line in enumerate(rows, start=1):
         values = line.split()
         if not values:
             continue
-        where = f"{path}:{number}"
+        at = f"{where}:{number}"
         try:
             numbers = [float(v) for v in values]
         except ValueError:
-            raise ImportFormatError(f"{where}: not a list of numbers: {line.strip()!r}") from None
+            raise ImportFormatError(f"{at}: not a list of numbers: {line.strip()!r}") from None
         class_id = numbers[0]
-        if not class_id.is_integer() or not 0 <= class_id < len(names):
-            raise ImportFormatError(f"{where}: class id {values[0]} is not one of 0..{len(names) - 1}")
+        if not class_id.is_integer() or not 0 <= class_id < num_classes:
+            raise ImportFormatError(f"{at}: class id {values[0]} is not one of 0..{num_classes - 1}")
         coords = np.asarray(numbers[1:], dtype=np.float64)
         if not np.isfinite(coords).all():
-            raise ImportFormatError(f"{where}: coordinates must be finite")
-        name = names[int(class_id)]
+            raise ImportFormatError(f"{at}: coordinates must be finite")
         if coords.size == 4:
             cx, cy, w, h = coords * [width, height, width, height]
             xyxy = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
@@ -126,12 +131,20 @@ def parse_label_file(path: Path, names: list[str], width: int, height: int) -> l
             xyxy = (*points.min(axis=0), *points.max(axis=0))
             rle = polygons_to_rle([points.ravel().tolist()], height, width)
         else:
-            raise ImportFormatError(f"{where}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...', "
+            raise ImportFormatError(f"{at}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...', "
                                     f"got {len(values)} values")
-        xyxy = tuple(float(v) for v in np.clip(xyxy, 0, [width, height, width, height]))
+        xyxy = np.clip(xyxy, 0, [width, height, width, height])
         if xyxy[2] > xyxy[0] and xyxy[3] > xyxy[1]:
-            labels.append(DatasetLabel(name, xyxy, rle))
-    return labels
+            boxes.append(xyxy)
+            class_ids.append(int(class_id))
+            masks.append(rle)
+    return human_labels(np.array(boxes).reshape(-1, 4), class_ids, masks)
+
+
+def read_label_file(path: Path, num_classes: int, width: int, height: int) -> Detections:
+    """The labels of one image from its label file; a missing file means no objects."""
+    rows = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    return from_yolo(rows, width, height, num_classes, str(path))
 
 
 def load_yolo(source: str | Path) -> Dataset:
@@ -159,6 +172,6 @@ def load_yolo(source: str | Path) -> Dataset:
         listed, split = found[path]
         image = DatasetImage(str(path), info.width, info.height, info.sha256, error=info.error, split=split)
         if not info.error:
-            image.labels = parse_label_file(label_path(listed), names, info.width, info.height)
+            image.labels = read_label_file(label_path(listed), len(names), info.width, info.height)
         images.append(image)
     return Dataset("yolo", str(yaml_path), names, images)
