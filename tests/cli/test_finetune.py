@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from transformers import PreTrainedModel
 
 from autolabel.cli import main
 from autolabel.finetune.synthetic import build_calibrated_owlv2, make_shapes_dataset
@@ -39,7 +40,7 @@ def _label_and_eval(runner, model, images, gt, run, tmp_path) -> float:
     return json.loads((tmp_path / f"eval-{run.name}" / "metrics.json").read_text())["map"] or 0.0
 
 
-def test_finetune_from_coco_then_relabel_better(tmp_path, setup):
+def test_finetune_from_coco_then_relabel_better(tmp_path, setup, monkeypatch):
     """The loop the command exists for: label -> fine-tune -> relabel, measured by ``autolabel eval``."""
     model, gt = setup
     runner = CliRunner()
@@ -59,7 +60,11 @@ def test_finetune_from_coco_then_relabel_better(tmp_path, setup):
     print(f"\ntrain-set mAP by autolabel eval: {before:.4f} before, {after:.4f} after fine-tuning")
     assert after > before + 0.2
 
-    # The same command again: the result is there, nothing to do.
+    # The same command again: the result is there, nothing to do (not even loading the model).
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a finished run loaded the model")
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(no_loading))
     again = runner.invoke(main, args)
     assert again.exit_code == 0 and "nothing to do" in again.output
 
@@ -87,6 +92,23 @@ def test_finetune_from_a_run_starts_from_the_runs_model(tmp_path, setup):
     assert result.exit_code == 0, result.output
     assert f"starting from {model}" in result.output and "6 images" in result.output
     assert (out / "model.safetensors").exists()
+
+
+def test_options_default_to_the_library_config(tmp_path, setup, monkeypatch):
+    from autolabel.finetune import train
+    from autolabel.finetune.config import TrainConfig
+
+    seen = {}
+
+    def capture(data, out_dir, *, config, **kwargs):
+        seen["config"] = config
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "finetune", capture)
+    model, gt = setup
+    result = CliRunner().invoke(main, ["finetune", "--train", str(gt), "--out", str(tmp_path / "o"), "--model", str(model)])
+    assert result.exit_code == 130, result.output
+    assert seen["config"] == TrainConfig()
 
 
 @pytest.mark.parametrize("args, message", [

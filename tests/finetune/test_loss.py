@@ -13,7 +13,6 @@ from autolabel.finetune.loss import (
     generalized_box_iou,
     hungarian_match,
     sigmoid_focal_loss,
-    xyxy_to_cxcywh,
 )
 
 W = LossWeights()
@@ -29,8 +28,8 @@ def test_giou_known_values():
                       [0.5, 0.0, 1.5, 1.0],  # iou 1/3, hull = union: 1/3
                       [2.0, 0.0, 3.0, 1.0]])  # disjoint: iou 0, hull 3, union 2 -> -1/3
     torch.testing.assert_close(generalized_box_iou(a, b)[0], torch.tensor([1.0, 1 / 3, -1 / 3]), atol=1e-5, rtol=0)
-    boxes = torch.tensor([[0.1, 0.2, 0.5, 0.9]])
-    torch.testing.assert_close(cxcywh_to_xyxy(xyxy_to_cxcywh(boxes)), boxes)
+    center_size = torch.tensor([[0.3, 0.55, 0.4, 0.7]])
+    torch.testing.assert_close(cxcywh_to_xyxy(center_size), torch.tensor([[0.1, 0.2, 0.5, 0.9]]))
 
 
 def test_matcher_pairs_each_target_with_its_nearest_prediction():

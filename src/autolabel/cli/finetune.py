@@ -7,7 +7,11 @@ from pathlib import Path
 
 import click
 
-from autolabel.cli import handle_errors
+from autolabel.cli.errors import handle_errors
+from autolabel.finetune.config import DEFAULT_LR, MAX_WARMUP_STEPS, MODES, PRECISIONS, TEXT_LR_DIVISOR, TrainConfig
+from autolabel.finetune.data import LABEL_POLICIES, AugmentConfig, load_examples
+
+DEFAULTS = TrainConfig()
 
 
 def _negatives(value: str | None):
@@ -29,45 +33,54 @@ def _negatives(value: str | None):
               help="Output folder: a checkpoint usable with --model (re-use it to resume).")
 @click.option("--val", "val_source", type=click.Path(exists=True), default=None,
               help="Validation data (COCO .json or run folder): mAP during training, keep-best.")
-@click.option("--steps", type=int, default=400, show_default=True, help="Optimizer steps.")
+@click.option("--steps", type=int, default=DEFAULTS.steps, show_default=True, help="Optimizer steps.")
 @click.option("--model", default=None,
               help="Starting checkpoint [default: the run's model for a run folder, else AUTOLABEL_MODEL].")
-@click.option("--mode", type=click.Choice(["full", "heads"]), default="full", show_default=True,
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULTS.mode, show_default=True,
               help="heads: cheap mode, train the class/box heads on cached image features (CPU friendly).")
 @click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Image folder of a COCO --train file (default: beside the file, or its images/).")
 @click.option("--val-images", "val_images_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Image folder of a COCO --val file.")
-@click.option("--labels", type=click.Choice(["auto", "reviewed", "all"]), default="auto", show_default=True,
+@click.option("--labels", type=click.Choice(LABEL_POLICIES), default=LABEL_POLICIES[0], show_default=True,
               help="Run folder labels: reviewed images only, or all images (model labels above --min-score); "
                    "auto = reviewed if there are any.")
 @click.option("--min-score", type=float, default=0.3, show_default=True, help="Score floor of unreviewed model labels.")
 @click.option("--prompt", "prompts", multiple=True, help='Prompts of a COCO class: "car=car,automobile". Repeatable.')
 @click.option("--ontology", "ontology_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Prompts of the COCO classes from a YAML/JSON ontology.")
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step.")
-@click.option("--lr", type=float, default=None, help="Vision tower + heads learning rate [2e-5 full, 1e-4 heads].")
-@click.option("--text-lr", type=float, default=None, help="Text tower learning rate [lr / 100; 0 freezes it].")
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--warmup", "warmup_steps", type=int, default=None, help="Warm-up steps [steps / 10, at most 100].")
+@click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True)
+@click.option("--grad-accum", type=int, default=DEFAULTS.grad_accum, show_default=True,
+              help="Micro-batches per optimizer step.")
+@click.option("--lr", type=float, default=None,
+              help=f"Vision tower + heads learning rate [{DEFAULT_LR['full']:g} full, {DEFAULT_LR['heads']:g} heads].")
+@click.option("--text-lr", type=float, default=None,
+              help=f"Text tower learning rate [lr / {TEXT_LR_DIVISOR}; 0 freezes it].")
+@click.option("--weight-decay", type=float, default=DEFAULTS.weight_decay, show_default=True)
+@click.option("--warmup", "warmup_steps", type=int, default=None,
+              help=f"Warm-up steps [steps / 10, at most {MAX_WARMUP_STEPS}].")
 @click.option("--freeze-vision", is_flag=True, help="Do not train the vision tower.")
 @click.option("--freeze-text", is_flag=True, help="Do not train the text tower.")
-@click.option("--num-negatives", type=int, default=16, show_default=True, help="Negative queries per image.")
+@click.option("--num-negatives", type=int, default=DEFAULTS.num_negatives, show_default=True,
+              help="Negative queries per image.")
 @click.option("--negatives", default=None,
               help="Negative names: comma list, a file (one per line), or 'none' [a built-in list of common objects].")
 @click.option("--no-augment", is_flag=True, help="No flips or crops.")
-@click.option("--cache-views", type=int, default=2, show_default=True, help="Cheap mode: cached views per image.")
-@click.option("--val-every", type=int, default=100, show_default=True, help="Validate every N steps (0: at the end).")
-@click.option("--save-every", type=int, default=100, show_default=True, help="Resumable checkpoint every N steps.")
+@click.option("--cache-views", type=int, default=DEFAULTS.cache_views, show_default=True,
+              help="Cheap mode: cached views per image.")
+@click.option("--val-every", type=int, default=DEFAULTS.val_every, show_default=True,
+              help="Validate every N steps (0: at the end).")
+@click.option("--save-every", type=int, default=DEFAULTS.save_every, show_default=True,
+              help="Resumable checkpoint every N steps.")
 @click.option("--ensemble-alpha", type=float, default=None,
               help="Output alpha*fine-tuned + (1-alpha)*starting weights, e.g. 0.5: keeps open-vocabulary generality.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [env AUTOLABEL_DEVICE].")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS.precision, show_default=True,
               help="auto: bf16 autocast on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere.")
 @click.option("--gradient-checkpointing", is_flag=True, help="Less GPU memory, slower steps (full mode).")
-@click.option("--workers", type=int, default=2, show_default=True, help="Image loading threads.")
+@click.option("--workers", type=int, default=DEFAULTS.workers, show_default=True,
+              help="Image loading threads.")
 @click.option("--keep-state", is_flag=True, help="Keep OUT/train_state (optimizer, caches) after finishing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
@@ -89,8 +102,6 @@ def finetune(train_source, out_dir, val_source, steps, model, mode, images_dir, 
     from tqdm import tqdm
 
     from autolabel.errors import ConfigError
-    from autolabel.finetune.data import AugmentConfig, load_examples
-    from autolabel.finetune.train import TrainConfig
     from autolabel.finetune.train import finetune as run_finetune
     from autolabel.ontology import Ontology
     from autolabel.settings import load_settings

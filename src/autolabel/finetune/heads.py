@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,9 +48,6 @@ class FeatureCache:
         self.by_example: dict[int, list[int]] = {}
         for v, view in enumerate(views):
             self.by_example.setdefault(view.example, []).append(v)
-
-    def __len__(self) -> int:
-        return len(self.views)
 
     def features(self, view_ids, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """image_feats (B, P, D) and feature_map (B, h, w, D) of the given views."""
@@ -102,7 +98,6 @@ def build_feature_cache(
     min_visible: float = 0.4,
     batch_size: int = 4,
     workers: int = 2,
-    on_progress: Callable[[int, int], None] | None = None,
 ) -> FeatureCache:
     """Encode every view of ``examples`` once (or reuse ``cache_dir`` if it was built with ``key``).
 
@@ -151,8 +146,6 @@ def build_feature_cache(
             start = len(views)
             feats[start : start + len(images)] = encoded.image_feats.float().cpu().numpy().astype(np.float16)
             views.extend(view for _, view in loaded)
-            if on_progress:
-                on_progress(len(views), len(plans))
     feats.flush()
     del feats
     tmp = meta_path.with_suffix(".tmp")

@@ -19,19 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the loss terms and of the matching costs (the same weights for both, as DETR).
-
-    focal_alpha / focal_gamma: sigmoid focal loss parameters (OWL-ViT uses alpha 0.3, gamma 2).
-    """
-
-    class_weight: float = 2.0
-    l1_weight: float = 5.0
-    giou_weight: float = 2.0
-    focal_alpha: float = 0.3
-    focal_gamma: float = 2.0
+from autolabel.finetune.config import LossWeights
 
 
 @dataclass(frozen=True)
@@ -74,11 +62,6 @@ class LossOutput:
 def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     cx, cy, w, h = boxes.unbind(-1)
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
-
-
-def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
 
 
 def generalized_box_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

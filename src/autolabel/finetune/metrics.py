@@ -18,20 +18,20 @@ def coco_map(examples, predictions, class_names: list[str], max_dets: int = 100)
     Returns {"map", "map50", "map75": float in [0, 1], "per_class": {name: AP}}; classes without
     ground truth are left out of the mean and of ``per_class`` (COCO's rule); 0.0 when undefined.
     """
+    from autolabel.detections import NO_PROMPT, Detections
     from autolabel.evaluation.cocoeval import coco_metrics
-    from autolabel.evaluation.sources import Box, LabelImage
+    from autolabel.evaluation.sources import LabelImage
 
     if len(examples) != len(predictions):
         raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
     pairs = []
     for ex, dets in zip(examples, predictions):
-        truth = LabelImage(ex.path, ex.width, ex.height, None,
-                           [Box(name, tuple(map(float, box))) for box, name in zip(ex.boxes, ex.classes)])
-        order = np.argsort(-dets.scores, kind="stable")[:max_dets]
-        found = LabelImage(ex.path, ex.width, ex.height, None,
-                           [Box(class_names[int(dets.class_ids[i])], tuple(map(float, dets.xyxy[i])), float(dets.scores[i]))
-                            for i in order])
-        pairs.append((truth, found))
+        n = len(ex.boxes)
+        truth = Detections(ex.boxes, np.full(n, np.nan), [class_names.index(c) for c in ex.classes],
+                           np.full(n, NO_PROMPT), sources=["human"] * n)
+        best = dets[np.argsort(-dets.scores, kind="stable")[:max_dets]]
+        pairs.append((LabelImage(ex.path, ex.width, ex.height, None, truth),
+                      LabelImage(ex.path, ex.width, ex.height, None, best)))
     metrics = coco_metrics(pairs, list(class_names))
     return {
         "map": metrics.map or 0.0,

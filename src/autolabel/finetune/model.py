@@ -6,7 +6,8 @@ transformers model directly (``image_embedder`` -> ``box_predictor`` / ``class_p
 
 Parameter groups: ``vision`` (vision tower + the detection layer norm after it), ``text`` (text
 tower + projection), ``heads`` (class and box heads). The objectness head and the CLIP projections
-that detection never uses stay frozen.
+that detection never uses stay frozen. Also here: the query embeddings of a training step
+(``QueryEncoder``) and the weight-space ensemble of the result with the starting weights.
 """
 
 from __future__ import annotations
@@ -40,20 +41,25 @@ def set_trainable(model, groups: set[str]) -> dict[str, list[tuple[str, torch.nn
 
 
 def preprocess(detector, images, original_sizes=None) -> torch.Tensor:
-    """Model input exactly as inference makes it (``Owlv2Detector.preprocess``), as an ordinary
-    tensor autograd can use (the detector may compute it under ``inference_mode``).
+    """Model input exactly as inference makes it, as an ordinary tensor autograd can use (the
+    preprocessors run under ``inference_mode``), on the detector's device.
 
     ``original_sizes``: the (width, height) each image has at full resolution when it was decoded
-    smaller; the detector then reproduces the processor on the full-resolution pixels, as it does
-    for draft-decoded photos at inference. Detectors that cannot (an older ``preprocess``, or a
-    processor with unusual settings) get the images as they are.
+    smaller; the detector's own preprocessor then reproduces the processor on the full-resolution
+    pixels, as it does for draft-decoded photos at inference. Full-size images go through the
+    stock processor; so do reduced ones whose processor settings the torch version cannot reproduce.
     """
+    from autolabel.models.base import model_inputs
+    from autolabel.models.owlv2 import Owlv2ExactPreprocessor
+
+    stock = Owlv2ExactPreprocessor(detector.processor.image_processor)
     if original_sizes is not None and any(tuple(o) != im.size for o, im in zip(original_sizes, images)):
         try:
-            return detector.preprocess(images, original_sizes=[tuple(o) for o in original_sizes]).clone()
-        except (TypeError, ValueError):
+            return model_inputs(detector.preprocessor, images, [tuple(o) for o in original_sizes],
+                                detector.device).clone()
+        except ValueError:
             pass
-    return detector.preprocess(images).clone()
+    return model_inputs(stock, images, None, detector.device).clone()
 
 
 def encode_images(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,3 +99,41 @@ def gather_queries(embeds: torch.Tensor, index: list[list[int]]) -> tuple[torch.
         mask[i, : len(ix)] = True
     idx = idx.to(embeds.device)
     return embeds[idx], mask.to(embeds.device)
+
+
+class QueryEncoder:
+    """Query embeddings for training: with gradients when the text tower trains, else computed
+    once per text and kept (a frozen tower gives the same embedding every step)."""
+
+    def __init__(self, model, tokenizer, device, *, trains_text: bool):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.trains_text = trains_text
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        """(U,) texts -> (U, D)."""
+        if self.trains_text:
+            return encode_queries(self.model, self.tokenizer, texts, self.device)
+        missing = [t for t in texts if t not in self.cache]
+        if missing:
+            with torch.no_grad():
+                for start in range(0, len(missing), 256):
+                    chunk = missing[start : start + 256]
+                    embeds = encode_queries(self.model, self.tokenizer, chunk, self.device).float()
+                    self.cache.update(zip(chunk, embeds))
+        return torch.stack([self.cache[t] for t in texts])
+
+
+def blend_with_base(trainable: dict[str, torch.nn.Parameter], base_model: str, alpha: float) -> None:
+    """Weight-space ensemble (WiSE-FT), in place: alpha * fine-tuned + (1 - alpha) * ``base_model``'s weights."""
+    from transformers import Owlv2ForObjectDetection
+
+    from autolabel.models.loading import load_pretrained
+
+    base = load_pretrained(Owlv2ForObjectDetection, base_model, "the OWLv2 model", dtype=torch.float32)
+    base_state = base.state_dict()
+    with torch.no_grad():
+        for name, p in trainable.items():
+            p.mul_(alpha).add_(base_state[name].to(p.device, p.dtype), alpha=1 - alpha)
