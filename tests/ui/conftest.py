@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,12 @@ def models(ui_config):
     from autolabel.ui.session import ModelHandles
 
     return ModelHandles(ui_config.model, ui_config.sam_model, device="cpu")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_gradio_environment_leaks():
+    """Launching the UI sets GRADIO_* variables process-wide: every test must undo that."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("GRADIO_")}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith("GRADIO_")}
+    assert after == before, "a UI test left GRADIO_* environment variables behind"

@@ -1,5 +1,5 @@
-"""ui.app without a browser: error mapping, the handlers behind each tab, the CLI command, and the
-live server's security (what it serves, refuses and asks a login for)."""
+"""ui.app and its tabs without a browser: the page, the handlers behind each tab, the CLI command,
+and the live server's security (what it serves, refuses and asks a login for)."""
 
 from __future__ import annotations
 
@@ -12,94 +12,83 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from autolabel.errors import ConfigError, ImageLoadError
-from autolabel.ui.app import ADD_MODE, MOVE_MODE, AutolabelApp, ReviewState, ui_errors
+from autolabel.ui.app import AutolabelApp
+from autolabel.ui.events import ui_errors
+from autolabel.ui.tab_review import ADD_MODE, MOVE_MODE, ReviewState
 
-from ui_helpers import LiveServer, make_config
+from ui_helpers import live_server, make_config
 
 # Gradio 6.31's queue calls pandas options that pandas 3 deprecates (not our code).
 pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated:Warning"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:Warning")]
 
 
-# -- error mapping ----------------------------------------------------------------------------------
-
-
-def test_ui_errors_turns_domain_errors_into_one_line_messages():
-    @ui_errors
-    def bad():
-        raise ImageLoadError("photo.jpg: not an image <b>\nsecond line")
-
-    with pytest.raises(gr.Error) as info:
-        bad()
-    assert info.value.message == "photo.jpg: not an image &lt;b&gt;"  # first line, HTML-escaped
-    assert info.value.print_exception is False
-
-
-def test_ui_errors_wraps_generators_and_leaves_bugs_alone():
-    @ui_errors
-    def gen():
-        yield 1
-        raise ConfigError("no prompts")
-
-    out = gen()
-    assert next(out) == 1
-    with pytest.raises(gr.Error, match="no prompts"):
-        next(out)
-
-    @ui_errors
-    def bug():
-        raise KeyError("a bug keeps its traceback")
-
-    with pytest.raises(KeyError):
-        bug()
-
-
-# -- handlers ---------------------------------------------------------------------------------------
+# -- the page ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def app(tiny_owlv2, tiny_sam2, tmp_path):
-    return AutolabelApp(make_config(tmp_path, tiny_owlv2, tiny_sam2))
+    app = AutolabelApp(make_config(tmp_path, tiny_owlv2, tiny_sam2))
+    app.build()
+    return app
 
 
-def test_build_registers_private_listeners(app):
-    demo = app.build()
-    ids = {block.elem_id for block in demo.blocks.values() if getattr(block, "elem_id", None)}
-    for elem_id in ("test-upload", "test-threshold", "batch-start", "review-image", "review-next", "export-button"):
+def test_build_keeps_element_ids_and_private_listeners(app):
+    ids = [block.elem_id for block in app.demo.blocks.values() if getattr(block, "elem_id", None)]
+    assert len(ids) == len(set(ids))  # the browser tests and the keyboard shortcuts find them by id
+    for elem_id in ("model-status", "test-upload", "test-threshold", "batch-start", "batch-progress", "review-image",
+                    "review-next", "review-accept-image", "export-button", "eval-gt-run"):
         assert elem_id in ids
-    assert demo.fns and all(fn.api_visibility == "private" for fn in demo.fns.values())
+    assert app.demo.fns and all(fn.api_visibility == "private" for fn in app.demo.fns.values())
+
+
+def test_every_handler_output_is_a_registered_output(app):
+    # A handler may only return components its event lists as outputs: Gradio drops the others.
+    outputs = {id(block) for fn in app.demo.fns.values() for block in fn.outputs}
+    on_load = app.on_load()
+    assert set(on_load) and all(id(component) in outputs for component in on_load)
+    load_fn = next(fn for fn in app.demo.fns.values() if fn.name == "on_load")
+    assert {id(b) for b in load_fn.outputs} == {id(c) for c in on_load}
+
+
+# -- Test tab ---------------------------------------------------------------------------------------
 
 
 def test_test_query_shows_loading_then_result(app, photos):
-    steps = list(app.test_query(str(photos[0]), "car=car,van\nperson", 0.0, "detect"))
-    assert "Loading the model" in steps[0][2]  # first use: a visible status while loading
-    image, table, timing, status = steps[-1]
-    assert max(image.size) == 512 and len(table) > 0 and list(table.columns)[:2] == ["#", "class"]
-    assert "backbone passes so far: 1" in timing and "ready" in status
+    tab = app.test
+    steps = list(tab.query(str(photos[0]), "car=car,van\nperson", 0.0, "detect"))
+    assert "Loading the model" in steps[0][tab.timing]  # first use: a visible status while loading
+    result = steps[-1]
+    assert max(result[tab.image].size) == 512
+    assert len(result[tab.table]) > 0 and list(result[tab.table].columns)[:2] == ["#", "class"]
+    assert "backbone passes so far: 1" in result[tab.timing] and "ready" in result[app.status_box]
     # Threshold moves re-use the features: one step, no backbone pass.
-    (again,) = list(app.test_query(str(photos[0]), "car=car,van\nperson", 0.9, "detect", explicit=False))
-    assert "no backbone pass" in again[2] and app.models.detector.backbone_calls == 1
+    (again,) = list(tab.requery(str(photos[0]), "car=car,van\nperson", 0.9, "detect"))
+    assert "no backbone pass" in again[tab.timing] and app.models.detector.backbone_calls == 1
 
 
 def test_test_query_without_image_or_prompts(app, photos):
+    tab = app.test
     with pytest.raises(gr.Error, match="upload an image"):
-        list(ui_errors(app.test_query)(None, "person", 0.1, "detect"))
+        list(ui_errors(tab.query)(None, "person", 0.1, "detect"))
     # Background re-queries (slider, mode) stay silent until there is something to query.
-    assert list(app.test_query(None, "person", 0.1, "detect", explicit=False)) == [(gr.skip(),) * 4]
-    assert list(app.test_query(str(photos[0]), "  ", 0.1, "detect", explicit=False)) == [(gr.skip(),) * 4]
+    assert list(tab.requery(None, "person", 0.1, "detect")) == [gr.skip()]
+    assert list(tab.requery(str(photos[0]), "  ", 0.1, "detect")) == [gr.skip()]
     with pytest.raises(gr.Error, match="at least one class"):
-        list(ui_errors(app.test_query)(str(photos[0]), "", 0.1, "detect"))
+        list(ui_errors(tab.query)(str(photos[0]), "", 0.1, "detect"))
 
 
 def test_model_load_failure_updates_status_then_errors(tmp_path, photos):
     app = AutolabelApp(make_config(tmp_path, tmp_path / "missing-owl", tmp_path / "missing-sam"))
-    out = ui_errors(app.test_query)(str(photos[0]), "person", 0.1, "detect")
+    app.build()
     steps = []
     with pytest.raises(gr.Error, match="cannot load the OWLv2"):
-        for step in out:
+        for step in ui_errors(app.test.query)(str(photos[0]), "person", 0.1, "detect"):
             steps.append(step)
-    assert "failed to load" in steps[-1][3]
+    assert "failed to load" in steps[-1][app.status_box]
+
+
+# -- Batch -> Review -> Export ----------------------------------------------------------------------
 
 
 def _select(x, y):
@@ -107,36 +96,41 @@ def _select(x, y):
 
 
 def test_batch_review_export_handlers(app, photos):
-    steps = list(app.batch_start([str(p) for p in photos], "", "car=car,van\nperson", 0.0, "detect", "flow", "64"))
-    assert "Loading the model" in steps[0][0]  # first use
-    progress, run, shown, timer, zip_button, status = steps[-1]
-    assert run == "flow" and "data-state" in progress
-    app.batch.current().thread.join(60)
-    tick = app.batch_tick("flow", -1)
-    assert "data-state='finished'" in tick[0] and len(tick[1]) == 3 and Path(tick[4]["value"]).exists()
+    batch, rev, exp = app.batch, app.review, app.export
+    steps = list(batch.start_new([str(p) for p in photos], "", "car=car,van\nperson", 0.0, "detect", "flow", "64"))
+    assert "Loading the model" in steps[0][batch.progress]  # first use
+    assert steps[-1][batch.run_state] == "flow" and "data-state" in steps[-1][batch.progress]
+    app.runner.current().thread.join(60)
+    tick = batch.tick("flow", -1)
+    assert "data-state='finished'" in tick[batch.progress] and len(tick[batch.gallery]) == 3
+    assert Path(tick[batch.zip]["value"]).exists()
+    assert tick[rev.run].value == "flow" and tick[exp.run].value == "flow"  # the new run is listed
 
-    state, image, table, select, classes, pos, hint, summary = app.review_load("flow", "all", 0.3)
-    assert pos.startswith("Image 1 of 3") and "flow" in summary and state.selected is not None
-    first = state.selected
-    state, *_ , hint = app.review_action(state, first, "reject")
-    assert "Saved: reject" in hint
+    out = rev.load("flow", "all", 0.3)
+    state = out[rev.state]
+    assert out[rev.position].startswith("Image 1 of 3") and "flow" in out[rev.summary]
+    assert state.selected is not None
+    out = rev.edit(state, state.selected, action="reject")
+    state = out[rev.state]
+    assert "Saved: reject" in out[rev.hint]
     # Two clicks on the displayed image draw a box (display px -> original px).
     with app.open_run("flow") as store:
         _, scale = app.display.get(store.image(state.image_id))
-    state, *_ , hint = app.review_click(state, state.selected, ADD_MODE, "person", _select(30, 40))
-    assert state.pending == (30.0, 40.0) and "opposite corner" in hint
-    state, *_ , hint = app.review_click(state, state.selected, ADD_MODE, "person", _select(150, 200))
-    assert "Saved: added" in hint and state.pending is None
+    out = rev.click(state, state.selected, ADD_MODE, "person", _select(30, 40))
+    state = out[rev.state]
+    assert state.pending == (30.0, 40.0) and "opposite corner" in out[rev.hint]
+    out = rev.click(state, state.selected, ADD_MODE, "person", _select(150, 200))
+    state = out[rev.state]
+    assert "Saved: added" in out[rev.hint] and state.pending is None
     added = state.selected
-    state, *_ = app.review_click(state, added, MOVE_MODE, "person", _select(60, 60))
-    state, *_ , hint = app.review_click(state, added, MOVE_MODE, "person", _select(120, 150))
-    assert f"moved #{added}" in hint
-    state, *_ = app.review_accept_image(state)
-    assert state.pos == 1
+    state = rev.click(state, added, MOVE_MODE, "person", _select(60, 60))[rev.state]
+    out = rev.click(state, added, MOVE_MODE, "person", _select(120, 150))
+    assert f"moved #{added}" in out[rev.hint]
+    assert rev.accept_image(out[rev.state])[rev.state].pos == 1
 
-    download, text, per_class = app.export("flow", "coco", "", "polygon")
-    path = Path(download["value"])
-    assert path.is_relative_to(app.config.work_dir) and "rejected labels excluded" in text
+    out = exp.export("flow", "coco", "", "polygon")
+    path = Path(out[exp.download]["value"])
+    assert path.is_relative_to(app.config.work_dir) and "rejected labels excluded" in out[exp.summary]
     with zipfile.ZipFile(path) as z:
         coco = json.loads(z.read("coco_export.json"))
     human = [a for a in coco["annotations"] if "score" not in a]
@@ -145,32 +139,46 @@ def test_batch_review_export_handlers(app, photos):
     assert (x, y, x + w, y + h) == pytest.approx((60 / scale, 60 / scale, 120 / scale, 150 / scale), abs=0.02)
 
 
-def test_review_needs_a_loaded_run(app):
+def test_export_prunes_old_export_folders(app, photos):
+    import os
+
+    from autolabel.ui.downloads import KEEP_EXPORTS, MIN_EXPORT_AGE_S
+
+    list(app.batch.start_new([str(photos[0])], "", "person", 0.0, "detect", "small", ""))
+    app.runner.current().thread.join(60)
+    exports = app.config.work_dir / "exports"
+    served = [Path(app.export.export("small", "coco", "", "polygon")[app.export.download]["value"]).parent
+              for _ in range(KEEP_EXPORTS + 1)]
+    old = served[0]
+    os.utime(old, (old.stat().st_atime, old.stat().st_mtime - MIN_EXPORT_AGE_S - 1))
+    newest = app.export.export("small", "coco", "", "polygon")[app.export.download]["value"]
+    assert not old.exists() and Path(newest).exists()
+    assert len(list(exports.iterdir())) == KEEP_EXPORTS + 2  # the batch ZIP and the younger ones stay
+
+
+def test_review_and_export_refuse_bad_input(app):
     with pytest.raises(gr.Error, match="load a run first"):
-        ui_errors(app.review_nav)(ReviewState(), 1)
+        ui_errors(app.review.step)(ReviewState(), 1)
     with pytest.raises(gr.Error, match="choose a run"):
-        ui_errors(app.review_load)(None, "all", 0.3)
+        ui_errors(app.review.load)(None, "all", 0.3)
     with pytest.raises(gr.Error, match="not a run name"):
-        ui_errors(app.export)("../../etc", "coco", "", "polygon")
+        ui_errors(app.export.export)("../../etc", "coco", "", "polygon")
     with pytest.raises(gr.Error, match="ground truth"):
-        ui_errors(app.evaluate)("a", None)
+        ui_errors(app.export.evaluate)("a", None)
     with pytest.raises(gr.Error, match="another run"):
-        ui_errors(app.evaluate)("a", "a")
+        ui_errors(app.export.evaluate)("a", "a")
 
 
 # -- the command ------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def gradio_env(monkeypatch):
-    """`autolabel ui` points Gradio's folders at its work folder (process-wide): undo it afterwards."""
-    import os
+def gradio_env(monkeypatch, tmp_path):
+    """`autolabel ui` sets Gradio's variables process-wide: registering them here undoes that."""
+    from autolabel.ui.security import gradio_environment
 
-    for key in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE", "GRADIO_ANALYTICS_ENABLED"):
-        old = os.environ.get(key)
-        monkeypatch.setenv(key, old if old is not None else "unset")
-        if old is None:
-            monkeypatch.delenv(key)
+    for key, value in gradio_environment(tmp_path).items():
+        monkeypatch.setenv(key, value)
 
 
 def test_cli_ui_defaults_and_cleanup(monkeypatch, tmp_path, gradio_env):
@@ -220,25 +228,41 @@ def test_cli_ui_auth_and_exposure(monkeypatch, tmp_path, gradio_env):
 
 @pytest.fixture(scope="module")
 def live(tiny_owlv2, tiny_sam2, tmp_path_factory):
-    root = tmp_path_factory.mktemp("live")
-    server = LiveServer(make_config(root, tiny_owlv2, tiny_sam2))
-    yield server
-    server.close()
+    config = make_config(tmp_path_factory.mktemp("live"), tiny_owlv2, tiny_sam2)
+    with pytest.MonkeyPatch.context() as mp:
+        # Started inside its work folder, the server must block that folder's .env although the
+        # work folder itself is allowed: blocked wins.
+        mp.chdir(config.work_dir)
+        (config.work_dir / ".env").write_text("AUTOLABEL_UI_AUTH=admin:s3cret\n")
+        with live_server(config) as server:
+            yield server
 
 
-def test_server_serves_the_app_but_not_our_files(live, photos, monkeypatch):
+def _fetch(live, path: Path) -> httpx.Response:
+    return httpx.get(f"{live.url}gradio_api/file={path}")
+
+
+def test_server_serves_its_work_folder_but_not_our_files(live, photos):
     from autolabel.store import open_store
 
     with open_store(live.config.runs_dir / "r") as store:
         db = store.run_dir / "autolabel.db"
-    secret = Path.cwd() / ".env"
+    run_file = live.config.runs_dir / "r" / "uploads" / photos[0].name
+    run_file.parent.mkdir()
+    run_file.write_bytes(photos[0].read_bytes())
+    served = live.config.work_dir / "exports" / "r-1" / "r_coco.zip"
+    served.parent.mkdir(parents=True)
+    served.write_bytes(b"PK the export")
+
     assert httpx.get(live.url).status_code == 200
-    for path in (db, live.config.runs_dir / "r", Path(live.config.model) / "config.json", photos[0],
-                 Path("/etc/passwd")):
-        response = httpx.get(f"{live.url}gradio_api/file={path}")
-        assert response.status_code in (403, 404), (path, response.status_code)
-    if secret.exists():
-        assert httpx.get(f"{live.url}gradio_api/file={secret}").status_code in (403, 404)
+    ok = _fetch(live, served)  # what our download buttons hand out: the route must exist and serve it
+    assert ok.status_code == 200 and ok.content == b"PK the export"
+    refused = {"run database": db, "run folder file": run_file, ".env": live.config.work_dir / ".env",
+               "model file": Path(live.config.model) / "config.json", "photo elsewhere": photos[0],
+               "system file": Path("/etc/passwd")}
+    for what, path in refused.items():
+        assert path.is_file(), what  # a missing file would be refused anyway and prove nothing
+        assert _fetch(live, path).status_code == 403, what
     # The launch really used our options.
     demo = live.app.demo
     assert demo.ssr_mode is False and demo.share is False
@@ -253,8 +277,7 @@ def test_server_refuses_uploads_over_the_limit(live):
 
 
 def test_login_is_required_when_configured(tiny_owlv2, tiny_sam2, tmp_path):
-    server = LiveServer(make_config(tmp_path, tiny_owlv2, tiny_sam2), auth=("admin", "s3cret"))
-    try:
+    with live_server(make_config(tmp_path, tiny_owlv2, tiny_sam2), auth=("admin", "s3cret")) as server:
         assert httpx.get(f"{server.url}config").status_code == 401
         assert httpx.get(f"{server.url}gradio_api/info").status_code == 401
         assert httpx.post(f"{server.url}login", data={"username": "admin", "password": "nope"}).status_code == 400
@@ -262,8 +285,6 @@ def test_login_is_required_when_configured(tiny_owlv2, tiny_sam2, tmp_path):
             ok = client.post(f"{server.url}login", data={"username": "admin", "password": "s3cret"})
             assert ok.status_code == 200
             assert client.get(f"{server.url}config").status_code == 200
-    finally:
-        server.close()
 
 
 def test_cli_ui_port_in_use_is_one_line(tiny_owlv2, tmp_path, monkeypatch, gradio_env):

@@ -149,9 +149,35 @@ def test_warn_if_exposed():
 
 
 def test_prepare_gradio_environment(tmp_path, monkeypatch):
-    for var in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE", "GRADIO_ANALYTICS_ENABLED"):
-        monkeypatch.delenv(var, raising=False)
+    env = security.gradio_environment(tmp_path)
+    for key in env:
+        monkeypatch.setenv(key, "before")  # registered, so the change below is undone
     security.prepare_gradio_environment(tmp_path)
     assert os.environ["GRADIO_TEMP_DIR"] == str(tmp_path.resolve() / "gradio")
+    assert Path(os.environ["GRADIO_TEMP_DIR"]).is_dir()
     assert Path(os.environ["GRADIO_EXAMPLES_CACHE"]).is_relative_to(tmp_path.resolve())
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    assert {key: os.environ[key] for key in env} == env
+
+
+def test_importing_the_ui_and_the_cli_changes_no_environment_variable():
+    """Process-wide changes belong to entry points: importing the UI's and the CLI's modules leaves
+    os.environ as the third-party imports left it (cv2 sets LD_LIBRARY_PATH itself)."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib, os, pkgutil
+import cv2, gradio
+before = dict(os.environ)
+import autolabel.cli, autolabel.ui
+for package in (autolabel.cli, autolabel.ui):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+print("CHANGED", changed)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "CHANGED []" in out.stdout, out.stdout

@@ -3,9 +3,12 @@ when the suite has several conftest files)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -30,32 +33,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
 class LiveServer:
-    """The real app (``ui.app.launch``) serving on a free localhost port in this process, so
-    tests can both drive it over HTTP/a browser and look at its model counters."""
+    app: object  # the AutolabelApp, so tests can look at its model counters and stores
+    url: str
+    config: object
 
-    def __init__(self, config, auth=None, max_file_size="5mb"):
-        import os
 
-        from autolabel.ui.app import launch
+@contextmanager
+def live_server(config, auth=None, max_file_size="5mb"):
+    """The real app (``ui.app.launch``) serving on a free localhost port in this process, so tests
+    can both drive it over HTTP/a browser and look at its model counters. The environment
+    variables ``launch`` sets are registered with a monkeypatch first, so they are undone after."""
+    from autolabel.ui.app import launch
+    from autolabel.ui.security import gradio_environment
 
-        self._saved_env = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE",
-                                                           "GRADIO_ANALYTICS_ENABLED")}
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.config = config
-        self.app = launch(config, host="127.0.0.1", port=self.port, auth=auth, max_file_size=max_file_size,
-                          block=False)
-
-    def close(self) -> None:
-        import os
-
-        self.app.demo.close()
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    port = free_port()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in gradio_environment(config.work_dir).items():
+            mp.setenv(key, value)
+        app = launch(config, host="127.0.0.1", port=port, auth=auth, max_file_size=max_file_size, block=False)
+        try:
+            yield LiveServer(app, f"http://127.0.0.1:{port}/", config)
+        finally:
+            app.demo.close()
 
 
 def make_config(root: Path, owlv2: Path, sam2: Path, **kwargs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from autolabel.cli import handle_errors
+from autolabel.cli.errors import handle_errors
 
 
 @click.command()
@@ -55,7 +55,7 @@ def ui(host, port, model, sam_model, runs_dir, allow_folders, device, dtype, thr
     runs_root = Path(settings.runs_dir).expanduser().resolve()
     runs_root.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="autolabel-ui-")).resolve()
-    prepare_gradio_environment(work_dir)  # before Gradio is imported: its folders go into work_dir
+    prepare_gradio_environment(work_dir)  # before Gradio is imported: some of its modules read it then
     from autolabel.ui.app import launch
     config = UiConfig(
         model=settings.model, sam_model=settings.sam_model, runs_dir=runs_root, work_dir=work_dir,

@@ -207,17 +207,23 @@ def launch_kwargs(
     }
 
 
-def prepare_gradio_environment(work_dir: Path) -> None:
-    """Point Gradio's upload/cache folders into ``work_dir`` and turn telemetry off.
-
-    Must run before the Blocks are built (Gradio reads these when it creates components and the
-    server). This is a process-wide change, made only by the UI's entry points.
-    """
+def gradio_environment(work_dir: Path) -> dict[str, str]:
+    """The environment variables that point Gradio's upload/cache folders into ``work_dir`` and
+    turn its telemetry off (Gradio reads them when it builds components and the server)."""
     work_dir = Path(work_dir).resolve()
-    (work_dir / "gradio").mkdir(parents=True, exist_ok=True)
-    os.environ["GRADIO_TEMP_DIR"] = str(work_dir / "gradio")
-    os.environ["GRADIO_EXAMPLES_CACHE"] = str(work_dir / "gradio-examples")
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    return {"GRADIO_TEMP_DIR": str(work_dir / "gradio"), "GRADIO_EXAMPLES_CACHE": str(work_dir / "gradio-examples"),
+            "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
+def prepare_gradio_environment(work_dir: Path) -> None:
+    """Set ``gradio_environment(work_dir)`` in this process, before the Blocks are built.
+
+    A process-wide change: only the UI's entry points make it (``autolabel ui``, ``app.launch``),
+    never an import.
+    """
+    env = gradio_environment(work_dir)
+    Path(env["GRADIO_TEMP_DIR"]).mkdir(parents=True, exist_ok=True)
+    os.environ.update(env)
 
 
 def warn_if_exposed(host: str, auth) -> str | None:

@@ -1,0 +1,95 @@
+"""The Test tab: one image, prompts, threshold and mode. Cached image features make re-queries with
+new prompts, thresholds or modes instant (``session.PromptTester``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import gradio as gr
+import pandas as pd
+
+from autolabel.errors import AutolabelError, ConfigError
+from autolabel.ui.draw import detection_shapes, draw_shapes
+from autolabel.ui.events import listen
+from autolabel.ui.session import DETECTION_HEADERS, MODES, detection_rows
+
+if TYPE_CHECKING:
+    from autolabel.ui.app import AutolabelApp
+
+EXAMPLE_PROMPTS = "person\ncar=car,automobile,van"
+LOADING = "Loading the model (first use)…"
+
+
+class TestTab:
+    """The Test tab's components (built inside the current ``gr.Tab``) and handlers."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(self, app: AutolabelApp):
+        self.app = app
+        with gr.Row():
+            with gr.Column(scale=1):
+                self.file = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="test-upload")
+                self.prompts = gr.Textbox(label="Classes and prompts (one class per line)", lines=4,
+                                          placeholder=EXAMPLE_PROMPTS, elem_id="test-prompts",
+                                          info="'person' or 'car=car,automobile,van' (class=prompt,prompt,...)")
+                self.threshold = gr.Slider(0.0, 1.0, value=app.config.threshold, step=0.01, label="Score threshold",
+                                           elem_id="test-threshold")
+                self.mode = gr.Radio(list(MODES), value="detect", label="Mode", elem_id="test-mode")
+                self.detect_button = gr.Button("Detect", variant="primary", elem_id="test-run")
+            with gr.Column(scale=2):
+                self.image = gr.Image(label="Result", interactive=False, elem_id="test-result", format="png")
+                self.timing = gr.Markdown(elem_id="test-timing")
+                self.table = gr.Dataframe(value=_detections([]), label="Detections", interactive=False,
+                                          elem_id="test-table")
+
+    def wire(self) -> None:
+        inputs = [self.file, self.prompts, self.threshold, self.mode]
+        outputs = [self.image, self.table, self.timing, self.app.status_box]
+        listen(self.detect_button.click, self.query, inputs, outputs)
+        for event in (self.threshold.change, self.mode.change, self.prompts.blur, self.prompts.submit):
+            listen(event, self.requery, inputs, outputs, trigger_mode="always_last", show_progress="hidden")
+        listen(self.file.upload, self.preview, inputs, outputs)
+
+    def query(self, path, prompts, threshold, mode):
+        """Detect (the button). Generator: a 'loading' status first when a model loads on this call."""
+        if not path:
+            raise ConfigError("upload an image first")
+        yield from self._detect(path, prompts, threshold, mode)
+
+    def requery(self, path, prompts, threshold, mode):
+        """A moved slider, a new mode or edited prompts: silent until there is something to query."""
+        if not path or not (prompts or "").strip():
+            yield gr.skip()
+            return
+        yield from self._detect(path, prompts, threshold, mode)
+
+    def preview(self, path, prompts, threshold, mode):
+        """A new upload: decode it (errors show now) and detect at once if prompts are given."""
+        if not path:
+            yield {self.image: None, self.table: _detections([]), self.timing: "",
+                   self.app.status_box: self.app.status()}
+            return
+        if (prompts or "").strip():
+            yield from self._detect(path, prompts, threshold, mode)
+            return
+        cached = self.app.tester.load(path)
+        yield {self.image: cached.display, self.table: _detections([]), self.timing: "Enter classes and press Detect.",
+               self.app.status_box: self.app.status()}
+
+    def _detect(self, path, prompts, threshold, mode):
+        if self.app.models_to_load(mode):
+            yield {self.timing: LOADING, self.app.status_box: self.app.status(loading=True)}
+        try:
+            result = self.app.tester.query(path, prompts, threshold, mode)
+        except AutolabelError:
+            yield {self.app.status_box: self.app.status()}  # e.g. "failed to load" before the message
+            raise
+        shapes = detection_shapes(result.detections, result.ontology.names)
+        yield {self.image: draw_shapes(result.cached.display, shapes, result.cached.display_scale),
+               self.table: _detections(detection_rows(result)), self.timing: result.timing_text(),
+               self.app.status_box: self.app.status()}
+
+
+def _detections(rows: list[list]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=DETECTION_HEADERS)
