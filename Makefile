@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
-.PHONY: install test run bench bench-smoke clean browser
+.PHONY: install test run bench clean browser
 
 install: $(VENV)/.installed
 
@@ -38,12 +38,9 @@ run: install
 	$(BIN)/autolabel ui $(ARGS)
 
 # Throughput against the plain transformers recipe (BENCHMARKS.md); e.g. make bench ARGS="--generate 2mp:64".
+# `make test` already runs a smoke pass of it (tests/benchmarks/test_throughput.py).
 bench: install
 	$(BIN)/python benchmarks/throughput.py $(ARGS)
-
-# Every benchmark side and mode with tiny checkpoints: keeps the benchmark working (CI).
-bench-smoke: install
-	$(BIN)/python benchmarks/throughput.py --smoke --json benchmarks/results/smoke.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -11,8 +11,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EXIF_DIR = REPO_ROOT.parent / "shared" / "data" / "exif"
+# Real JPEGs carrying every EXIF orientation (0-8), landscape and portrait; MIT licence beside them.
+EXIF_DIR = Path(__file__).resolve().parent / "data" / "exif"
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +25,6 @@ def tiny_owlv2(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def exif_dir() -> Path:
-    if not EXIF_DIR.is_dir():
-        pytest.skip(f"EXIF sample images not found at {EXIF_DIR}")
     return EXIF_DIR
 
 

@@ -49,9 +49,22 @@ def test_mapping_form_and_bad_files(tmp_path):
     assert Ontology.from_data({"car": ["car", "van"], "dog": "dog"}).queries == ["car", "van", "dog"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("classes: [unclosed")
-    with pytest.raises(ConfigError, match="not valid"):
+    with pytest.raises(ConfigError, match="not valid YAML"):
         Ontology.from_file(bad)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"classes": [')
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        Ontology.from_file(bad_json)
+    with pytest.raises(ConfigError, match="cannot read ontology file"):
+        Ontology.from_file(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="threshold"):
         Ontology.from_data([{"name": "x", "threshold": 2}])
     with pytest.raises(ConfigError, match="unknown keys"):
         Ontology.from_data([{"name": "x", "colour": "red"}])
+
+
+def test_with_thresholds_overrides_only_the_named_classes():
+    ont = Ontology.from_data([{"name": "car", "prompts": ["car", "van"], "threshold": 0.3}, {"name": "dog"}])
+    tuned = ont.with_thresholds({"dog": 0.25})
+    assert tuned.thresholds(0.1).tolist() == pytest.approx([0.3, 0.25])
+    assert tuned.queries == ont.queries

@@ -5,14 +5,13 @@ Public API (imported lazily so that `autolabel --help` does not pay for torch):
     from autolabel import Labeler, Ontology, Detections, open_store, label_into_store
     from autolabel import export_dataset, import_dataset, evaluate_run
     from autolabel.finetune import finetune, TrainConfig
+
+Importing the package changes nothing process-wide (environment, logging, warning filters); the
+``autolabel`` command does that set-up. On Apple MPS, set ``PYTORCH_ENABLE_MPS_FALLBACK=1`` before
+torch is imported: some OWLv2/SAM2 ops have no MPS kernel.
 """
 
 from __future__ import annotations
-
-import os
-
-# MPS lacks some ops OWLv2/SAM2 use; the fallback must be set before torch is first imported.
-os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 __version__ = "0.1.0"
 
@@ -24,7 +23,6 @@ _LAZY = {
     "Labeler": ("autolabel.pipeline", "Labeler"),
     "Settings": ("autolabel.settings", "Settings"),
     "open_store": ("autolabel.store", "open_store"),
-    "export_coco": ("autolabel.export.coco", "export_coco"),
     "export_dataset": ("autolabel.export", "export_dataset"),
     "import_dataset": ("autolabel.importers", "import_dataset"),
     "evaluate_run": ("autolabel.evaluation", "evaluate_run"),

@@ -106,10 +106,9 @@ class Ontology:
         for spec in specs:
             name, sep, rest = spec.partition("=")
             if sep:
-                prompts = [p for p in rest.split(",")]
-                if not any(p.strip() for p in prompts):
+                prompts = [p for p in rest.split(",") if p.strip()]
+                if not prompts:
                     raise ConfigError(f"--prompt {spec!r} names class {name.strip()!r} but no prompts after '='")
-                prompts = [p for p in prompts if p.strip()]
             else:
                 prompts = [name]
             classes.append({"name": name, "prompts": prompts})
@@ -123,14 +122,11 @@ class Ontology:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read ontology file {path}: {exc.strerror or exc}") from None
-        try:
-            if path.suffix.lower() == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
+        import yaml
 
-                data = yaml.safe_load(text)
-        except (ValueError, Exception) as exc:  # yaml.YAMLError is not a ValueError
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:  # json's errors are ValueErrors, yaml's are not
             raise ConfigError(f"ontology file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
         return cls.from_data(data, source=str(path))
 

@@ -7,17 +7,22 @@ elsewhere (MPS half precision is not reliable for OWLv2's attention).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from autolabel.errors import ConfigError
+from autolabel.images import DEFAULT_MAX_PIXELS
+from autolabel.pipeline import DEFAULT_BATCH_SIZE, DetectConfig
 
 DEFAULT_MODEL = "google/owlv2-large-patch14-finetuned"
-DEFAULT_SAM_MODEL = "facebook/sam2.1-hiera-large"
 # Smaller SAM2.1 variants trade mask quality for speed: tiny < small < base-plus < large.
-SAM2_VARIANTS = tuple(f"facebook/sam2.1-hiera-{v}" for v in ("tiny", "small", "base-plus", "large"))
+DEFAULT_SAM_MODEL = "facebook/sam2.1-hiera-large"
+DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
+DTYPES: tuple[str, ...] = get_args(DtypeName)
+# Defaults shared with the library, so a flag left unset behaves like the Python API.
+_DETECT = DetectConfig()
 
 
 class Settings(BaseSettings):
@@ -26,12 +31,12 @@ class Settings(BaseSettings):
     model: str = Field(DEFAULT_MODEL, description="OWLv2 checkpoint: hub id or local directory")
     sam_model: str = Field(DEFAULT_SAM_MODEL, description="SAM2 checkpoint: hub id or local directory")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    threshold: float = Field(0.1, ge=0.0, le=1.0)
-    nms_iou: float = Field(0.5, ge=0.0, le=1.0)
-    batch_size: int = Field(4, ge=1)
+    dtype: DtypeName = "auto"
+    threshold: float = Field(_DETECT.threshold, ge=0.0, le=1.0)
+    nms_iou: float = Field(_DETECT.nms_iou, gt=0.0, le=1.0)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1)
     # Our own limit, checked on the header before decoding; Pillow's global limit is left untouched.
-    max_image_pixels: int = Field(178_956_970, ge=1)
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     runs_dir: Path = Path("runs")
     ui_auth: str | None = Field(None, description="user:password for the web UI login")
 
@@ -69,6 +74,8 @@ def resolve_device(name: str = "auto") -> str:
 def resolve_dtype(name: str, device: str):
     import torch
 
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {name!r}: use {', '.join(DTYPES)}")
     if name == "auto":
         return torch.float16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+    return getattr(torch, name)

@@ -14,16 +14,22 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
 
 
-def _run(*args, tmp_path):
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory) -> Path:
+    """Checkpoints and generated images, built once for both runs."""
+    return tmp_path_factory.mktemp("benchmark-caches")
+
+
+def _run(*args, caches: Path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, str(SCRIPT), "--cache", str(tmp_path / "cache"), "--image-cache", str(tmp_path / "images"),
+    cmd = [sys.executable, str(SCRIPT), "--cache", str(caches / "models"), "--image-cache", str(caches / "images"),
            *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
-def test_smoke_run_reports_every_side_and_mode(tmp_path):
+def test_smoke_run_reports_every_side_and_mode(tmp_path, caches):
     out = tmp_path / "report.json"
-    proc = _run("--smoke", "--generate", "vga:2", "--json", out, tmp_path=tmp_path)
+    proc = _run("--smoke", "--generate", "vga:2", "--json", out, caches=caches)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert [(e["set"], e["mode"]) for e in report["results"]] == [("vga", "detect"), ("vga", "segment")]
@@ -37,14 +43,14 @@ def test_smoke_run_reports_every_side_and_mode(tmp_path):
     assert segment["ours"]["boxes_per_image"] == 3  # --boxes is capped at 3 in smoke mode
     assert "images/s" in proc.stdout or "img/s" in proc.stdout
     # The summary mode re-prints a saved report.
-    again = _run("--summarize", out, tmp_path=tmp_path)
+    again = _run("--summarize", out, caches=caches)
     assert again.returncode == 0 and "vga" in again.stdout
 
 
 @pytest.mark.slow
-def test_rss_mode_runs(tmp_path):
+def test_rss_mode_runs(tmp_path, caches):
     out = tmp_path / "rss.json"
-    proc = _run("--rss", "2,4", "--rss-size", "vga", "--owlv2", "random:tiny", "--json", out, tmp_path=tmp_path)
+    proc = _run("--rss", "2,4", "--rss-size", "vga", "--owlv2", "random:tiny", "--json", out, caches=caches)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report["peak_rss_mib"]) == {"2", "4"} and "growth" in report

@@ -7,31 +7,13 @@ stays fast.
 
 from __future__ import annotations
 
-import functools
 import logging
-import sys
+import os
 
 import click
 
 from autolabel import __version__
-
-
-def handle_errors(func):
-    """Turn domain errors into ``click.ClickException`` (one line, exit 1) and Ctrl-C into exit 130."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from autolabel.errors import AutolabelError
-
-        try:
-            return func(*args, **kwargs)
-        except AutolabelError as exc:
-            raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: finished images are saved; run the same command again to resume", err=True)
-            sys.exit(130)
-
-    return wrapper
+from autolabel.cli import eval as eval_cmd, export, finetune, import_, label, ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -49,32 +31,20 @@ def main(verbose: bool) -> None:
     Settings come from AUTOLABEL_* environment variables or a .env file (AUTOLABEL_MODEL,
     AUTOLABEL_SAM_MODEL, AUTOLABEL_DEVICE, ...); command-line flags override them.
     """
+    # Process-wide set-up belongs to entry points, never to an import of the library.
+    # MPS lacks some ops OWLv2/SAM2 use; torch reads the fallback switch when it is first imported.
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
     for noisy in ("httpx", "urllib3", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from autolabel.images import ignore_bomb_warnings
+
+    ignore_bomb_warnings()
 
 
-def _register() -> None:
-    from autolabel.cli import export, label
-
-    main.add_command(label.label)
-    main.add_command(export.export)
-
-    from autolabel.cli import eval as eval_cmd, import_  # datasets in, evaluation against them
-
-    main.add_command(import_.import_)
-    main.add_command(eval_cmd.eval_)
-
-    from autolabel.cli import finetune  # fine-tune OWLv2 on reviewed labels
-
-    main.add_command(finetune.finetune)
-
-    from autolabel.cli import ui  # the web UI (gradio is imported only when the command runs)
-
-    main.add_command(ui.ui)
-
-
-_register()
+# Commands keep their heavy imports inside the function body (gradio only when ``ui`` runs).
+for _command in (label.label, export.export, import_.import_, eval_cmd.eval_, finetune.finetune, ui.ui):
+    main.add_command(_command)
