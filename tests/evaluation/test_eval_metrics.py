@@ -125,3 +125,21 @@ def test_no_shared_class_or_image_is_an_error(make_eval_run, gt_coco, gt_data, t
                                {"z.jpg": [("car", (1, 1, 5, 5))]})
     with pytest.raises(ConfigError, match="none of the 1 ground-truth images"):
         evaluate_run(make_eval_run("identical-4", gt_data.predictions()), other)
+
+
+def test_pycocotools_prints_nothing_and_stdout_is_never_swapped(capsys):
+    """pycocotools' progress lines are silenced inside its own modules; sys.stdout stays the same
+    object throughout (other threads keep printing where they print)."""
+    import sys
+
+    from pycocotools import coco, cocoeval
+
+    from autolabel.evaluation.cocoeval import _silenced_pycocotools
+
+    stdout = sys.stdout
+    with _silenced_pycocotools():
+        assert sys.stdout is stdout
+        coco.COCO().createIndex()
+        print("ours")
+    assert capsys.readouterr().out == "ours\n"
+    assert not hasattr(coco, "print") and not hasattr(cocoeval, "print")  # lifted afterwards

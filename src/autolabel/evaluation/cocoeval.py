@@ -11,7 +11,6 @@ else the box area. The summary numbers are computed from ``COCOeval.eval["precis
 from __future__ import annotations
 
 import contextlib
-import io
 import threading
 from dataclasses import dataclass
 
@@ -20,10 +19,35 @@ import numpy as np
 from autolabel.detections import Detections
 from autolabel.evaluation.sources import LabelImage
 
-# pycocotools prints progress from createIndex/evaluate/accumulate and has no switch for it. Its
-# output is captured with redirect_stdout, which swaps the process-wide sys.stdout: the lock keeps
-# two evaluations (UI threads) from restoring each other's stdout in the wrong order.
-_PYCOCOTOOLS_STDOUT = threading.Lock()
+_SILENCE_LOCK = threading.Lock()
+_silenced = 0
+
+
+@contextlib.contextmanager
+def _silenced_pycocotools():
+    """pycocotools prints progress from createIndex/evaluate/accumulate and has no switch for it.
+    A module global named ``print`` shadows the builtin inside its two modules only, so nothing is
+    printed and ``sys.stdout`` is never swapped (other threads' output is untouched); a count keeps
+    overlapping evaluations (UI threads) from lifting the shadow early."""
+    from pycocotools import coco, cocoeval
+
+    global _silenced
+    with _SILENCE_LOCK:
+        _silenced += 1
+        for module in (coco, cocoeval):
+            module.print = _no_print
+    try:
+        yield
+    finally:
+        with _SILENCE_LOCK:
+            _silenced -= 1
+            if not _silenced:
+                for module in (coco, cocoeval):
+                    del module.print
+
+
+def _no_print(*args, **kwargs) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -87,7 +111,7 @@ def coco_metrics(pairs: list[tuple[LabelImage, LabelImage]], classes: list[str],
         c.createIndex()
         return c
 
-    with _PYCOCOTOOLS_STDOUT, contextlib.redirect_stdout(io.StringIO()):
+    with _silenced_pycocotools():
         evaluator = COCOeval(coco(gt_anns), coco(dt_anns), iou_type)
         evaluator.evaluate()
         evaluator.accumulate()
