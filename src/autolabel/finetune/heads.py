@@ -101,8 +101,10 @@ def build_feature_cache(
 ) -> FeatureCache:
     """Encode every view of ``examples`` once (or reuse ``cache_dir`` if it was built with ``key``).
 
-    ``detector`` is an ``Owlv2Detector``; its ``preprocess`` and ``encode_images`` are the inference
-    calls, so the cached features are exactly what inference computes for the same pixels.
+    ``detector`` is an ``Owlv2Detector``; ``finetune.model.preprocess`` (its preprocessors) and its
+    ``encode_images`` are the inference calls, so the cached features are exactly what inference
+    computes for the same pixels (training views are augmented, so they do not go through
+    ``Labeler.prepare``, which decodes files).
     """
     cache_dir = Path(cache_dir)
     meta_path = cache_dir / "meta.json"
