@@ -47,16 +47,6 @@ def test_indexing_keeps_every_field_aligned():
     assert len(one) == 1 and one.ids.tolist() == [8] and one.masks == [None] and not one.has_score[0]
 
 
-def test_with_masks_replaces_masks_only():
-    det = _labels()
-    masked = det.with_masks([None, RLE, None])
-    assert masked.masks == [None, RLE, None] and det.masks == [RLE, None, RLE]
-    assert masked.ids.tolist() == [7, 8, 9] and masked.reviews.tolist() == det.reviews.tolist()
-    assert det.with_masks(None).masks is None
-    with pytest.raises(ValueError, match="masks must hold 3"):
-        det.with_masks([RLE])
-
-
 @pytest.mark.parametrize("kwargs, message", [
     ({"xyxy": [[0, 0, 1]]}, r"xyxy must have shape \(N, 4\)"),  # three coordinates
     ({"scores": [0.1, 0.2]}, "scores must have 1 rows"),

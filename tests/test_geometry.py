@@ -20,14 +20,9 @@ from autolabel.geometry import (
     nms,
     polygons_to_rle,
     region_to_rle,
-    resize_rle,
     rle_area,
-    rle_iou,
     rle_to_mask,
     rle_to_xyxy,
-    scale_boxes,
-    xywh_to_xyxy,
-    xyxy_to_xywh,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -196,35 +191,13 @@ IOU_CASES = [
 
 
 @pytest.mark.parametrize("a, b, expected", IOU_CASES)
-def test_mask_and_rle_iou(a, b, expected):
+def test_mask_iou(a, b, expected):
     assert mask_iou(a, b) == pytest.approx(expected)
-    assert rle_iou(mask_to_rle(a), mask_to_rle(b)) == pytest.approx(expected)
 
 
 def test_iou_size_mismatch_raises():
     with pytest.raises(ValueError):
         mask_iou(np.zeros((3, 3)), np.zeros((3, 4)))
-    with pytest.raises(ValueError):
-        rle_iou(mask_to_rle(np.zeros((3, 3))), mask_to_rle(np.zeros((3, 4))))
-
-
-@pytest.mark.parametrize(
-    "src_hw, dst_wh",
-    [
-        ((40, 60), (120, 80)),  # 2x up
-        ((40, 60), (30, 20)),  # 2x down
-        ((37, 53), (101, 17)),  # odd, non-uniform
-        ((5, 5), (1, 1)),  # to a single pixel
-    ],
-)
-def test_resize_rle_matches_cv2_nearest(src_hw, dst_wh):
-    rng = np.random.default_rng(3)
-    mask = _blobby(rng, *src_hw) | (rng.random(src_hw) < 0.05)
-    width, height = dst_wh
-    out = resize_rle(mask_to_rle(mask), width, height)
-    assert out["size"] == [height, width]
-    expected = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
-    np.testing.assert_array_equal(rle_to_mask(out), expected != 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,25 +205,11 @@ def test_resize_rle_matches_cv2_nearest(src_hw, dst_wh):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_xyxy_xywh_round_trip():
-    xyxy = np.array([[1.0, 2.0, 11.0, 7.0], [0.5, 0.5, 1.5, 3.0]])
-    xywh = xyxy_to_xywh(xyxy)
-    np.testing.assert_allclose(xywh, [[1, 2, 10, 5], [0.5, 0.5, 1.0, 2.5]])
-    np.testing.assert_allclose(xywh_to_xyxy(xywh), xyxy)
-    assert xyxy_to_xywh(np.zeros((0, 4))).shape == (0, 4)
-    xyxy_copy = xyxy.copy()
-    xyxy_to_xywh(xyxy)
-    np.testing.assert_array_equal(xyxy, xyxy_copy)  # input not modified
-
-
 @pytest.mark.parametrize(
     "fn",
     [
-        xyxy_to_xywh,
-        xywh_to_xyxy,
         box_area,
         lambda b: clip_boxes(b, 10, 10),
-        lambda b: scale_boxes(b, 2, 2),
         lambda b: box_iou(b, b),
         lambda b: nms(b, np.ones(len(b)), 0.5),
     ],
@@ -280,10 +239,6 @@ def test_box_iou_known_values():
     np.testing.assert_allclose(iou[0], [1.0, 50 / 150, 0.0, 0.25])
     np.testing.assert_array_equal(iou[1], 0.0)  # zero-area box: IoU 0, not NaN
     assert box_iou(np.zeros((0, 4)), b).shape == (0, 4)
-
-
-def test_scale_boxes():
-    np.testing.assert_allclose(scale_boxes([[1, 2, 3, 4]], 2.0, 0.5), [[2, 1, 6, 2]])
 
 
 # three boxes: 0 and 1 overlap with IoU 81/119 ~ 0.68, box 2 is far away

@@ -18,12 +18,12 @@ from autolabel import images
 from autolabel.errors import ConfigError, ImageLoadError
 from autolabel.images import (
     IMAGE_EXTENSIONS,
-    LoadedImage,
     discover_images,
     file_sha256,
     load_image,
     oriented_size,
 )
+from autolabel.orientation import ORIENTATION_TAG
 
 # Oriented (width, height) of the EXIF test photos.
 EXPECTED_SIZE = {"Landscape": (1800, 1200), "Portrait": (1200, 1800)}
@@ -178,7 +178,7 @@ def test_exif_orientation_real_photos(kind: str, orientation: int, exif_dir: Pat
         raw_diff = np.abs(_thumb(raw, small) - _thumb(reference, small)).mean()
     assert raw_diff < 3.0 if orientation in (0, 1) else raw_diff > 20.0
     # Metadata is dropped, so saving the pixels cannot rotate them a second time.
-    assert images._ORIENTATION_TAG not in loaded.image.getexif()
+    assert ORIENTATION_TAG not in loaded.image.getexif()
 
 
 @pytest.mark.parametrize("kind", ["Landscape", "Portrait"])
@@ -393,6 +393,15 @@ def test_modes_convert_to_rgb(tmp_path: Path, make):
         assert np.abs(got - np.array(rgb)).max() <= tolerance, f"pixel ({x}, {y}): {got} != {rgb}"
 
 
+def test_rgb_decode_is_not_copied_and_outlives_the_closed_file(tmp_path: Path):
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    with Image.open(_save(tmp_path / "rgb.png", rgb, "PNG")) as im:
+        im.load()
+        converted = images._to_rgb(im)
+        assert converted.im is im.im and converted is not im  # shares the pixels, not the object
+    assert np.array_equal(np.asarray(converted), np.asarray(rgb))  # usable after the file's image closed
+
+
 def test_16bit_png_is_not_saturated(tmp_path: Path):
     ramp = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16).reshape(16, 16)
     path = _save(tmp_path / "ramp16.png", Image.fromarray(ramp), "PNG")
@@ -564,7 +573,7 @@ def test_png_exif_after_image_data_is_found_without_decoding(tmp_path: Path, mon
     buffer = io.BytesIO()
     Image.fromarray(arr).save(buffer, "PNG")
     exif = Image.Exif()
-    exif[images._ORIENTATION_TAG] = 6
+    exif[ORIENTATION_TAG] = 6
     chunks = _png_chunks(buffer.getvalue())
     end = [i for i, (kind, _) in enumerate(chunks) if kind == b"IEND"][0]
     chunks.insert(end, (b"eXIf", exif.tobytes()[6:]))  # chunk holds TIFF data, no "Exif\0\0"
@@ -606,16 +615,6 @@ def test_large_files_decode_from_disk_with_same_result(tmp_path: Path, monkeypat
     assert np.array_equal(np.asarray(from_disk.image), np.asarray(in_memory.image))
 
 
-def test_loaded_image_validates_its_fields():
-    rgb = Image.new("RGB", (4, 2))
-    with pytest.raises(ValueError, match="RGB"):
-        LoadedImage(Path("x"), Image.new("L", (4, 2)), 4, 2, "0" * 64)
-    with pytest.raises(ValueError, match="positive"):
-        LoadedImage(Path("x"), rgb, 0, 2, "0" * 64)
-    with pytest.raises(ValueError, match="scale"):
-        LoadedImage(Path("x"), rgb, 4, 2, "0" * 64, scale=2.0)
-
-
 @pytest.mark.parametrize(
     ("fmt", "suffix"),
     [
@@ -631,7 +630,7 @@ def test_orientation_is_read_from_every_format(tmp_path: Path, fmt: str, suffix:
     arr = np.zeros((32, 48, 3), dtype=np.uint8)
     arr[:8, :8] = (255, 0, 0)
     exif = Image.Exif()
-    exif[images._ORIENTATION_TAG] = orientation
+    exif[ORIENTATION_TAG] = orientation
     extra = {"lossless": True} if fmt == "WEBP" else {"quality": 95} if fmt == "JPEG" else {}
     path = _save(tmp_path / f"o{suffix}", Image.fromarray(arr), fmt, exif=exif, **extra)
 

@@ -97,15 +97,67 @@ def test_review_edits(store):
     new_id = store.add_detection(image_id, "car", (10, 10, 20, 20))
     added = store.labels(image_id)[store.labels(image_id).ids == new_id]
     assert (added.sources.tolist(), added.reviews.tolist(), added.has_score.tolist()) == (["human"], ["accepted"], [False])
-    # Re-labelling the image replaces model labels but keeps human ones.
+    # Re-labelling the image replaces model labels but keeps human ones, the edited one included.
     store.write_results([ImageResult("/a.jpg", "h", 60, 50, Detections.empty())])
-    assert store.labels(image_id).ids.tolist() == [new_id]
+    assert store.labels(image_id).ids.tolist() == [car, new_id]
     with pytest.raises(StoreError, match="unknown class"):
         store.add_detection(image_id, "dog", (0, 0, 1, 1))
     with pytest.raises(StoreError, match="empty"):
         store.add_detection(image_id, "car", (5, 5, 5, 9))
     with pytest.raises(StoreError, match="review must be one of"):
         store.set_review(new_id, "maybe")
+
+
+def test_an_edited_label_becomes_human_and_keeps_the_model_prediction(store):
+    store.write_results([ImageResult("/a.jpg", "h", 60, 50, _dets())])
+    image_id = next(store.images()).id
+    before = store.labels(image_id)
+    car = int(before.ids[0])
+    store.update_detection(car, xyxy=(2, 3, 20, 30))
+    store.update_detection(car, class_name="person")  # a second edit keeps the first prediction
+    edited = store.labels(image_id)[store.labels(image_id).ids == car]
+    assert (edited.sources.tolist(), edited.reviews.tolist(), edited.has_score.tolist()) == (["human"], ["accepted"], [False])
+    assert edited.prompt_ids.tolist() == [NO_PROMPT] and edited.xyxy.tolist() == [[2, 3, 20, 30]]
+    predicted = store.model_predictions(image_id)
+    assert predicted.ids.tolist() == before.ids.tolist()
+    np.testing.assert_array_equal(predicted.xyxy, before.xyxy)
+    np.testing.assert_array_equal(predicted.scores, before.scores)
+    assert predicted.class_ids.tolist() == before.class_ids.tolist() and set(predicted.sources) == {"model"}
+
+
+def test_an_unchanged_edit_only_accepts(store):
+    store.write_results([ImageResult("/a.jpg", "h", 60, 50, _dets())])
+    image_id = next(store.images()).id
+    label = store.labels(image_id)[0]
+    store.update_detection(int(label.ids[0]), class_name=store.ontology.names[int(label.class_ids[0])],
+                           xyxy=label.xyxy[0])
+    after = store.labels(image_id)[0]
+    assert (after.sources.tolist(), after.reviews.tolist(), after.scores.tolist()) == (["model"], ["accepted"],
+                                                                                       label.scores.tolist())
+
+
+def test_a_label_snapshot_puts_back_exactly(store):
+    store.write_results([ImageResult("/a.jpg", "h", 60, 50, _dets())])
+    image_id = next(store.images()).id
+    car = int(store.labels(image_id).ids[0])
+    snapshot = store.detection_row(car)
+    store.update_detection(car, xyxy=(2, 3, 20, 30))
+    store.delete_detection(car)
+    assert store.detection_row(car) is None
+    store.put_detection_row(snapshot)
+    assert store.detection_row(car) == snapshot
+    with pytest.raises(StoreError, match="snapshot needs"):
+        store.put_detection_row({"id": car})
+
+
+def test_a_schema_1_store_gains_the_original_column(tmp_path):
+    with open_store(tmp_path) as store:
+        store._conn.execute("ALTER TABLE detections DROP COLUMN original")
+        store._conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with open_store(tmp_path) as store:
+        columns = {r[1] for r in store._conn.execute("PRAGMA table_info(detections)")}
+        version = store._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    assert "original" in columns and version == "2"
 
 
 def test_accept_image_is_one_durable_transaction(store, monkeypatch):

@@ -11,7 +11,7 @@ without a mask (e.g. a box drawn by hand in a segmentation run).
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass, replace
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
@@ -111,10 +111,6 @@ class Detections:
             ids=self.ids[idx] if self.ids is not None else None,
             sources=self.sources[idx], reviews=self.reviews[idx],
         )
-
-    def with_masks(self, masks: list[dict | None] | None) -> "Detections":
-        """A copy with ``masks`` replaced (N entries, or None for no masks at all)."""
-        return replace(self, masks=masks)
 
     @property
     def has_score(self) -> np.ndarray:

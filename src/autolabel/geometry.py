@@ -1,34 +1,19 @@
-"""Pure box and mask geometry: box formats, IoU, NMS, COCO RLE and polygons.
+"""Pure box and mask geometry: IoU, NMS, COCO RLE and polygons.
 
-Conventions used everywhere in this module:
+Boxes are float ``xyxy`` pixels, shape ``(N, 4)``; pixel ``i`` spans ``[i, i + 1)``, so a box covering
+pixels ``0..9`` is ``[0, 0, 10, 10]``. Masks are ``(H, W)`` arrays, non-zero is foreground. An RLE is
+COCO compressed RLE as a JSON-ready dict ``{"size": [h, w], "counts": str}`` (``counts`` may also be
+bytes, or an uncompressed list of run lengths, on input). Polygons are COCO polygons (flat
+``[x0, y0, x1, y1, ...]`` lists, their union) in the same pixel-edge coordinates as boxes.
 
-* **Boxes** are float ``xyxy`` in absolute pixels, an array of shape ``(N, 4)``. Pixel ``i``
-  covers the continuous interval ``[i, i + 1)``, so a box covering pixels ``0..9`` is
-  ``[0, 0, 10, 10]``.
-* **Masks** are ``bool`` or ``uint8`` arrays of shape ``(H, W)``; non-zero means foreground.
-* **RLE** means COCO *compressed* RLE as a JSON-ready dict ``{"size": [h, w], "counts": "<str>"}``.
-  Functions that take an RLE also accept ``counts`` as ``bytes`` (what pycocotools returns) or as an
-  uncompressed list of run lengths.
-* **Polygons** are COCO polygons: a list of flat ``[x0, y0, x1, y1, ...]`` float lists in the same
-  pixel-edge coordinates as boxes. A multi-polygon annotation means the union of its polygons.
+pycocotools is the reference COCO implementation that every trainer and evaluator decodes our
+annotations with, so encoding with it guarantees they read exactly what we write.
 
-Why pycocotools and OpenCV rather than hand-written code: ``pycocotools.mask`` is the reference
-implementation of COCO RLE encoding, area, bounding box, IoU and polygon rasterization; every
-trainer and evaluator that reads COCO (Detectron2, MMDetection, YOLO converters, COCOeval) decodes
-our annotations with it, so encoding with it guarantees that what we write is exactly what they
-read. OpenCV's ``findContours`` (Suzuki-Abe border following) is the standard, fast, well-tested
-contour tracer that those same tools use to go from masks to polygons.
-
-Pixel convention for polygons (measured, see ``tests/test_geometry.py``): pycocotools rasterizes a
-polygon by sampling each pixel at its centre ``(x + 0.5, y + 0.5)``, so the polygon that reproduces
-a mask exactly is its *pixel-edge* ("crack") boundary with integer corner coordinates, e.g.
-``[0, 0, 10, 0, 10, 10, 0, 10]`` for a 10x10 square at the origin. Contours straight from
-``cv2.findContours`` run through the *centres* of boundary pixels and rasterize about half a pixel
-smaller per side (a filled 20x20 square comes back as 19x19, IoU 0.9025). :func:`mask_to_polygons`
-therefore traces the mask upsampled 2x and maps each upsampled contour point ``s`` to ``ceil(s / 2)``,
-which lands every vertex on the pixel-edge boundary; the resulting polygons rasterize back to the
-original mask exactly (IoU 1.0) for every mask we test, random noise with diagonal pinches, holes
-and image-border contact included. Only the mask's bounding box is upsampled (4x its bytes).
+Polygons: pycocotools samples each pixel at its centre, so the polygon that reproduces a mask is its
+pixel-edge ("crack") boundary. ``cv2.findContours`` runs through boundary pixel *centres* (a 20x20
+square comes back 19x19), so :func:`mask_to_polygons` traces the mask upsampled 2x and maps each
+contour point ``s`` to ``ceil(s / 2)``, which lands on the pixel edges: the polygons rasterize back to
+the mask exactly (tested on noise with diagonal pinches, holes and border contact).
 """
 
 from __future__ import annotations
@@ -45,32 +30,6 @@ class Size(NamedTuple):
 
     width: int
     height: int
-
-__all__ = [
-    "batched_nms",
-    "box_area",
-    "box_iou",
-    "clip_boxes",
-    "mask_iou",
-    "mask_to_polygons",
-    "mask_to_rle",
-    "nms",
-    "polygons_to_rle",
-    "region_to_rle",
-    "resize_rle",
-    "rle_area",
-    "rle_iou",
-    "rle_to_mask",
-    "rle_to_xyxy",
-    "scale_boxes",
-    "xywh_to_xyxy",
-    "xyxy_to_xywh",
-]
-
-
-# --------------------------------------------------------------------------------------------------
-# RLE
-# --------------------------------------------------------------------------------------------------
 
 
 def _check_mask(mask: Any, name: str = "mask") -> np.ndarray:
@@ -114,16 +73,8 @@ def _coco_rle(rle: Any) -> dict:
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
-    """Encode a mask as COCO compressed RLE.
-
-    Args:
-        mask: ``(H, W)`` bool or integer array; non-zero is foreground.
-
-    Returns:
-        ``{"size": [H, W], "counts": str}`` (JSON-ready).
-    """
-    arr = _check_mask(mask)
-    fortran = np.asfortranarray(arr != 0, dtype=np.uint8)
+    """Encode an ``(H, W)`` mask as a JSON-ready COCO compressed RLE."""
+    fortran = np.asfortranarray(_check_mask(mask) != 0, dtype=np.uint8)
     return _json_rle(mask_util.encode(fortran))
 
 
@@ -133,22 +84,11 @@ def rle_to_mask(rle: dict) -> np.ndarray:
 
 
 def region_to_rle(region: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict:
-    """Encode a mask known only inside a region as a full-frame COCO RLE.
+    """The full-frame RLE of ``region`` placed at column ``x0``, row ``y0`` of an empty frame.
 
-    The full-frame mask is ``region`` placed with its top-left pixel at column ``x0``, row ``y0`` of
-    an otherwise empty ``(height, width)`` frame; parts of ``region`` outside the frame are cut off
-    (``x0``/``y0`` may be negative). This is how SAM2 masks upsampled only inside their box become
-    full-image annotations without ever allocating a full-frame mask: the column-major run lengths
-    are computed from the region alone (columns outside it are single zero runs), and pycocotools
-    only compresses them. Memory is O(region size + number of runs).
-
-    Args:
-        region: ``(h, w)`` bool or integer array; non-zero is foreground.
-        x0, y0: frame coordinates (pixels) of the region's top-left pixel.
-        height, width: size of the full frame (positive).
-
-    Returns:
-        ``{"size": [height, width], "counts": str}``, identical to ``mask_to_rle(full_mask)``.
+    Identical to ``mask_to_rle(full_mask)`` (parts outside the frame are cut off, ``x0``/``y0`` may be
+    negative) without allocating the full frame: SAM2 masks upsampled only inside their box become
+    full-image annotations in O(region size + number of runs) memory.
     """
     reg = _check_mask(region, "region")
     height, width = _check_size(height, width)
@@ -191,11 +131,8 @@ def region_to_rle(region: np.ndarray, x0: int, y0: int, height: int, width: int)
 
 
 def box_to_rle(xyxy: Any, height: int, width: int) -> dict:
-    """The pixels a float ``xyxy`` box covers (pixel ``i`` spans ``[i, i + 1)``) as a COCO RLE.
-
-    The stand-in mask for a box without one in a segmentation dataset (a human-drawn box, or a
-    mask that came back empty), so every annotation there has a non-empty segmentation.
-    """
+    """The pixels a float ``xyxy`` box covers as a COCO RLE: the stand-in mask for a box without one
+    in a segmentation dataset, so every annotation there has a non-empty segmentation."""
     x0, y0, x1, y1 = (float(v) for v in np.asarray(xyxy, dtype=np.float64).reshape(4))
     left, top = int(np.floor(x0)), int(np.floor(y0))
     right, bottom = max(int(np.ceil(x1)), left + 1), max(int(np.ceil(y1)), top + 1)
@@ -213,15 +150,6 @@ def rle_to_xyxy(rle: dict) -> np.ndarray:
     return np.array([x, y, x + w, y + h], dtype=np.float64)
 
 
-def rle_iou(a: dict, b: dict) -> float:
-    """Intersection over union of two COCO RLEs of the same size; 0.0 when both are empty."""
-    ra, rb = _coco_rle(a), _coco_rle(b)
-    if list(ra["size"]) != list(rb["size"]):
-        raise ValueError(f"RLE sizes differ: {ra['size']} vs {rb['size']}")
-    # iscrowd=0: plain IoU (pycocotools returns 0 when both masks are empty).
-    return float(mask_util.iou([ra], [rb], [0])[0, 0])
-
-
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two ``(H, W)`` masks of the same shape; 0.0 when both are empty."""
     ma, mb = _check_mask(a, "a") != 0, _check_mask(b, "b") != 0
@@ -231,22 +159,6 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return int(np.count_nonzero(ma & mb)) / union if union else 0.0
 
 
-def resize_rle(rle: dict, width: int, height: int) -> dict:
-    """Nearest-neighbour resize of an RLE mask to ``(height, width)`` (``cv2.INTER_NEAREST``).
-
-    Decodes only this one mask; returns a JSON-ready RLE of size ``[height, width]``.
-    """
-    height, width = _check_size(height, width)
-    mask = mask_util.decode(_coco_rle(rle))
-    resized = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-    return mask_to_rle(resized)
-
-
-# --------------------------------------------------------------------------------------------------
-# Boxes
-# --------------------------------------------------------------------------------------------------
-
-
 def _as_boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.ndim == 1 and arr.size == 0:
@@ -254,20 +166,6 @@ def _as_boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"{name} must have shape (N, 4), got {np.shape(boxes)}")
     return arr
-
-
-def xyxy_to_xywh(boxes: Any) -> np.ndarray:
-    """``(N, 4)`` ``xyxy`` -> ``(N, 4)`` ``[x, y, w, h]`` (COCO bbox), float64."""
-    b = _as_boxes(boxes).copy()
-    b[:, 2:] -= b[:, :2]
-    return b
-
-
-def xywh_to_xyxy(boxes: Any) -> np.ndarray:
-    """``(N, 4)`` ``[x, y, w, h]`` -> ``(N, 4)`` ``xyxy``, float64."""
-    b = _as_boxes(boxes).copy()
-    b[:, 2:] += b[:, :2]
-    return b
 
 
 def clip_boxes(boxes: Any, width: float, height: float) -> np.ndarray:
@@ -303,18 +201,10 @@ def _score_order(scores: np.ndarray) -> np.ndarray:
 
 
 def nms(boxes: Any, scores: Any, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression.
+    """Greedy NMS: int64 indices of the kept boxes by score descending (ties: input order).
 
-    A box is suppressed when its IoU with an already kept, higher-scoring box is strictly greater
-    than ``iou_threshold``; so ``iou_threshold >= 1`` keeps every box.
-
-    Args:
-        boxes: ``(N, 4)`` ``xyxy``.
-        scores: ``(N,)``.
-        iou_threshold: suppression threshold.
-
-    Returns:
-        ``(K,)`` int64 indices of kept boxes, sorted by score descending (ties: input order).
+    A box is suppressed when its IoU with a kept, higher-scoring box is strictly greater than
+    ``iou_threshold``, so ``iou_threshold >= 1`` keeps every box.
     """
     b = _as_boxes(boxes)
     s = np.asarray(scores, dtype=np.float64)
@@ -323,37 +213,17 @@ def nms(boxes: Any, scores: Any, iou_threshold: float) -> np.ndarray:
     order = _score_order(s)
     if iou_threshold >= 1.0 or b.shape[0] <= 1:
         return order.astype(np.int64)
-    areas = box_area(b)
     keep: list[int] = []
     while order.size:
-        i = order[0]
-        keep.append(int(i))
+        keep.append(int(order[0]))
         rest = order[1:]
-        lt = np.maximum(b[i, :2], b[rest, :2])
-        rb = np.minimum(b[i, 2:], b[rest, 2:])
-        wh = np.clip(rb - lt, 0.0, None)
-        inter = wh[:, 0] * wh[:, 1]
-        union = areas[i] + areas[rest] - inter
-        iou = np.zeros_like(inter)
-        np.divide(inter, union, out=iou, where=union > 0)
-        order = rest[iou <= iou_threshold]
+        order = rest[box_iou(b[order[:1]], b[rest])[0] <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 
 def batched_nms(boxes: Any, scores: Any, class_ids: Any, iou_threshold: float) -> np.ndarray:
-    """Non-maximum suppression applied independently within each class.
-
-    Args:
-        boxes: ``(N, 4)`` ``xyxy``.
-        scores: ``(N,)``.
-        class_ids: ``(N,)`` integer class of each box; boxes of different classes never suppress
-            each other.
-        iou_threshold: as in :func:`nms`.
-
-    Returns:
-        ``(K,)`` int64 indices of kept boxes, sorted by score descending over all classes (ties:
-        input order).
-    """
+    """:func:`nms` within each class (boxes of different classes never suppress each other); kept
+    indices by score descending over all classes (ties: input order)."""
     b = _as_boxes(boxes)
     s = np.asarray(scores, dtype=np.float64)
     c = np.asarray(class_ids)
@@ -373,19 +243,6 @@ def batched_nms(boxes: Any, scores: Any, class_ids: Any, iou_threshold: float) -
     return keep[_score_order(s[keep])].astype(np.int64)
 
 
-def scale_boxes(boxes: Any, sx: float, sy: float) -> np.ndarray:
-    """Scale ``(N, 4)`` ``xyxy`` boxes: x by ``sx``, y by ``sy`` (e.g. ``new_w / old_w``); float64."""
-    b = _as_boxes(boxes).copy()
-    b[:, 0::2] *= float(sx)
-    b[:, 1::2] *= float(sy)
-    return b
-
-
-# --------------------------------------------------------------------------------------------------
-# Polygons
-# --------------------------------------------------------------------------------------------------
-
-
 def _signed_area(points: np.ndarray) -> float:
     """Shoelace signed area of a closed polygon given as ``(K, 2)`` points."""
     x, y = points[:, 0], points[:, 1]
@@ -393,11 +250,8 @@ def _signed_area(points: np.ndarray) -> float:
 
 
 def _simplify(points: np.ndarray) -> np.ndarray:
-    """Drop repeated points and points collinear with their neighbours (closed ``(K, 2)`` int path).
-
-    Collinear points (including zero-width spikes) enclose no area, so removing them leaves the
-    polygon's rasterization unchanged.
-    """
+    """Drop repeated points and points collinear with their neighbours (closed ``(K, 2)`` int path);
+    they enclose no area (zero-width spikes included), so the rasterization is unchanged."""
     while points.shape[0] >= 3:
         points = points[np.any(points != np.roll(points, 1, axis=0), axis=1)]
         if points.shape[0] < 3:
@@ -419,10 +273,8 @@ def _simplify(points: np.ndarray) -> np.ndarray:
 def _bridge_holes(outer: np.ndarray, holes: list[np.ndarray]) -> np.ndarray:
     """Join each hole to the polygon by a zero-width cut, returning one closed ``(K, 2)`` path.
 
-    The path traces the outer contour to vertex ``i``, runs along the cut to the hole's first vertex,
-    traces the hole (opposite orientation to the outer contour), and returns along the same cut.
-    The cut is traversed once in each direction, so under both even-odd and non-zero filling it adds
-    nothing, and the hole is excluded.
+    The cut is traversed once in each direction, so it adds nothing under even-odd or non-zero
+    filling, and the hole (traced opposite to the outer contour) is excluded.
     """
     path = outer
     for hole in holes:
@@ -434,23 +286,11 @@ def _bridge_holes(outer: np.ndarray, holes: list[np.ndarray]) -> np.ndarray:
 
 
 def mask_to_polygons(mask: np.ndarray, min_area: float = 4.0) -> list[list[float]]:
-    """Convert a mask to COCO polygons, one per connected part (8-connectivity).
+    """COCO polygons of a mask, one per 8-connected part, that rasterize back to it exactly.
 
-    Every vertex lies on the pixel-edge boundary of the mask (integer coordinates, pixel ``i`` spans
-    ``[i, i + 1]``), so ``polygons_to_rle(mask_to_polygons(m), H, W)`` reproduces ``m`` (see the
-    module docstring for how and why). COCO polygons cannot express holes and a multi-polygon
-    annotation is the union of its polygons, so each hole is joined to its part's outer contour by
-    a zero-width cut and traced in the opposite direction inside the same polygon.
-
-    Args:
-        mask: ``(H, W)`` bool or integer array; non-zero is foreground.
-        min_area: parts whose pixel area (outer area minus holes) is below this are dropped, as are
-            degenerate contours (fewer than 3 distinct points). Holes are always kept.
-
-    Returns:
-        A list of flat ``[x0, y0, x1, y1, ...]`` float lists (each with at least 6 coordinates),
-        ordered by each part's top-most, then left-most vertex. ``[]`` for an empty mask.
-        Deterministic for a given mask.
+    COCO polygons cannot express holes, so each hole is joined to its part's outer contour by a
+    zero-width cut. Parts whose net pixel area is below ``min_area`` and degenerate contours are
+    dropped. Parts come ordered by their top-most, then left-most vertex; ``[]`` for an empty mask.
     """
     m = _check_mask(mask) != 0
     if not m.any():
@@ -489,8 +329,7 @@ def mask_to_polygons(mask: np.ndarray, min_area: float = 4.0) -> list[list[float
                 first = int(np.lexsort((hole[:, 0], hole[:, 1]))[0])
                 holes.append(np.roll(hole, -first, axis=0))
             child = int(hierarchy[child, 0])
-        net_area = outer_area + sum(_signed_area(hole) for hole in holes)
-        if net_area < min_area:
+        if outer_area + sum(_signed_area(hole) for hole in holes) < min_area:
             continue
         holes.sort(key=lambda hole: (int(hole[0, 1]), int(hole[0, 0])))
         path = _bridge_holes(outer, holes)
@@ -501,23 +340,12 @@ def mask_to_polygons(mask: np.ndarray, min_area: float = 4.0) -> list[list[float
 
 
 def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> dict:
-    """Rasterize COCO polygons (their union) into a ``(height, width)`` COCO RLE via pycocotools.
-
-    Args:
-        polygons: list of flat ``[x0, y0, x1, y1, ...]`` lists, each with an even number (>= 6) of
-            coordinates, in pixel-edge coordinates. An empty list gives an empty mask.
-        height, width: frame size.
-    """
+    """Rasterize COCO polygons (their union; none gives an empty mask) into a COCO RLE."""
     height, width = _check_size(height, width)
     polys = [[float(v) for v in poly] for poly in polygons]
     for poly in polys:
         if len(poly) < 6 or len(poly) % 2:
-            raise ValueError(
-                f"each polygon needs an even number (>= 6) of coordinates, got {len(poly)}"
-            )
+            raise ValueError(f"each polygon needs an even number (>= 6) of coordinates, got {len(poly)}")
     if not polys:
-        empty = {"size": [height, width], "counts": [height * width]}
-        rle = mask_util.frPyObjects(empty, height, width)
-    else:
-        rle = mask_util.merge(mask_util.frPyObjects(polys, height, width))
-    return _json_rle(rle)
+        return _json_rle(mask_util.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width))
+    return _json_rle(mask_util.merge(mask_util.frPyObjects(polys, height, width)))

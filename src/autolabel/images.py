@@ -1,34 +1,21 @@
 """Find, open, validate, orient and convert images.
 
-Coordinate frame contract
--------------------------
-Everything after this module works in the **oriented frame**: the pixel grid you get after applying
-the file's EXIF orientation (tag 0x0112, values 1-8; 5-8 swap width and height). ``load_image``
-applies the orientation exactly once, before any other pixel operation, and reports ``width`` and
-``height`` of the *original full-resolution* image in that frame. Boxes, masks and exported sizes are
-all expressed in that frame at that resolution.
+``load_image`` applies the EXIF orientation exactly once, before any other pixel operation, and
+reports the *original full-resolution* size in that oriented frame, the one boxes, masks and exports
+use. A reduced decode (``max_side``) returns fewer pixels; ``scale`` maps them back
+(``x_original = x_returned / scale``).
 
-When a caller asks for a reduced decode (``max_side``), the returned pixels are smaller but
-``width``/``height`` still describe the original; ``scale`` is the factor from original to returned
-pixels (``x_returned = x_original * scale``), so boxes found on the reduced image map back with
-``x_original = x_returned / scale``.
-
-Every returned image is 8-bit ``RGB``. Transparent pixels are composited onto white
-(``ALPHA_BACKGROUND``): dropping alpha would expose whatever colour the encoder left under
-transparent pixels (often black, hiding dark logos and line art), and white is what a reviewer sees
-when the file is shown in a browser or the review UI.
-
-Pillow safety: no Pillow globals are changed. Our own pixel limit (``max_pixels``) is checked on the
-header before any decoding; Pillow's decompression-bomb guard stays active (its error becomes an
-``ImageLoadError``; its warning is silenced only around our own calls), and truncated files fail
-instead of decoding as half-grey images.
+Images come back 8-bit RGB, transparency composited onto white (``ALPHA_BACKGROUND``): dropping alpha
+would expose whatever colour the encoder left under it (often black, hiding dark logos), and white is
+what a reviewer sees in a browser. No Pillow globals are changed: our pixel limit is checked on the
+header before decoding, Pillow's bomb guard stays active, and truncated files fail instead of decoding
+as half-grey images.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import os
 import stat
 import struct
@@ -42,30 +29,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from autolabel.errors import ConfigError, ImageLoadError
-from autolabel.orientation import (  # private names: the decode steps below call them so
-    ORIENTATION_TAG as _ORIENTATION_TAG,
-    TRANSPOSE as _TRANSPOSE,
-    header_orientation as _header_orientation,
-    orient_size as _oriented,
-    orientation_left_after_load as _orientation_left_after_load,
-    stored_size as _stored_size,
-)
-
-logger = logging.getLogger(__name__)
-
-__all__ = [
-    "ALPHA_BACKGROUND",
-    "IMAGE_EXTENSIONS",
-    "LoadedImage",
-    "discover_images",
-    "file_sha256",
-    "load_image",
-    "oriented_size",
-]
+from autolabel.orientation import TRANSPOSE, header_orientation, orient_size, orientation_left_after_load, stored_size
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
-#: Colour that transparent pixels are composited onto (see module docstring).
 ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
 #: Pillow's default MAX_IMAGE_PIXELS (89_478_485) times two, i.e. the size at which Pillow itself
@@ -85,14 +52,7 @@ _CHUNK = 1024 * 1024
 
 # Errors Pillow (and the decoders under it) raise for malformed input, while opening or decoding.
 _DECODE_ERRORS = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    IndexError,
-    struct.error,
-    Image.DecompressionBombError,
-    MemoryError,
+    OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError, MemoryError,
 )
 
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
@@ -102,25 +62,13 @@ _HIGH_DEPTH_MODES = _UINT16_MODES | {"I", "F"}
 _SUPPORTED_MODES = _ALPHA_MODES | _DIRECT_MODES | _HIGH_DEPTH_MODES
 
 
-# --------------------------------------------------------------------------------------------------
-# Discovery
-
-
 def discover_images(inputs: Iterable[str | Path] | str | Path) -> list[Path]:
-    """Expand files and folders into a sorted, de-duplicated list of absolute, resolved paths.
+    """Expand files and folders into a sorted, de-duplicated list of resolved paths.
 
-    - A named file is always included, whatever its extension or name, so a wrong file gets a clear
-      per-file error from ``load_image`` instead of vanishing silently.
-    - A folder is walked recursively; inside it only files whose extension (case-insensitive) is in
-      ``IMAGE_EXTENSIONS`` are kept, and files and folders whose name starts with ``.`` are skipped.
-    - Symbolic links are followed; each real folder is walked once, so link loops terminate.
-    - Entries that cannot be used (dangling links, unreadable sub-folders) are listed as they are,
-      so that ``load_image`` reports them as failed: nothing is dropped silently.
-    - A single path (not wrapped in a list) is accepted too.
-
-    Raises:
-        ConfigError: an input does not exist, is neither a file nor a folder, or a named folder
-            cannot be listed.
+    A named file is always kept (a wrong one gets a clear error from ``load_image``, not silence);
+    folders are walked recursively for ``IMAGE_EXTENSIONS`` names, skipping dot-names, following links
+    but walking each real folder once (link loops end). Unusable entries (dangling links, unreadable
+    sub-folders) are listed so that labelling reports them as failed. ConfigError for a missing input.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -192,24 +140,10 @@ def _dev_inode(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-# --------------------------------------------------------------------------------------------------
-# Loading
-
-
 @dataclass(frozen=True)
 class LoadedImage:
-    """A decoded image in the oriented frame (see module docstring).
-
-    Attributes:
-        path: the file it came from.
-        image: 8-bit ``RGB`` pixels, EXIF orientation applied, metadata dropped. Its size is
-            ``(width, height)``, or about ``(width * scale, height * scale)`` after a reduced decode.
-        width: oriented width of the original full-resolution image, in pixels.
-        height: oriented height of the original full-resolution image, in pixels.
-        sha256: hex SHA-256 of the file's bytes.
-        scale: returned / original size, taken on the long side (which is exact there; the short
-            side is rounded to whole pixels). 1.0 unless ``max_side`` shrank the image.
-    """
+    """RGB pixels in the oriented frame (metadata dropped) and the original oriented ``width`` x ``height``;
+    ``scale`` is returned / original size on the long side (exact there), 1.0 unless ``max_side`` shrank it."""
 
     path: Path
     image: Image.Image
@@ -217,14 +151,6 @@ class LoadedImage:
     height: int
     sha256: str
     scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.width < 1 or self.height < 1:
-            raise ValueError(f"width and height must be positive, got {self.width}x{self.height}")
-        if self.image.mode != "RGB":
-            raise ValueError(f"image must be RGB, got mode {self.image.mode}")
-        if not 0.0 < self.scale <= 1.0:
-            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
 
 
 def load_image(
@@ -234,26 +160,12 @@ def load_image(
     max_side: int | None = None,
     draft: Callable[[tuple[int, int]], int | None] | None = None,
 ) -> LoadedImage:
-    """Open, validate, orient and convert one image file to RGB.
+    """Open, validate, orient and convert one image file to RGB; ImageLoadError (one line) if it cannot.
 
-    Args:
-        path: the image file.
-        max_pixels: largest allowed ``width * height``, checked on the header before decoding.
-        max_side: if given, return pixels whose long side is ``min(max_side, original long side)``;
-            JPEGs are decoded directly at a reduced DCT scale (``Image.draft``, never below the
-            target), then every format gets a high-quality downscale to exactly that size. The
-            original size is still reported in ``width``/``height``; see ``LoadedImage.scale``.
-        draft: for JPEGs only (other formats decode at full size), a function of the oriented
-            ``(width, height)`` read from the header that returns the ``max_side`` to decode at
-            (None: full size). Lets a caller pick the reduction without opening the file twice.
-
-    Returns:
-        LoadedImage whose ``image`` is RGB in the oriented frame.
-
-    Raises:
-        ImageLoadError: one readable line naming the file and the reason (missing, empty, not an
-            allowed image format, corrupt or truncated data, too many pixels, unsupported mode).
-        ValueError: ``max_pixels`` or ``max_side`` is not a positive integer.
+    ``max_pixels`` is checked on the header before decoding. ``max_side`` shrinks the long side to it
+    (JPEGs first decode at a reduced DCT scale, never below the target, then every format gets a
+    Lanczos downscale). ``draft`` (JPEGs only) picks ``max_side`` from the oriented header size, so a
+    caller chooses the reduction without opening the file twice.
     """
     _check_positive("max_pixels", max_pixels)
     if max_side is not None:
@@ -270,44 +182,28 @@ def load_image(
 
 
 def oriented_size(path: str | Path) -> tuple[int, int]:
-    """Return ``(width, height)`` of the image after EXIF orientation, reading only the header.
-
-    Agrees with ``load_image(path).width/height`` by construction (same orientation rule).
-
-    Raises:
-        ImageLoadError: the file is missing, empty, or not a readable image of an allowed format.
-    """
+    """``(width, height)`` after EXIF orientation, from the header only (as ``load_image`` reports it)."""
     path = Path(path)
     _check_regular_nonempty(path)
     with _open_file(path) as fp:
         try:
             with Image.open(fp, formats=_ALLOWED_FORMATS) as im:
-                return _oriented(_stored_size(im), _header_orientation(im, fp))
+                return orient_size(stored_size(im), header_orientation(im, fp))
         except _DECODE_ERRORS as exc:
             raise _decode_error(path, exc) from exc
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (constant memory).
-
-    Raises:
-        ImageLoadError: the file cannot be read.
-    """
+    """Hex SHA-256 of a file, read in chunks (constant memory); ImageLoadError if it cannot be read."""
     path = Path(path)
     digest = hashlib.sha256()
-    buffer = bytearray(_CHUNK)
-    view = memoryview(buffer)
     with _open_file(path) as fp:
         try:
-            while n := fp.readinto(buffer):
-                digest.update(view[:n])
+            while chunk := fp.read(_CHUNK):
+                digest.update(chunk)
         except OSError as exc:
             raise ImageLoadError(_one_line(f"{path}: cannot read file ({exc})")) from exc
     return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------------
-# Loading: steps
 
 
 def _decode(
@@ -316,7 +212,7 @@ def _decode(
 ) -> tuple[Image.Image, int, int, float]:
     """Decode ``fp`` -> (RGB image in the oriented frame, original oriented width, height, scale)."""
     with Image.open(fp, formats=_ALLOWED_FORMATS) as im:
-        stored_w, stored_h = _stored_size(im)
+        stored_w, stored_h = stored_size(im)
         if stored_w < 1 or stored_h < 1:
             raise ImageLoadError(f"{path}: image has no pixels ({stored_w}x{stored_h})")
         if stored_w * stored_h > max_pixels:
@@ -327,17 +223,17 @@ def _decode(
             )
         if im.mode not in _SUPPORTED_MODES:
             raise ImageLoadError(f"{path}: unsupported image mode {im.mode!r}")
-        orientation = _header_orientation(im, fp)
-        width, height = _oriented((stored_w, stored_h), orientation)
+        orientation = header_orientation(im, fp)
+        width, height = orient_size((stored_w, stored_h), orientation)
         if draft is not None and im.format in _JPEG_FORMATS:
             max_side = draft((width, height))
         target = _target_size(width, height, max_side)
         if target is not None and im.format in _JPEG_FORMATS:
             # DCT-domain downscale by 1/2, 1/4 or 1/8; draft never goes below the requested size.
             # The request is in the stored frame, hence the swap back for orientations 5-8.
-            im.draft(im.mode, _oriented(target, orientation))
+            im.draft(im.mode, orient_size(target, orientation))
         im.load()  # raises OSError on truncated data (LOAD_TRUNCATED_IMAGES stays False)
-        transpose = _TRANSPOSE.get(_orientation_left_after_load(im, orientation))
+        transpose = TRANSPOSE.get(orientation_left_after_load(im, orientation))
         oriented = im.transpose(transpose) if transpose is not None else im
         rgb = _to_rgb(oriented)
     rgb.info = {}  # drop EXIF/XMP so that saving the pixels can never re-apply the orientation
@@ -351,11 +247,8 @@ def _decode(
 def _check_decoded_frame(
     decoded: tuple[int, int], oriented: tuple[int, int], target: tuple[int, int] | None, path: Path
 ) -> None:
-    """Guard the frame contract against decoder quirks (e.g. a plugin that orients on its own).
-
-    Without ``target`` the decoded size must equal the oriented header size. With one (JPEG draft
-    may have shrunk the decode) it must lie between the target and the original, same aspect ratio.
-    """
+    """Guard the frame contract against decoder quirks (e.g. a plugin that orients on its own): the
+    decoded size is the oriented header size, or after a JPEG draft lies between it and the target."""
     (dw, dh), (w, h) = decoded, oriented
     if target is None:
         ok = (dw, dh) == (w, h)
@@ -367,10 +260,10 @@ def _check_decoded_frame(
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """Any supported mode -> a new 8-bit RGB image of the same size (alpha onto ALPHA_BACKGROUND)."""
+    """Any supported mode -> a new 8-bit RGB image object of the same size (alpha onto ALPHA_BACKGROUND)."""
     if im.mode in _HIGH_DEPTH_MODES:
         gray = _high_depth_to_l(im)
-        if _has_transparency_key(im):
+        if isinstance(im.info.get("transparency"), int):
             alpha = np.asarray(im) != im.info["transparency"]
             return _composite(gray.convert("RGB"), Image.fromarray(alpha.astype(np.uint8) * 255))
         return gray.convert("RGB")
@@ -378,6 +271,13 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         # "transparency" covers palette tRNS and PNG colour keys on L/RGB images.
         rgba = im.convert("RGBA")
         return _composite(rgba.convert("RGB"), rgba.getchannel("A"))
+    if im.mode == "RGB":
+        # Already RGB: a new image object on the same pixels, not a copy (a 108 MP decode is
+        # 0.4 GB), which stays valid when the decoded file's image is closed and carries none of
+        # its EXIF. ``_new`` is Pillow's own way to wrap a core image (tested in test_images).
+        shared = im._new(im.im)
+        shared.readonly = im.readonly
+        return shared
     return im.convert("RGB")
 
 
@@ -390,18 +290,9 @@ def _composite(rgb: Image.Image, alpha: Image.Image) -> Image.Image:
     return out
 
 
-def _has_transparency_key(im: Image.Image) -> bool:
-    return isinstance(im.info.get("transparency"), int)
-
-
 def _high_depth_to_l(im: Image.Image) -> Image.Image:
-    """16-bit, 32-bit int and float images -> 8-bit L.
-
-    Pillow's own ``convert("L")`` clips these at 255, which turns most 16-bit images white.
-    16-bit modes are rescaled by their declared range (v / 257, so 65535 -> 255). Modes ``I`` and
-    ``F`` carry no declared range, so it is inferred: values within 0-255 are kept, within 0-65535
-    treated as 16-bit, floats within 0-1 as unit range; anything else is stretched min..max.
-    """
+    """16-bit, 32-bit int and float images -> 8-bit L (Pillow's ``convert("L")`` clips at 255, turning
+    most 16-bit images white). Modes ``I`` and ``F`` declare no range, so it is inferred from the values."""
     arr = np.asarray(im).astype(np.float32)
     if im.mode in _UINT16_MODES:
         out = np.round(arr / 257.0)
@@ -431,10 +322,6 @@ def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, in
         return None
     short = max(1, round(min(width, height) * max_side / long_side))
     return (max_side, short) if width >= height else (short, max_side)
-
-
-# --------------------------------------------------------------------------------------------------
-# Files and errors
 
 
 def _read_and_hash(path: Path) -> tuple[bytes | None, str]:
@@ -481,9 +368,8 @@ def _open_file(path: Path) -> IO[bytes]:
 def ignore_bomb_warnings() -> None:
     """For entry points (CLI, UI): hide Pillow's DecompressionBombWarning process-wide, once.
 
-    ``load_image``'s ``max_pixels`` check is the policy (Pillow's hard error above twice its own
-    limit still applies). Changing warning filters is process-global, so it is done here, at start
-    up, and never around a decode in a worker thread.
+    ``load_image``'s ``max_pixels`` is the policy (Pillow's hard error still applies); warning filters
+    are process-global, so this runs at start-up, never around a decode in a worker thread.
     """
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 

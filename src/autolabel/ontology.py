@@ -69,8 +69,6 @@ class Ontology:
             if cls.threshold is not None and not 0.0 <= cls.threshold <= 1.0:
                 raise ConfigError(f"threshold of class {cls.name!r} must be in [0, 1], got {cls.threshold}")
 
-    # -- construction -------------------------------------------------------------------------------
-
     @classmethod
     def from_classes(cls, classes) -> "Ontology":
         built = []
@@ -127,7 +125,8 @@ class Ontology:
         try:
             data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as exc:  # json's errors are ValueErrors, yaml's are not
-            raise ConfigError(f"ontology file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
+            kind = path.suffix.lstrip(".").upper() or "YAML"
+            raise ConfigError(f"ontology file {path} is not valid {kind}: {exc}") from None
         return cls.from_data(data, source=str(path))
 
     @classmethod
@@ -145,8 +144,6 @@ class Ontology:
         if not isinstance(data, list):
             raise ConfigError(f"{source}: expected a list of classes or a 'classes:' key")
         return cls.from_classes(data)
-
-    # -- views --------------------------------------------------------------------------------------
 
     @property
     def names(self) -> list[str]:

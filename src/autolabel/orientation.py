@@ -1,10 +1,7 @@
 """EXIF orientation: the one table, and sizes, boxes and masks from the stored to the oriented frame.
 
-A file stores a pixel grid (the *stored* frame, ``W x H``); its EXIF orientation tag (0x0112, values
-1-8) says how to turn that grid for display. The turned grid is the *oriented* frame, the one every
-part of autolabel works in. Orientations 5-8 swap width and height; 1 (and any invalid value) means
-no change. Pixel ``i`` spans ``[i, i + 1)``, so a box maps through its corners.
-
+The EXIF orientation tag (values 1-8; 5-8 swap width and height, 1 or an invalid value is no change)
+says how to turn the file's *stored* pixel grid into the *oriented* frame autolabel works in.
 ``images.load_image`` turns pixels with :data:`TRANSPOSE`; :func:`orient_boxes` and :func:`orient_rle`
 turn labels drawn on the stored pixels the same way (e.g. a COCO file made from the raw grid).
 """
@@ -46,10 +43,7 @@ def orient_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
 
 
 def orient_boxes(xyxy, orientation: int, stored: tuple[int, int]) -> np.ndarray:
-    """``(N, 4)`` ``xyxy`` in the stored frame of size ``stored`` ``(W, H)`` -> the oriented frame.
-
-    Returns float64 (values are not rounded); orientation 1 returns the boxes unchanged.
-    """
+    """``(N, 4)`` ``xyxy`` in the stored frame of size ``stored`` ``(W, H)`` -> the oriented frame (float64)."""
     boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
     if orientation not in TRANSPOSE:
         return boxes.copy()
@@ -71,9 +65,6 @@ def orient_rle(rle: dict, orientation: int) -> dict:
     from autolabel.geometry import mask_to_rle, rle_to_mask
 
     return mask_to_rle(np.asarray(Image.fromarray(rle_to_mask(rle)).transpose(transpose)))
-
-
-# -- reading the orientation of a file ---------------------------------------------------------------
 
 
 def stored_size(im: Image.Image) -> tuple[int, int]:
@@ -116,11 +107,7 @@ def header_orientation(im: Image.Image, fp: IO[bytes]) -> int:
 
 
 def file_orientation(path: str | Path) -> int:
-    """The EXIF orientation (1-8) of an image file, from its header.
-
-    Raises:
-        OSError: the file cannot be opened or is not an image Pillow can identify.
-    """
+    """The EXIF orientation (1-8) of an image file, from its header; OSError if Pillow cannot open it."""
     with open(path, "rb") as fp, Image.open(fp) as im:
         return header_orientation(im, fp)
 

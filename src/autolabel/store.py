@@ -1,22 +1,14 @@
 """The label store: one SQLite database per run folder.
 
-SQLite as a single-writer job store: WAL journal, ``BEGIN IMMEDIATE``, one transaction per batch of
-images, idempotent writes keyed by image path. A run killed at any point (Ctrl-C, ``kill -9``) keeps
-every committed image; re-running skips them. WAL does not work on network filesystems (NFS, SMB):
-keep run folders on a local disk.
-
-The run's configuration (models, prompts, thresholds, mode) is stored once; opening the folder with
-a different configuration is refused, so one run never mixes labels from two set-ups.
-
-Labels come out and go in as :class:`~autolabel.detections.Detections` (``from_rows`` / ``as_rows``
-convert between the table's rows and the record); class and prompt ids are relative to the run's
-ontology, which is stored by name and prompt text.
+A single-writer job store: WAL journal, ``BEGIN IMMEDIATE``, one transaction per batch of images,
+idempotent writes keyed by image path, so a run killed at any point keeps every committed image and
+re-running skips them. WAL does not work on network filesystems (NFS, SMB): keep run folders on a
+local disk. The run's configuration is stored once; opening the folder with another is refused.
 
 Threads: a :class:`Store` is one connection, used by the thread that opened it and by at most one
-writer thread at a time (the labelling loop commits from a background thread). A call from any other
-thread raises ``RuntimeError``: open a store per thread instead (about a millisecond; WAL lets
-readers and the writer work side by side). A lock serialises the two threads, so a transaction is
-never interleaved with another call.
+writer thread at a time (the labelling loop commits from a background thread); any other thread
+gets ``RuntimeError`` and should open its own store (WAL lets readers and the writer work side by
+side). A lock serialises the two threads, so a transaction is never interleaved with another call.
 """
 
 from __future__ import annotations
@@ -38,8 +30,7 @@ from autolabel.errors import StoreError
 from autolabel.ontology import Ontology
 
 DB_NAME = "autolabel.db"
-SCHEMA_VERSION = 1
-REVIEW_STATES = REVIEWS
+SCHEMA_VERSION = 2  # 2: detections.original (a person's edit keeps the model's prediction)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,14 +54,19 @@ CREATE TABLE IF NOT EXISTS detections (
     x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL,
     rle TEXT,
     source TEXT NOT NULL DEFAULT 'model' CHECK (source IN ('model', 'human')),
-    review TEXT NOT NULL DEFAULT 'pending' CHECK (review IN ('pending', 'accepted', 'rejected'))
+    review TEXT NOT NULL DEFAULT 'pending' CHECK (review IN ('pending', 'accepted', 'rejected')),
+    original TEXT
 );
 CREATE INDEX IF NOT EXISTS detections_by_image ON detections(image_id);
 """
 
 # The columns ``from_rows`` reads and ``as_rows`` writes, in order.
 _LABEL_COLUMNS = "class_name, prompt, score, x0, y0, x1, y1, rle, source, review"
+_IMAGE_COLUMNS = "id, path, sha256, width, height, status, error, reviewed"
 _INSERT_LABELS = f"INSERT INTO detections (image_id, {_LABEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Every column of a label, for exact snapshots (``detection_row`` / ``put_detection_row``, the
+# Review tab's undo and redo).
+_ROW_COLUMNS = ("id", "image_id", *_LABEL_COLUMNS.split(", "), "original")
 
 
 @dataclass(frozen=True)
@@ -101,13 +97,9 @@ class ImageResult:
 
 
 def from_rows(rows, ontology: Ontology) -> Detections:
-    """Rows ``(id, class_name, prompt, score, x0, y0, x1, y1, rle, source, review)`` -> Detections.
-
-    Values keep their stored (float64) precision. A missing score is NaN, a missing prompt -1;
-    ``masks`` is None when no row has a mask, else a list with None for the rows without one. Rows
-    of a class the ontology does not have are left out (the stored configuration fixes the
-    ontology, so only a hand-edited database has them).
-    """
+    """Rows ``(id, class_name, prompt, score, x0, y0, x1, y1, rle, source, review)`` -> Detections
+    (float64 values kept; NULL score -> NaN, NULL prompt -> -1). Rows of a class the ontology lacks
+    (only a hand-edited database has them) are left out."""
     class_index = {name: i for i, name in enumerate(ontology.names)}
     prompt_index = {(ontology.names[c], q): k for k, (c, q) in enumerate(zip(ontology.query_class_ids, ontology.queries))}
     rows = [r for r in rows if r[1] in class_index]
@@ -123,9 +115,7 @@ def from_rows(rows, ontology: Ontology) -> Detections:
 
 
 def as_rows(image_id: int, detections: Detections, ontology: Ontology) -> list[tuple]:
-    """Detections of one image -> rows ``(image_id, class_name, prompt, score, x0, y0, x1, y1, rle,
-    source, review)`` for ``INSERT``; NaN scores and prompt -1 become NULL. Raises ``StoreError`` on
-    a class id the ontology does not have."""
+    """Detections of one image -> rows for ``_INSERT_LABELS`` (NaN score and prompt -1 -> NULL)."""
     names, queries = ontology.names, ontology.queries
     bad = [int(c) for c in detections.class_ids if not 0 <= c < len(names)]
     if bad:
@@ -143,17 +133,7 @@ def as_rows(image_id: int, detections: Detections, ontology: Ontology) -> list[t
 
 class Store:
     """The labels of one run folder (open it with :func:`open_store`; close it, or use ``with``).
-
-    Configuration: ``config``, ``ontology``, ``bind_config(config)``.
-    Labelling: ``write_results([ImageResult])`` (model labels, one transaction per batch),
-    ``write_human_labels([ImageResult])`` (an imported dataset's labels), ``done_among(paths)``.
-    Reading: ``images(status)``, ``image(id)``, ``labels(image_id, include_rejected=False)``,
-    ``counts()``, ``failures()``.
-    Review (each call one durable transaction, ``synchronous=FULL``): ``set_review``,
-    ``update_detection``, ``add_detection``, ``delete_detection``, ``set_image_reviewed``,
-    ``accept_image``.
-    Threads: see the module docstring (the opening thread plus one writer thread).
-    """
+    Threads: see the module docstring."""
 
     def __init__(self, run_dir: Path, conn: sqlite3.Connection):
         self.run_dir = run_dir
@@ -274,12 +254,8 @@ class Store:
             self._write(results, "model", "pending")
 
     def write_human_labels(self, results: list[ImageResult]) -> None:
-        """Store images with human labels (an imported dataset) in one transaction.
-
-        Each result's detections are stored as ``source='human'``, ``review='accepted'``, without
-        score or prompt, and the image is marked reviewed. Re-writing an image replaces its human
-        labels (idempotent re-import); its model labels, if any, stay.
-        """
+        """Store an imported dataset's labels (accepted, no score or prompt) on reviewed images, in one
+        transaction. Re-writing an image replaces its human labels; its model labels stay."""
         if results:
             self._write(results, "human", "accepted")
 
@@ -299,21 +275,16 @@ class Store:
 
     def images(self, status: str | None = "done") -> Iterator[ImageRecord]:
         """Images ordered by path (a stable order for exports); ``status=None`` for all."""
-        sql = "SELECT id, path, sha256, width, height, status, error, reviewed FROM images"
-        args: tuple = ()
-        if status is not None:
-            sql += " WHERE status = ?"
-            args = (status,)
+        where, args = (" WHERE status = ?", (status,)) if status is not None else ("", ())
         with self._use() as conn:
-            cursor = conn.execute(sql + " ORDER BY path", args)
+            cursor = conn.execute(f"SELECT {_IMAGE_COLUMNS} FROM images{where} ORDER BY path", args)
         # Rows are streamed (a run may hold millions); SQLite keeps the read consistent.
         for row in cursor:
             yield ImageRecord(*row[:7], bool(row[7]))
 
     def image(self, image_id: int) -> ImageRecord:
         with self._use() as conn:
-            row = conn.execute("SELECT id, path, sha256, width, height, status, error, reviewed FROM images WHERE id = ?",
-                               (image_id,)).fetchone()
+            row = conn.execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
         if row is None:
             raise StoreError(f"no image with id {image_id} in {self.run_dir}")
         return ImageRecord(*row[:7], bool(row[7]))
@@ -349,25 +320,39 @@ class Store:
             raise StoreError(f"unknown class {class_name!r}; the run's classes are {', '.join(self.ontology.names)}")
 
     def set_review(self, detection_id: int, review: str) -> None:
-        if review not in REVIEW_STATES:
-            raise StoreError(f"review must be one of {', '.join(REVIEW_STATES)}, got {review!r}")
+        if review not in REVIEWS:
+            raise StoreError(f"review must be one of {', '.join(REVIEWS)}, got {review!r}")
         with self._transaction(durable=True) as conn:
             conn.execute("UPDATE detections SET review = ? WHERE id = ?", (review, detection_id))
 
     def update_detection(self, detection_id: int, *, class_name: str | None = None, xyxy=None) -> None:
-        """Change a label's class or box; it becomes a human-reviewed (accepted) label. A moved box
-        loses its mask (the mask no longer matches it)."""
+        """Change a label's class or box. A changed label becomes a person's label: source ``human``,
+        accepted, no score or prompt, and no mask when the box moved (the mask no longer matches);
+        the model's prediction it came from is kept (``model_predictions``). Setting the same class
+        and box only accepts the label."""
         if class_name is not None:
             self._check_class(class_name)
         with self._transaction(durable=True) as conn:
-            row = conn.execute("SELECT class_name, x0, y0, x1, y1 FROM detections WHERE id = ?",
-                               (detection_id,)).fetchone()
+            row = conn.execute("SELECT class_name, prompt, score, x0, y0, x1, y1, rle, source, original "
+                               "FROM detections WHERE id = ?", (detection_id,)).fetchone()
             if row is None:
                 raise StoreError(f"no detection with id {detection_id}")
-            box = tuple(map(float, xyxy)) if xyxy is not None else row[1:]
-            rle_sql = ", rle = NULL" if xyxy is not None else ""
-            conn.execute(f"UPDATE detections SET class_name = ?, x0 = ?, y0 = ?, x1 = ?, y1 = ?, review = 'accepted'"
-                         f"{rle_sql} WHERE id = ?", (class_name or row[0], *box, detection_id))
+            old_box = tuple(map(float, row[3:7]))
+            box = tuple(map(float, xyxy)) if xyxy is not None else old_box
+            if not (box[2] > box[0] and box[3] > box[1]):
+                raise StoreError(f"box {tuple(box)} is empty: need x1 > x0 and y1 > y0")
+            new_class = class_name or row[0]
+            if (new_class, box) == (row[0], old_box):
+                conn.execute("UPDATE detections SET review = 'accepted' WHERE id = ?", (detection_id,))
+                return
+            original = row[9]
+            if original is None and row[8] == "model":
+                original = json.dumps({"class_name": row[0], "prompt": row[1], "score": row[2], "xyxy": old_box,
+                                       "rle": json.loads(row[7]) if row[7] else None})
+            rle = row[7] if box == old_box else None
+            conn.execute("UPDATE detections SET class_name = ?, prompt = NULL, score = NULL, x0 = ?, y0 = ?, x1 = ?, "
+                         "y1 = ?, rle = ?, source = 'human', review = 'accepted', original = ? WHERE id = ?",
+                         (new_class, *box, rle, original, detection_id))
 
     def add_detection(self, image_id: int, class_name: str, xyxy, rle: dict | None = None) -> int:
         """Add a human-drawn label (accepted, no score); returns its id."""
@@ -377,11 +362,8 @@ class Store:
         if not (x1 > x0 and y1 > y0):
             raise StoreError(f"box {xyxy} is empty: need x1 > x0 and y1 > y0")
         with self._transaction(durable=True) as conn:
-            return conn.execute(
-                """INSERT INTO detections (image_id, class_name, prompt, score, x0, y0, x1, y1, rle, source, review)
-                   VALUES (?, ?, NULL, NULL, ?, ?, ?, ?, ?, 'human', 'accepted')""",
-                (image_id, class_name, x0, y0, x1, y1, json.dumps(rle) if rle else None),
-            ).lastrowid
+            return conn.execute(_INSERT_LABELS, (image_id, class_name, None, None, x0, y0, x1, y1,
+                                                 json.dumps(rle) if rle else None, "human", "accepted")).lastrowid
 
     def delete_detection(self, detection_id: int) -> None:
         with self._transaction(durable=True) as conn:
@@ -399,6 +381,38 @@ class Store:
                                     (image_id,)).rowcount
             conn.execute("UPDATE images SET reviewed = 1 WHERE id = ?", (image_id,))
         return accepted
+
+    def detection_row(self, detection_id: int) -> dict | None:
+        """Every column of one label (None if there is none): an exact snapshot to put back later."""
+        with self._use() as conn:
+            row = conn.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM detections WHERE id = ?",
+                               (detection_id,)).fetchone()
+        return None if row is None else dict(zip(_ROW_COLUMNS, row))
+
+    def put_detection_row(self, row: dict) -> None:
+        """Write a ``detection_row`` snapshot back as it was (same id), in one durable transaction."""
+        if set(row) != set(_ROW_COLUMNS):
+            raise StoreError(f"a label snapshot needs the columns {', '.join(_ROW_COLUMNS)}")
+        self._check_class(row["class_name"])
+        with self._transaction(durable=True) as conn:
+            conn.execute(f"INSERT OR REPLACE INTO detections ({', '.join(_ROW_COLUMNS)}) "
+                         f"VALUES ({', '.join('?' * len(_ROW_COLUMNS))})", [row[c] for c in _ROW_COLUMNS])
+
+    def model_predictions(self, image_id: int) -> Detections:
+        """What the model predicted for one image, whatever a person did with it since: model labels
+        (rejected ones too) and, for labels a person changed, the prediction they came from; all
+        pending, in store order. For evaluating the model against reviewed labels."""
+        with self._use() as conn:
+            rows = conn.execute(f"SELECT id, {_LABEL_COLUMNS}, original FROM detections WHERE image_id = ? AND "
+                                "(source = 'model' OR original IS NOT NULL) ORDER BY id", (image_id,)).fetchall()
+        predictions = []
+        for label_id, *columns, original in rows:
+            if original is not None:
+                o = json.loads(original)
+                columns = [o["class_name"], o["prompt"], o["score"], *o["xyxy"],
+                           json.dumps(o["rle"]) if o["rle"] else None]
+            predictions.append((label_id, *columns[:8], "model", "pending"))
+        return from_rows(predictions, self.ontology)
 
     def close(self) -> None:
         with self._use() as conn:
@@ -431,10 +445,12 @@ def open_store(run_dir: str | Path, create: bool = True) -> Store:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.executescript(_SCHEMA)
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if version is None:
-            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(version[0]) > SCHEMA_VERSION:
+        if version is not None and int(version[0]) > SCHEMA_VERSION:
             raise StoreError(f"{db_path} was written by a newer autolabel (schema {version[0]})")
+        if "original" not in {r[1] for r in conn.execute("PRAGMA table_info(detections)")}:
+            conn.execute("ALTER TABLE detections ADD COLUMN original TEXT")  # a schema 1 store
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         return Store(run_dir, conn)
     except BaseException as exc:
         conn.close()

@@ -88,7 +88,8 @@ def test_finetune_from_a_run_starts_from_the_runs_model(tmp_path, setup):
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     result = runner.invoke(main, ["finetune", "--train", str(run), "--out", str(out), "--labels", "all",
-                                  "--min-score", "0", "--steps", "2", "--batch-size", "2", "--device", "cpu", "--quiet"])
+                                  "--min-score", "0", "--steps", "2", "--batch-size", "2", "--device", "cpu",
+                                  "--quiet"])
     assert result.exit_code == 0, result.output
     assert f"starting from {model}" in result.output and "6 images" in result.output
     assert (out / "model.safetensors").exists()
@@ -106,7 +107,8 @@ def test_options_default_to_the_library_config(tmp_path, setup, monkeypatch):
 
     monkeypatch.setattr(train, "finetune", capture)
     model, gt = setup
-    result = CliRunner().invoke(main, ["finetune", "--train", str(gt), "--out", str(tmp_path / "o"), "--model", str(model)])
+    args = ["finetune", "--train", str(gt), "--out", str(tmp_path / "o"), "--model", str(model)]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 130, result.output
     assert seen["config"] == TrainConfig()
 
@@ -119,6 +121,7 @@ def test_options_default_to_the_library_config(tmp_path, setup, monkeypatch):
 def test_finetune_errors_are_one_line(tmp_path, setup, args, message):
     model, gt = setup
     args = [a.format(tmp=tmp_path, gt=gt) for a in args]
-    result = CliRunner().invoke(main, ["finetune", *args, "--out", str(tmp_path / "o"), "--model", str(model), "--quiet"])
+    result = CliRunner().invoke(main, ["finetune", *args, "--out", str(tmp_path / "o"), "--model", str(model),
+                                       "--quiet"])
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output

@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autolabel.evaluation import Matches, best_f1, evaluate_run, for_precision, match_image, pr_curve
+from autolabel.evaluation import evaluate_run
+from autolabel.evaluation.calibration import Matches, best_f1, for_precision, match_image, pr_curve
 from autolabel.export import ExportOptions, export_dataset
 from autolabel.ontology import Ontology
 from autolabel.testing.synthetic import Label, SyntheticImage
+
+
+def class_named(result, name: str):
+    """The result of class ``name``."""
+    return next(c for c in result.classes if c.name == name)
+
 
 # Scores sorted: .95T .90T .88F .85T .80T .70T .60F .50F .40F with 6 ground-truth boxes.
 TP_SCORES = [0.95, 0.90, 0.85, 0.80, 0.70]
@@ -88,14 +95,14 @@ def test_calibrated_thresholds_reproduce_the_operating_point(make_eval_run, tmp_
     coco = gt_data.write_coco(tmp_path / "images" / "cal.json", tmp_path / "images", gt)
 
     result = evaluate_run(store, coco, target_precision=0.9)
-    car = result.class_result("car")
+    car = class_named(result, "car")
     assert (car.gt, car.predictions) == (6, 9)
     assert car.best_f1.threshold == pytest.approx(0.65) and car.best_f1.kept == 6
     assert car.at_precision.threshold == pytest.approx(0.89)
     assert result.thresholds("f1") == {"car": 0.65}
     assert result.thresholds("precision") == {"car": 0.89}
 
-    from autolabel.evaluation import thresholds_yaml
+    from autolabel.evaluation.report import thresholds_yaml
 
     path = tmp_path / "thresholds.yaml"
     path.write_text(thresholds_yaml(result, store.ontology))

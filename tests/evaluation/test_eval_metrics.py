@@ -15,6 +15,11 @@ from autolabel.testing.synthetic import Label, SyntheticImage, write_image
 pytest.importorskip("pycocotools")
 
 
+def class_named(result, name: str):
+    """The result of class ``name``."""
+    return next(c for c in result.classes if c.name == name)
+
+
 @pytest.fixture()
 def identical(make_eval_run, gt_data):
     return make_eval_run("identical-2", gt_data.predictions())
@@ -47,11 +52,11 @@ def test_boxes_shifted_to_iou_0_63_give_ap50_1_and_ap75_0(make_eval_run, gt_coco
 def test_a_class_without_predictions_has_ap_0(make_eval_run, gt_coco, gt_data):
     store = make_eval_run("no-dogs", gt_data.predictions(drop={"dog"}))
     result = evaluate_run(store, gt_coco)
-    dog = result.class_result("dog")
+    dog = class_named(result, "dog")
     assert (dog.ap, dog.ap50, dog.ap75) == (0.0, 0.0, 0.0)
     assert dog.predictions == 0 and dog.gt == 2 and dog.recall == 0.0 and dog.precision is None
     assert dog.best_f1 is None
-    assert result.class_result("car").ap == pytest.approx(1.0)
+    assert class_named(result, "car").ap == pytest.approx(1.0)
     assert result.map == pytest.approx(2 / 3)  # mean over car, person, dog
 
 
@@ -59,7 +64,7 @@ def test_false_positives_lower_precision_but_not_recall(make_eval_run, gt_coco, 
     images = gt_data.predictions()
     images[0].labels.append(Label("car", (150, 150, 190, 190), 0.95))  # a confident miss
     result = evaluate_run(make_eval_run("extra", images), gt_coco)
-    car = result.class_result("car")
+    car = class_named(result, "car")
     assert (car.gt, car.predictions, car.recall) == (4, 5, 1.0)
     assert car.precision == pytest.approx(0.8)
     assert car.ap < 1.0
@@ -101,7 +106,18 @@ def test_human_labels_in_the_run_count_with_score_1(make_eval_run, gt_coco, gt_d
     for image in images:  # the dogs drawn by hand instead
         image.labels += [Label(c, box, None) for c, box in gt_data.GT[image.relpath] if c == "dog"]
     result = evaluate_run(make_eval_run("human", images), gt_coco)
-    assert result.class_result("dog").ap == pytest.approx(1.0)
+    assert class_named(result, "dog").ap == pytest.approx(1.0)
+
+
+def test_model_only_scores_what_the_model_predicted_before_review(make_eval_run, gt_coco, gt_data):
+    store = make_eval_run("reviewed", gt_data.predictions())
+    for record in store.images():  # a reviewer moves every dog far off its place
+        labels = store.labels(record.id)
+        for label_id, class_id in zip(labels.ids, labels.class_ids):
+            if store.ontology.names[class_id] == "dog":
+                store.update_detection(int(label_id), xyxy=(0, 0, 3, 3))
+    assert class_named(evaluate_run(store, gt_coco), "dog").ap == pytest.approx(0.0)
+    assert class_named(evaluate_run(store, gt_coco, model_only=True), "dog").ap == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(

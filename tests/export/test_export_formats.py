@@ -59,6 +59,19 @@ def test_failed_export_leaves_no_index_and_no_temp_files(det_run, tmp_path, monk
     assert not list(out.rglob(".tmp-*"))
 
 
+def test_manifest_sources_can_hide_the_servers_folders(det_run, tmp_path):
+    """The UI's downloads name sources relative to a root (outside it: the file name only)."""
+    root = tmp_path / "src"  # the images of det_run lie below it
+    sources = sorted(r.path for r in det_run.images())
+    for source_root, expected in ((root, [Path(p).relative_to(root).as_posix() for p in sources]),
+                                  (tmp_path / "elsewhere", [Path(p).name for p in sources])):
+        out = tmp_path / f"out-{source_root.name}"
+        export_dataset(det_run, out, "coco", ExportOptions.build(source_root=source_root))
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert sorted(e["source"] for e in manifest["images"]) == sorted(expected)
+        assert str(tmp_path) not in (out / "manifest.json").read_text()
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_manifest_maps_every_file_back_to_its_source(det_run, tmp_path, fmt):
     out = tmp_path / "out"

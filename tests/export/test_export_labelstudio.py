@@ -1,7 +1,8 @@
 """Label Studio: tasks follow the documented predictions format, and agree with label_config.xml.
 
 Format (labelstud.io, "Import pre-annotated data"): a task is ``{"data": {"image": ...},
-"predictions": [{"model_version", "score", "result": [...]}]}``; a result has ``id``, ``type``,
+"annotations": [{"result": [...]}], "predictions": [{"model_version", "score", "result": [...]}]}``
+(reviewed labels are annotations, the model's pending ones predictions); a result has ``id``, ``type``,
 ``from_name`` (a control tag's name), ``to_name`` (the image tag's name), ``original_width`` /
 ``original_height`` and ``value``; rectangles ``{x, y, width, height, rotation, rectanglelabels}``
 and polygons ``{points: [[x, y], ...], polygonlabels}``, all in percent of the image size.
@@ -33,6 +34,15 @@ def _config(out):
     return image.get("name"), image.get("value"), controls
 
 
+def _results(task) -> list[dict]:
+    """Every result of a task, annotations first."""
+    return [r for key in ("annotations", "predictions") for entry in task.get(key, []) for r in entry["result"]]
+
+
+def _by_region(task) -> dict[str, dict]:
+    return {r["id"]: r for r in _results(task)}
+
+
 def validate_tasks(out, prefix=DEFAULT_IMAGE_PREFIX) -> list[dict]:
     """Check every task against the documented structure; return the tasks."""
     image_tag, image_value, controls = _config(out)
@@ -40,18 +50,22 @@ def validate_tasks(out, prefix=DEFAULT_IMAGE_PREFIX) -> list[dict]:
     tasks = json.loads((out / "tasks.json").read_text())
     assert isinstance(tasks, list)
     for task in tasks:
-        assert set(task) == {"data", "predictions"}
+        assert {"data"} < set(task) <= {"data", "annotations", "predictions"}
         url = task["data"]["image"]
         assert url.startswith(prefix)
         image_file = out / unquote(url[len(prefix):])
         assert image_file.is_file()
         with Image.open(image_file) as im:
             width, height = im.size
-        [prediction] = task["predictions"]
-        assert prediction["model_version"] == "autolabel" and isinstance(prediction["result"], list)
-        ids = [r["id"] for r in prediction["result"]]
+        for prediction in task.get("predictions", []):
+            assert prediction["model_version"] == "autolabel" and isinstance(prediction["result"], list)
+            if any("score" in r for r in prediction["result"]):
+                assert 0.0 <= prediction["score"] <= 1.0
+        for annotation in task.get("annotations", []):
+            assert set(annotation) == {"result"} and not any("score" in r for r in annotation["result"])
+        ids = [r["id"] for r in _results(task)]
         assert len(set(ids)) == len(ids)
-        for result in prediction["result"]:
+        for result in _results(task):
             tag, to_name, labels = controls[result["from_name"]]
             assert result["to_name"] == to_name == image_tag
             assert (result["original_width"], result["original_height"]) == (width, height)
@@ -72,8 +86,6 @@ def validate_tasks(out, prefix=DEFAULT_IMAGE_PREFIX) -> list[dict]:
             assert name in labels
             if "score" in result:
                 assert 0.0 <= result["score"] <= 1.0
-        if any("score" in r for r in prediction["result"]):
-            assert 0.0 <= prediction["score"] <= 1.0
     return tasks
 
 
@@ -102,7 +114,8 @@ def test_rectangles_are_percent_of_the_image_with_scores(det_run, tmp_path, size
         entry = manifest[task["data"]["image"][len(DEFAULT_IMAGE_PREFIX):]]
         (sx, sy), (w, h) = entry["scale"], entry["size"]
         dets = original[entry["source"]]
-        results = task["predictions"][0]["result"]
+        regions, task_id = _by_region(task), tasks.index(task) + 1  # region ids: "<task>-<label>"
+        results = [regions[f"{task_id}-{k}"] for k in range(1, len(dets) + 1)]
         names = [det_run.ontology.names[c] for c in dets.class_ids]
         assert [r["value"]["rectanglelabels"][0] for r in results] == names
         assert [r.get("score") for r in results] == [pytest.approx(float(s), abs=1e-5) if has else None
@@ -124,7 +137,7 @@ def test_masks_become_polygons_in_percent(seg_run, tmp_path):
     for task in tasks:
         entry = manifest[task["data"]["image"][len(DEFAULT_IMAGE_PREFIX):]]
         w, h = entry["size"]
-        results = task["predictions"][0]["result"]
+        results = _results(task)
         dets = original[entry["source"]]
         for class_id, rle in zip(dets.class_ids, dets.masks or [None] * len(dets)):
             parts = [r for r in results if r["value"]["polygonlabels"] == [seg_run.ontology.names[class_id]]]
@@ -137,3 +150,35 @@ def test_image_prefix_is_configurable(det_run, tmp_path):
     export_dataset(det_run, out, "labelstudio", ExportOptions(image_prefix="http://files.local/data/"))
     tasks = validate_tasks(out, prefix="http://files.local/data/")
     assert all(t["data"]["image"].startswith("http://files.local/data/images/") for t in tasks)
+
+
+def test_reviewed_labels_are_annotations_and_pending_ones_predictions(det_run, tmp_path):
+    from autolabel.store import open_store
+
+    records = {r.path: r for r in det_run.images()}
+    with_two = next(path for path, r in records.items() if len(det_run.labels(r.id)) >= 2)
+    image_id = records[with_two].id
+    labels = det_run.labels(image_id)
+    moved, accepted = int(labels.ids[0]), int(labels.ids[1])
+    det_run.update_detection(moved, xyxy=labels.xyxy[0] + 1)  # a person's label now
+    det_run.set_review(accepted, "accepted")
+    reviewed_image = next(r for path, r in records.items() if path != with_two)
+    det_run.accept_image(reviewed_image.id)
+    out = tmp_path / "ls"
+    export_dataset(det_run, out, "labelstudio", ExportOptions())
+    tasks = validate_tasks(out)
+    manifest = json.loads((out / "manifest.json").read_text())["images"]
+    task_of = {e["source"]: t for e, t in zip(manifest, tasks)}
+    edited = task_of[with_two]
+    [annotation] = edited["annotations"]
+    assert len(annotation["result"]) == 2  # the moved and the accepted label, without scores
+    predicted = [r for p in edited.get("predictions", []) for r in p["result"]]
+    assert len(predicted) == len(labels) - 2 and all("score" in r for r in predicted)
+    accepted_task = task_of[reviewed_image.path]
+    assert "predictions" not in accepted_task and len(accepted_task["annotations"][0]["result"]) == len(
+        det_run.labels(reviewed_image.id))
+    untouched = [t for path, t in task_of.items() if path not in (with_two, reviewed_image.path)
+                 and not (det_run.labels(records[path].id).sources == "human").any()]
+    assert untouched and all("annotations" not in t and "predictions" in t for t in untouched)
+    with open_store(det_run.run_dir, create=False) as store:  # the model's prediction stays for evaluation
+        assert store.model_predictions(image_id).has_score.all()

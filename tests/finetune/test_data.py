@@ -23,6 +23,8 @@ from autolabel.finetune.data import (
     sample_augment,
     sample_queries,
 )
+from autolabel.geometry import Size
+from autolabel.importers.dataset import human_labels
 from autolabel.models.owlv2 import boxes_to_pixels
 from autolabel.ontology import Ontology
 
@@ -93,7 +95,7 @@ def test_target_matches_where_the_processor_puts_the_pixels(tmp_path, owlv2_128)
     detector = Owlv2Detector.from_pretrained(str(owlv2_128))
     path = tmp_path / "wide.png"
     _red_box_image(400, 240, (100, 60, 220, 200)).save(path)
-    example = Example(str(path), 400, 240, np.array([[100, 60, 220, 200]]), ("thing",))
+    example = Example(str(path), Size(400, 240), human_labels([[100, 60, 220, 200]], [0]))
     for params in (AugmentParams(), AugmentParams(flip=True, crop=(0.1, 0.1, 0.9, 1.0))):
         image, target, kept, original = load_augmented(example, params, max_side=256)
         assert image.size[0] <= 256 and kept.tolist() == [0]
@@ -115,14 +117,14 @@ def test_sample_queries_positives_then_negatives():
     pool = negative_pool(ontology)
     assert "car" not in pool and "person" not in pool and "dog" in pool
     rng = np.random.default_rng(0)
-    queries, index = sample_queries(rng, {"car"}, ontology, 4, pool)
-    assert list(index) == ["car"] and queries[index["car"]] in ("car", "van")
+    queries, index = sample_queries(rng, {0}, ontology, 4, pool)
+    assert list(index) == [0] and queries[index[0]] in ("car", "van")
     assert len(queries) == 5 and queries[1:3] == ["person", "bike"]  # absent classes first
     assert set(queries[3:]) <= set(pool)
     # Same seed, same draw (resume depends on it).
-    assert sample_queries(np.random.default_rng(0), {"car"}, ontology, 4, pool)[0] == queries
+    assert sample_queries(np.random.default_rng(0), {0}, ontology, 4, pool)[0] == queries
     # No vocabulary: only the absent classes.
-    assert sample_queries(rng, {"person"}, ontology, 8, ())[0][1:] in (["car", "bike"], ["van", "bike"])
+    assert sample_queries(rng, {1}, ontology, 8, ())[0][1:] in (["car", "bike"], ["van", "bike"])
 
 
 def test_coco_examples_come_from_the_coco_reader(tmp_path):
@@ -142,12 +144,14 @@ def test_coco_examples_come_from_the_coco_reader(tmp_path):
     ds = load_examples(path)
     assert ds.ontology.names == ["cat", "dog"] and len(ds) == 2 and ds.num_boxes == 2
     b, a = ds.examples  # in path order: b.png, images/a.png
-    assert (a.width, a.height) == (200, 100)
-    np.testing.assert_allclose(a.boxes[0], [20, 10, 60, 30])
-    assert b.classes == ()  # an image without boxes (a crowd region is not one) is a negative example
-    only_cats = load_coco_examples(path, ontology=Ontology.from_prompts(["cat=cat,kitten"]))
-    assert only_cats.num_boxes == 1 and only_cats.ontology.queries == ["cat", "kitten"]
-    assert ds.fingerprint() != only_cats.fingerprint()
+    assert a.size == (200, 100) and a.labels.class_ids.tolist() == [0, 1]
+    np.testing.assert_allclose(a.labels.xyxy[0], [20, 10, 60, 30])
+    assert len(b.labels) == 0  # an image without boxes (a crowd region is not one) is a negative example
+    only_dogs = load_coco_examples(path, ontology=Ontology.from_prompts(["dog=dog,puppy"]))
+    assert only_dogs.num_boxes == 1 and only_dogs.ontology.queries == ["dog", "puppy"]
+    assert only_dogs.examples[1].labels.class_ids.tolist() == [0]  # "dog" is class 0 of this ontology
+    np.testing.assert_allclose(only_dogs.examples[1].labels.xyxy[0], [0, 0, 5, 5])
+    assert ds.fingerprint() != only_dogs.fingerprint()
 
     doc["images"][0]["width"], doc["images"][0]["height"] = 100, 50  # listed for a half-size copy
     path.write_text(json.dumps(doc))
@@ -170,7 +174,8 @@ def test_store_examples_prefer_reviewed_labels(tmp_path):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.new("RGB", (100, 80)).save(paths[-1])
     run = tmp_path / "run"
-    dets = Detections(np.array([[0, 0, 10, 10], [20, 20, 40, 40]]), np.array([0.9, 0.2]), np.array([0, 1]), np.array([0, 1]))
+    dets = Detections(np.array([[0, 0, 10, 10], [20, 20, 40, 40]]), np.array([0.9, 0.2]), np.array([0, 1]),
+                      np.array([0, 1]))
     with open_store(run) as store:
         store.bind_config({"model": "m", "ontology": ontology.to_dict()})
         store.write_results([ImageResult(p, "x", 100, 80, dets) for p in paths])
@@ -185,13 +190,14 @@ def test_store_examples_prefer_reviewed_labels(tmp_path):
 
     auto = load_store_examples(run)  # there is a reviewed image: only reviewed images
     assert [e.path for e in auto.examples] == [paths[0]]
-    assert auto.examples[0].classes == ("person",)
+    assert auto.examples[0].labels.class_ids.tolist() == [1]  # person
 
     everything = load_store_examples(run, labels="all", min_score=0.5)
     by_path = {e.path: e for e in everything.examples}
     assert len(by_path) == 3
-    assert by_path[paths[1]].classes == ("car", "person")  # score 0.9 model label + the human one
-    assert by_path[paths[2]].classes == ("car",)  # the 0.2 label is under the floor
+    assert by_path[paths[1]].labels.class_ids.tolist() == [0, 1]  # score 0.9 car + the human person
+    assert by_path[paths[2]].labels.class_ids.tolist() == [0]  # the 0.2 label is under the floor
+    assert by_path[paths[2]].size == (100, 80)
     assert load_examples(run, labels="all", min_score=0.1).num_boxes == 1 + 3 + 2  # the rejected one never counts
 
     with open_store(run) as store:

@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from autolabel.finetune.config import TrainConfig
 from autolabel.finetune.data import Dataset, Example
 from autolabel.finetune.plan import BatchPlanner, _merge_queries, batch_indices
+from autolabel.geometry import Size
+from autolabel.importers.dataset import human_labels
 from autolabel.ontology import Ontology
 
 
 def _dataset(n: int = 5) -> Dataset:
-    examples = tuple(Example(f"/img/{i}.jpg", 100, 80, np.array([[10, 10, 50, 40]]), ("cat" if i % 2 else "dog",))
+    examples = tuple(Example(f"/img/{i}.jpg", Size(100, 80), human_labels([[10, 10, 50, 40]], [i % 2]))
                      for i in range(n))
     return Dataset(examples, Ontology.from_classes(["cat", "dog"]))
 
@@ -35,8 +35,8 @@ def test_draws_are_a_pure_function_of_seed_step_and_micro_batch():
     other_seed = list(BatchPlanner(data, TrainConfig(steps=4, grad_accum=2, batch_size=3, seed=8), ()).remaining(0))
     assert other_seed != everything
     for draw in everything[0]:
-        present = set(data.examples[draw.example].classes)
-        assert all(draw.queries[draw.query_of_class[c]] in data.ontology.queries for c in present)
+        present = data.examples[draw.example].labels.class_ids.tolist()
+        assert [draw.queries[draw.query_of_class[c]] for c in present] == [data.ontology.names[c] for c in present]
         assert draw.augment is not None and draw.view is None
 
 

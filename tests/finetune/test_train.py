@@ -25,7 +25,8 @@ def shapes(shapes_coco):
 
 
 def _heads(path):
-    return {k: v for k, v in load_file(str(path / "model.safetensors")).items() if k.startswith(("class_head", "box_head"))}
+    weights = load_file(str(path / "model.safetensors"))
+    return {k: v for k, v in weights.items() if k.startswith(("class_head", "box_head"))}
 
 
 def test_cheap_mode_learns_the_shapes_and_the_checkpoint_labels_like_any_model(tmp_path, owlv2_128, shapes):
@@ -57,7 +58,7 @@ def test_cheap_mode_learns_the_shapes_and_the_checkpoint_labels_like_any_model(t
     Owlv2Detector.from_pretrained(str(out))
     labeler = Labeler(shapes.ontology, model=str(out), device="cpu", config=DetectConfig(threshold=0.0, nms_iou=0.5))
     predictions = [labeler.label_images([load_image(e.path).image])[0] for e in shapes.examples]
-    relabelled = coco_map(shapes.examples, predictions, shapes.ontology.names)
+    relabelled = coco_map(shapes, predictions, shapes.ontology.names)
     assert relabelled["map"] == pytest.approx(result.val_final["map"], abs=0.03)
     # And a score threshold gives real detections of the right classes.
     labeler = Labeler(shapes.ontology, model=str(out), device="cpu", config=DetectConfig(threshold=0.3))

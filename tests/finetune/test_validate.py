@@ -13,12 +13,14 @@ from autolabel.detections import Detections
 from autolabel.finetune import validate
 from autolabel.finetune.data import Dataset, Example
 from autolabel.finetune.validate import Validator
+from autolabel.geometry import Size
+from autolabel.importers.dataset import human_labels
 from autolabel.ontology import Ontology
 
 
 def _dataset() -> Dataset:
-    examples = (Example("/a.jpg", 100, 100, np.array([[10, 10, 40, 40]]), ("cat",)),
-                Example("/b.jpg", 100, 100, np.array([[50, 20, 90, 70]]), ("dog",)))
+    examples = (Example("/a.jpg", Size(100, 100), human_labels([[10, 10, 40, 40]], [0])),
+                Example("/b.jpg", Size(100, 100), human_labels([[50, 20, 90, 70]], [1])))
     return Dataset(examples, Ontology.from_classes(["cat", "dog"]))
 
 
@@ -39,8 +41,8 @@ def test_measure_scores_the_predictions_in_eval_mode(monkeypatch):
 
     def perfect(detector, examples, ontology, **kwargs):
         modes.append(detector.model.training)
-        return [Detections(e.boxes, np.ones(len(e.boxes), np.float32), [ontology.names.index(c) for c in e.classes],
-                           np.zeros(len(e.boxes), np.int64)) for e in examples]
+        return [Detections(e.labels.xyxy, np.ones(len(e.labels)), e.labels.class_ids, np.zeros(len(e.labels)))
+                for e in examples]
 
     monkeypatch.setattr(validate, "predict_examples", perfect)
     validator = Validator(data, data.ontology, types.SimpleNamespace(model=model), every=1, steps=1)

@@ -1,7 +1,5 @@
-"""How commands fail: domain errors become one readable line, Ctrl-C a resumable stop.
-
-A module of its own so that commands import it without importing the group that registers them.
-"""
+"""How commands fail: domain errors become one readable line, Ctrl-C a resumable stop (a module of
+its own so that commands import it without importing the group that registers them)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from autolabel.cli.errors import handle_errors
+from autolabel.cli.output import echo_notes
 from autolabel.evaluation.evaluate import DEFAULT_IOU
 
 
@@ -20,8 +21,13 @@ from autolabel.evaluation.evaluate import DEFAULT_IOU
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where report.html, metrics.json and thresholds.yaml go (default: RUN_DIR/eval).")
 @click.option("--no-report", is_flag=True, help="Print the table only; write nothing.")
+@click.option("--model-only", is_flag=True,
+              help="Score the model's own predictions: labels people changed count as predicted, drawn ones not.")
+@click.option("--order", type=click.Choice(["review", "path"]), default="review", show_default=True,
+              help="Order of the ground-truth images when counting how many the thresholds needed to settle: "
+                   "the review queue's (most uncertain first) or by path.")
 @handle_errors
-def eval_(run_dir, gt, gt_images, iou, target_precision, out_dir, no_report):
+def eval_(run_dir, gt, gt_images, iou, target_precision, out_dir, no_report, model_only, order):
     """Evaluate the labels of RUN_DIR against ground truth (COCO AP, per-class AP, precision/recall)
     and calibrate per-class score thresholds.
 
@@ -42,23 +48,22 @@ def eval_(run_dir, gt, gt_images, iou, target_precision, out_dir, no_report):
     from autolabel.store import open_store
 
     with open_store(run_dir, create=False) as store:
-        result = evaluate_run(store, gt, iou=iou, target_precision=target_precision, gt_images=gt_images)
+        result = evaluate_run(store, gt, iou=iou, target_precision=target_precision, gt_images=gt_images,
+                              model_only=model_only, order=order)
         ontology = store.ontology
     click.echo(result.format_table())
     click.echo(f"mAP@[.5:.95] {_fmt(result.map)}  AP50 {_fmt(result.ap50)}  AP75 {_fmt(result.ap75)}"
                + (f"  mask mAP {_fmt(result.segm_map)}" if result.segm_map is not None else "")
                + f"  ({result.images} images)")
-    if result.missing:
-        click.echo(f"  {len(result.missing)} ground-truth images are not in the run (not evaluated)")
-    if result.gt_only_classes:
-        click.echo(f"  ground-truth classes not in the run: {', '.join(result.gt_only_classes)}")
-    if result.run_only_classes:
-        click.echo(f"  run classes not in the ground truth: {', '.join(result.run_only_classes)}")
+    echo_notes((result.missing, f"{len(result.missing)} ground-truth images are not in the run (not evaluated)"),
+               (result.gt_only_classes, f"ground-truth classes not in the run: {', '.join(result.gt_only_classes)}"),
+               (result.run_only_classes, f"run classes not in the ground truth: {', '.join(result.run_only_classes)}"))
+    click.echo(f"thresholds stable (within 0.05 from then on, images in {order} order): "
+               + ", ".join(map(_stability, result.classes)))
     if target_precision is not None:
         unreachable = [c.name for c in result.classes if c.at_precision is None and c.gt and c.predictions]
-        if unreachable:
-            click.echo(f"  precision {target_precision:g} is not reachable for: {', '.join(unreachable)} "
-                       "(thresholds.yaml uses their max-F1 threshold)")
+        echo_notes((unreachable, f"precision {target_precision:g} is not reachable for: {', '.join(unreachable)} "
+                                 "(thresholds.yaml uses their max-F1 threshold)"))
     if no_report:
         return
     out = Path(out_dir) if out_dir else Path(run_dir) / "eval"
@@ -69,3 +74,9 @@ def eval_(run_dir, gt, gt_images, iou, target_precision, out_dir, no_report):
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _stability(c) -> str:
+    if c.stable_after is None:
+        return f"{c.name} not stable"
+    return f"{c.name} after {c.stable_after} image{'' if c.stable_after == 1 else 's'}"

@@ -5,17 +5,10 @@ from __future__ import annotations
 import click
 
 from autolabel.cli.errors import handle_errors
+from autolabel.cli.output import echo_notes
 from autolabel.export import FORMATS, MASK_FORMATS, ExportOptions
 
 ZIP_NAME = "dataset.zip"
-
-
-def read_thresholds(path: str) -> dict[str, float]:
-    """Per-class thresholds of an ontology file (e.g. the ``thresholds.yaml`` that ``eval`` writes)."""
-    from autolabel.ontology import Ontology
-
-    ontology = Ontology.from_file(path)
-    return {c.name: c.threshold for c in ontology.classes if c.threshold is not None}
 
 
 @click.command()
@@ -56,13 +49,15 @@ def export(run_dir, fmt, out_dir, image_size, letterbox, split, seed, stratify, 
     from tqdm import tqdm
 
     from autolabel.export import export_dataset, format_options
+    from autolabel.ontology import Ontology
     from autolabel.settings import load_settings
     from autolabel.store import open_store
 
     settings = load_settings(max_image_pixels=max_pixels)
+    classes = Ontology.from_file(thresholds_file).classes if thresholds_file else []
     options = ExportOptions.build(
         image_size=image_size, letterbox=letterbox, split=split, seed=seed, stratify=stratify, drop_empty=drop_empty,
-        thresholds=read_thresholds(thresholds_file) if thresholds_file else {}, masks=masks,
+        thresholds={c.name: c.threshold for c in classes if c.threshold is not None}, masks=masks,
         max_pixels=settings.max_image_pixels, zip_name=ZIP_NAME if as_zip else None, image_prefix=image_prefix)
     options = format_options(fmt, options)  # a bad combination fails before any work
     with open_store(run_dir, create=False) as store:
@@ -73,11 +68,8 @@ def export(run_dir, fmt, out_dir, image_size, letterbox, split, seed, stratify, 
                f"{summary.annotations} annotations")
     if options.split is not None:
         click.echo("  splits: " + ", ".join(f"{name} {summary.per_split[name]}" for name in options.split.names))
-    if summary.dropped_empty:
-        click.echo(f"  left out {summary.dropped_empty} images without labels (--drop-empty)")
-    if summary.stale_removed:
-        click.echo(f"  removed {summary.stale_removed} files of the previous export into {out_dir}")
-    if summary.filtered:
-        click.echo(f"  left out {summary.filtered} labels below their class threshold")
+    echo_notes((summary.dropped_empty, f"left out {summary.dropped_empty} images without labels (--drop-empty)"),
+               (summary.stale_removed, f"removed {summary.stale_removed} files of the previous export into {out_dir}"),
+               (summary.filtered, f"left out {summary.filtered} labels below their class threshold"))
     for name, count in sorted(summary.per_class.items()):
         click.echo(f"  {name}: {count}")

@@ -109,7 +109,9 @@ def finetune(train_source, out_dir, val_source, steps, model, mode, images_dir, 
     settings = load_settings(model=model, device=device)
     if prompts and ontology_file:
         raise ConfigError("give class prompts with --prompt or --ontology, not both")
-    ontology = Ontology.from_file(ontology_file) if ontology_file else (Ontology.from_prompts(prompts) if prompts else None)
+    ontology = Ontology.from_prompts(prompts) if prompts else None
+    if ontology_file:
+        ontology = Ontology.from_file(ontology_file)
     train = load_examples(train_source, labels=labels, min_score=min_score, images_dir=images_dir, ontology=ontology)
     val = None
     if val_source is not None:
@@ -136,19 +138,17 @@ def finetune(train_source, out_dir, val_source, steps, model, mode, images_dir, 
     def on_step(info):
         if bar.n == 0 and info["step"] > 1:
             bar.n = info["step"] - 1  # resumed
-        loss = info["loss"]
-        smoothed["loss"] = loss if "loss" not in smoothed else 0.9 * smoothed["loss"] + 0.1 * loss
+        smoothed["loss"] = 0.9 * smoothed.get("loss", info["loss"]) + 0.1 * info["loss"]
+        smoothed["val_map"] = info.get("val_map", smoothed.get("val_map"))  # the last validation
         postfix = {"loss": f"{smoothed['loss']:.3f}", "lr": f"{info['lr']:.1e}"}
-        if "val_map" in info:
-            smoothed["val_map"] = info["val_map"]
-        if "val_map" in smoothed:
+        if smoothed["val_map"] is not None:
             postfix["val mAP"] = f"{smoothed['val_map']:.3f}"
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
 
     try:
-        result = run_finetune(train, out_dir, base_model=base_model, config=config, val=val,
-                              device=settings.device, on_step=on_step, on_message=bar.write if not quiet else click.echo)
+        result = run_finetune(train, out_dir, base_model=base_model, config=config, val=val, device=settings.device,
+                              on_step=on_step, on_message=click.echo if quiet else bar.write)
     except KeyboardInterrupt:
         bar.close()
         click.echo(f"\ninterrupted: progress is saved in {out_dir}; run the same command again to resume", err=True)
@@ -175,5 +175,4 @@ def _run_model(source: str) -> str | None:
     if not (Path(source).is_dir() and (Path(source) / DB_NAME).exists()):
         return None
     with open_store(source, create=False) as store:
-        config = store.config or {}
-    return config.get("model")
+        return (store.config or {}).get("model")

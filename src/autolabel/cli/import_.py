@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from autolabel.cli.errors import handle_errors
+from autolabel.cli.output import echo_notes
 from autolabel.importers import IMPORT_FORMATS
 
 
@@ -46,9 +47,8 @@ def import_(source, out_dir, fmt, images_dir):
                + (f"; {summary.failed} images failed" if summary.failed else ""))
     for name, count in sorted(summary.per_class.items()):
         click.echo(f"  {name}: {count}")
-    if summary.skipped_crowd:
-        click.echo(f"  skipped {summary.skipped_crowd} crowd annotations (eval reads them from the COCO file itself)")
-    if summary.skipped_invalid:
-        click.echo(f"  skipped {summary.skipped_invalid} annotations without a usable box or mask")
+    echo_notes((summary.skipped_crowd, f"skipped {summary.skipped_crowd} crowd annotations "
+                                       "(eval reads them from the COCO file itself)"),
+               (summary.skipped_invalid, f"skipped {summary.skipped_invalid} annotations without a usable box or mask"))
     for _, error in summary.failures:
         click.echo(f"  failed: {error}", err=True)

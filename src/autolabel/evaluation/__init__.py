@@ -13,26 +13,8 @@ Metrics: COCO mAP@[.5:.95], AP50, AP75 (pycocotools), per-class AP, and precisio
 one IoU (0.5 by default) with every stored label kept and at the calibrated thresholds.
 """
 
-from autolabel.evaluation.calibration import Curve, Matches, OperatingPoint, best_f1, for_precision, match_image, pr_curve
 from autolabel.evaluation.evaluate import evaluate_run
-from autolabel.evaluation.report import render_html, thresholds_yaml, write_report
+from autolabel.evaluation.report import write_report
 from autolabel.evaluation.result import ClassResult, EvalResult
-from autolabel.evaluation.sources import LabelImage, LabelSet
 
-__all__ = [
-    "ClassResult",
-    "Curve",
-    "EvalResult",
-    "LabelImage",
-    "LabelSet",
-    "Matches",
-    "OperatingPoint",
-    "best_f1",
-    "evaluate_run",
-    "for_precision",
-    "match_image",
-    "pr_curve",
-    "render_html",
-    "thresholds_yaml",
-    "write_report",
-]
+__all__ = ["ClassResult", "EvalResult", "evaluate_run", "write_report"]

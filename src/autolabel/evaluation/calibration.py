@@ -1,14 +1,12 @@
 """Matching predictions to ground truth, precision/recall curves, and per-class score thresholds.
 
-Matching is COCO's greedy rule at one IoU threshold, per image and class: predictions in descending
-score order each take the unmatched ground-truth box they overlap most (IoU >= ``iou``); a prediction
-left over is a false positive unless it lies on a crowd region (then it is ignored, as COCOeval does).
-All boxes are ``xyxy`` in the same (original oriented) pixel frame.
+Matching is COCO's greedy rule at one IoU, per image and class: predictions by descending score each
+take the unmatched ground-truth box they overlap most (IoU >= ``iou``); a leftover prediction is a
+false positive unless it lies on a crowd region (then ignored, as in COCOeval).
 
-A threshold ``t`` keeps predictions with ``score > t`` (the rule ``label`` applies). The calibrated
-threshold of a cut is the midpoint between the lowest kept score and the next lower score (or the
-run's own threshold, below which nothing was stored), so it separates the same predictions under
-``>`` and ``>=`` and on re-labelling.
+A threshold ``t`` keeps predictions with ``score > t`` (as ``label`` does). A cut's threshold is the
+midpoint between the lowest kept score and the next lower one (or the run's own threshold), so it
+separates the same predictions under ``>`` and ``>=`` and on re-labelling.
 """
 
 from __future__ import annotations
@@ -20,16 +18,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Matches:
-    """Per-class matching result over a set of images.
+    """Per-class matching result over a set of images."""
 
-    scores: (N,) scores of the predictions that count (crowd-ignored ones removed), descending.
-    tp: (N,) bool, True where the prediction matched a ground-truth box.
-    n_gt: number of (non-crowd) ground-truth boxes.
-    """
-
-    scores: np.ndarray
-    tp: np.ndarray
-    n_gt: int
+    scores: np.ndarray  # (N,) the predictions that count (crowd-ignored ones removed), descending
+    tp: np.ndarray  # (N,) bool: the prediction matched a ground-truth box
+    n_gt: int  # (non-crowd) ground-truth boxes
 
     @classmethod
     def merge(cls, parts: list["Matches"]) -> "Matches":
@@ -42,13 +35,8 @@ class Matches:
 
 
 def match_image(pred_xyxy, pred_scores, gt_xyxy, gt_crowd=None, iou: float = 0.5) -> Matches:
-    """Greedy COCO-style matching of one image's predictions of one class (see module docstring).
-
-    Args:
-        pred_xyxy: (N, 4) predicted boxes; pred_scores: (N,).
-        gt_xyxy: (M, 4) ground-truth boxes; gt_crowd: (M,) bool, True for crowd regions.
-        iou: IoU needed for a match.
-    """
+    """Greedy COCO-style matching of one image's predictions of one class: ``(N, 4)`` boxes and
+    ``(N,)`` scores against ``(M, 4)`` ground-truth boxes, ``gt_crowd`` ``(M,)`` marking crowd regions."""
     from autolabel.geometry import box_area, box_iou
 
     pred = np.asarray(pred_xyxy, dtype=np.float64).reshape(-1, 4)
@@ -83,18 +71,23 @@ def match_image(pred_xyxy, pred_scores, gt_xyxy, gt_crowd=None, iou: float = 0.5
 
 @dataclass(frozen=True)
 class Curve:
-    """Precision/recall at every cut of the score-sorted predictions (cut k keeps the top k).
+    """Precision/recall at every cut of the score-sorted predictions (cut k keeps the top k), (K,)
+    arrays; only cuts between distinct scores are listed (tied predictions cannot be separated)."""
 
-    Only cuts between distinct scores are listed (tied predictions cannot be separated).
-    kept: (K,) predictions kept at each cut; precision, recall, f1: (K,); threshold: (K,) the score
-    threshold that makes each cut (see module docstring).
-    """
-
-    kept: np.ndarray
+    kept: np.ndarray  # predictions kept at each cut
     precision: np.ndarray
     recall: np.ndarray
     f1: np.ndarray
-    threshold: np.ndarray
+    lowest_kept: np.ndarray  # the lowest score each cut keeps
+    next_lower: np.ndarray  # the score below it (or the floor)
+
+    def threshold_at(self, k: int) -> float:
+        """The score threshold that makes cut ``k`` (see the module docstring)."""
+        return _between(self.next_lower[k], self.lowest_kept[k])
+
+    @property
+    def threshold(self) -> np.ndarray:
+        return np.array([self.threshold_at(k) for k in range(len(self.kept))])
 
 
 def pr_curve(matches: Matches, floor: float = 0.0) -> Curve:
@@ -102,7 +95,7 @@ def pr_curve(matches: Matches, floor: float = 0.0) -> Curve:
     s = matches.scores
     if len(s) == 0:
         empty = np.zeros(0)
-        return Curve(np.zeros(0, int), empty, empty, empty, empty)
+        return Curve(np.zeros(0, int), empty, empty, empty, empty, empty)
     cum_tp = np.cumsum(matches.tp)
     ends = np.flatnonzero(np.append(s[1:] < s[:-1], True))  # last index of each run of equal scores
     kept = ends + 1
@@ -113,8 +106,7 @@ def pr_curve(matches: Matches, floor: float = 0.0) -> Curve:
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
     lowest_kept = s[ends]
     next_lower = np.minimum(np.append(s[ends[:-1] + 1], min(floor, s[-1])), lowest_kept)
-    threshold = np.array([_between(lo, hi) for lo, hi in zip(next_lower, lowest_kept)])
-    return Curve(kept, precision, recall, f1, threshold)
+    return Curve(kept, precision, recall, f1, lowest_kept, next_lower)
 
 
 def _between(lo: float, hi: float) -> float:
@@ -137,7 +129,7 @@ class OperatingPoint:
 
 
 def _point(curve: Curve, k: int) -> OperatingPoint:
-    return OperatingPoint(float(curve.threshold[k]), float(curve.precision[k]), float(curve.recall[k]),
+    return OperatingPoint(float(curve.threshold_at(k)), float(curve.precision[k]), float(curve.recall[k]),
                           float(curve.f1[k]), int(curve.kept[k]))
 
 

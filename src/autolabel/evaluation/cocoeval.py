@@ -1,11 +1,7 @@
-"""COCO metrics with pycocotools' ``COCOeval`` on in-memory label sets.
-
-Ground truth and predictions are turned into COCO dicts (one image id per paired image, category
-ids ``1..K`` over the evaluated classes, boxes ``[x, y, w, h]`` in original oriented pixels) and
-evaluated with the standard parameters: IoU 0.50:0.05:0.95, area ``all``, at most 100 detections per
-image (the highest scoring). Ground-truth ``area`` is the mask area when there is a mask (as in COCO),
-else the box area. The summary numbers are computed from ``COCOeval.eval["precision"]`` exactly as
-``COCOeval.summarize`` does, without its printing.
+"""COCO metrics with pycocotools' ``COCOeval`` on in-memory label sets (standard parameters: IoU
+0.50:0.05:0.95, area ``all``, 100 detections per image). Ground-truth ``area`` is the mask's when
+there is one, as in COCO. The summary numbers are computed from ``COCOeval.eval["precision"]``
+exactly as ``COCOeval.summarize`` does, without its printing.
 """
 
 from __future__ import annotations
@@ -35,7 +31,7 @@ def _silenced_pycocotools():
     with _SILENCE_LOCK:
         _silenced += 1
         for module in (coco, cocoeval):
-            module.print = _no_print
+            module.print = lambda *args, **kwargs: None
     try:
         yield
     finally:
@@ -44,10 +40,6 @@ def _silenced_pycocotools():
             if not _silenced:
                 for module in (coco, cocoeval):
                     del module.print
-
-
-def _no_print(*args, **kwargs) -> None:
-    return None
 
 
 @dataclass(frozen=True)

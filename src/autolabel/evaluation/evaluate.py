@@ -11,6 +11,7 @@ from autolabel.evaluation.calibration import Matches, best_f1, for_precision, ma
 from autolabel.evaluation.cocoeval import coco_metrics, has_masks
 from autolabel.evaluation.result import ClassResult, EvalResult
 from autolabel.evaluation.sources import LabelSet, from_path, from_store, pair_images
+from autolabel.evaluation.stability import ORDERS, prefix_thresholds, review_order, stable_after
 from autolabel.store import Store
 
 #: IoU at which precision, recall and the calibrated thresholds are computed by default.
@@ -25,54 +26,54 @@ def evaluate_run(
     target_precision: float | None = None,
     gt_images: str | Path | None = None,
     gt_format: str | None = None,
+    model_only: bool = False,
+    order: str = "review",
 ) -> EvalResult:
-    """Evaluate the labels of ``store`` against ground truth ``gt``.
+    """Evaluate the labels of ``store`` (rejected ones excluded; human labels score 1.0) against ``gt``.
 
-    Args:
-        store: the run to evaluate (its labels, rejected ones excluded; human labels score 1.0).
-        gt: a COCO ``.json``, a YOLO ``data.yaml``, a run folder or an open :class:`Store` (its
-            reviewed images: all of an imported run), or a ready :class:`LabelSet`.
-        iou: IoU at which precision, recall and the calibrated thresholds are computed (COCO AP
-            always uses 0.50:0.95).
-        target_precision: also find, per class, the lowest threshold with at least this precision.
-        gt_images: image folder of a COCO ``gt`` (default: next to the JSON).
-        gt_format: ``coco`` or ``yolo`` when the path does not tell.
-
-    Classes are matched by name; only classes both sides have are evaluated. Images are paired by
-    path, then by content hash; ground-truth images the run lacks are listed in ``missing``.
-    All coordinates are original oriented pixels on both sides.
+    ``gt``: a COCO ``.json`` (images under ``gt_images``, default next to it), a YOLO ``data.yaml``,
+    a run folder or open :class:`Store` (its reviewed images), or a :class:`LabelSet`; ``gt_format``
+    when the path does not tell. ``iou``: for precision, recall and the calibrated thresholds (COCO AP
+    always uses 0.50:0.95). ``target_precision``: also find each class's lowest threshold reaching it.
+    Classes are matched by name; images by path, then by content hash (``missing``: the others).
+    ``model_only``: score what the model predicted, before any review edit. ``order`` (``review``
+    or ``path``): the order of the images for ``ClassResult.stable_after`` (``evaluation.stability``).
     """
     if not 0.0 < iou <= 1.0:
         raise ConfigError(f"--iou must be in (0, 1], got {iou}")
     if target_precision is not None and not 0.0 < target_precision <= 1.0:
         raise ConfigError(f"--target-precision must be in (0, 1], got {target_precision}")
+    if order not in ORDERS:
+        raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     if isinstance(gt, Store):
         truth = from_store(gt, ground_truth=True)
     elif isinstance(gt, LabelSet):
         truth = gt
     else:
         truth = from_path(gt, gt_images, gt_format)
-    pred = from_store(store, ground_truth=False)
+    pred = from_store(store, ground_truth=False, model_only=model_only)
     classes = [name for name in pred.classes if name in truth.classes]
     if not classes:
         raise ConfigError(f"the run and the ground truth share no class name: run has {', '.join(pred.classes)}; "
                           f"ground truth has {', '.join(truth.classes)}")
-    pairing = pair_images(truth.for_classes(classes), pred.for_classes(classes))
-    if not pairing.pairs:
+    pairs, missing = pair_images(truth.for_classes(classes), pred.for_classes(classes))
+    if not pairs:
         raise ConfigError(f"none of the {len(truth.images)} ground-truth images is labelled in {store.run_dir} "
                           "(images are matched by path, then by file content)")
 
-    box_metrics = coco_metrics(pairing.pairs, classes, "bbox")
-    segm = coco_metrics(pairing.pairs, classes, "segm") if has_masks(pairing.pairs) else None
+    order_ids = _image_order(store, pred if model_only else None, [p.path for _, p in pairs], order)
+    box_metrics = coco_metrics(pairs, classes, "bbox")
+    segm = coco_metrics(pairs, classes, "segm") if has_masks(pairs) else None
     results = []
     for k, name in enumerate(classes):
         parts = []
-        for g, p in pairing.pairs:
+        for g, p in pairs:
             preds, gts, crowd = (det[det.class_ids == k] for det in (p.labels, g.labels, g.crowd))
             parts.append(match_image(preds.xyxy, preds.scores, np.concatenate([gts.xyxy, crowd.xyxy]),
                                      np.arange(len(gts) + len(crowd)) >= len(gts), iou))
         matches = Matches.merge(parts)
-        curve = pr_curve(matches, pred.threshold_floor.get(name, 0.0))
+        floor = pred.threshold_floor.get(name, 0.0)
+        curve = pr_curve(matches, floor)
         tp = int(matches.tp.sum())
         n = len(matches.scores)
         precision = tp / n if n else None
@@ -84,19 +85,22 @@ def evaluate_run(
             name, matches.n_gt, n, ap, ap50, ap75, segm.per_class[name][0] if segm else None,
             precision, recall, f1, best_f1(curve),
             for_precision(curve, target_precision) if target_precision is not None else None,
-            matches, curve))
+            matches, curve, stable_after(prefix_thresholds([parts[i] for i in order_ids], floor, target_precision))))
     return EvalResult(
-        run=str(store.run_dir), ground_truth=truth.description, images=len(pairing.pairs), missing=pairing.missing,
+        run=str(store.run_dir), ground_truth=truth.description, images=len(pairs), missing=missing,
         classes=results, map=box_metrics.map, ap50=box_metrics.ap50, ap75=box_metrics.ap75,
         segm_map=segm.map if segm else None, iou=float(iou), target_precision=target_precision,
-        gt_only_classes=[n for n in truth.classes if n not in classes],
+        order=order, gt_only_classes=[n for n in truth.classes if n not in classes],
         run_only_classes=[n for n in pred.classes if n not in classes],
     )
 
 
-def score_histogram(matches: Matches, bins: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(edges, true-positive counts, false-positive counts) of a class's scores on [0, 1]."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    tp, _ = np.histogram(matches.scores[matches.tp], edges)
-    fp, _ = np.histogram(matches.scores[~matches.tp], edges)
-    return edges, tp, fp
+def _image_order(store: Store, model: LabelSet | None, paths: list[str], order: str) -> list[int]:
+    """Indices of the paired predictions ``paths`` in ``order``. Review order ranks what the model
+    predicted (``model``, read from ``store`` when not given): what the queue showed before review."""
+    if order == "path":
+        return sorted(range(len(paths)), key=paths.__getitem__)
+    if model is None:
+        model = from_store(store, ground_truth=False, model_only=True)
+    by_path = {im.path: im for im in model.images}
+    return review_order([by_path[p] for p in paths], store.ontology, model.threshold_floor)

@@ -34,10 +34,9 @@ section { margin-top: 2em; }
 
 def class_figure_png(result: ClassResult, target_precision: float | None, dpi: int = 80) -> bytes:
     """PNG bytes: the class's precision/recall curve (left) and score histogram (right)."""
+    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from autolabel.evaluation.evaluate import score_histogram
 
     fig = Figure(figsize=(10, 3.6))
     FigureCanvasAgg(fig)
@@ -56,7 +55,9 @@ def class_figure_png(result: ClassResult, target_precision: float | None, dpi: i
     pr.grid(alpha=0.3)
     if result.best_f1 is not None or result.at_precision is not None:
         pr.legend(loc="lower left", fontsize=8)
-    edges, tp, fp = score_histogram(result.matches)
+    edges = np.linspace(0.0, 1.0, 21)
+    tp, _ = np.histogram(result.matches.scores[result.matches.tp], edges)
+    fp, _ = np.histogram(result.matches.scores[~result.matches.tp], edges)
     width = edges[1] - edges[0]
     hist.bar(edges[:-1], tp, width=width, align="edge", color="tab:green", alpha=0.8, label="correct")
     hist.bar(edges[:-1], fp, width=width, align="edge", bottom=tp, color="tab:red", alpha=0.6, label="wrong")

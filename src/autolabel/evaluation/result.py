@@ -1,13 +1,9 @@
-"""The outcome of an evaluation: overall and per-class metrics, calibrated thresholds, views of them.
-
-Front ends use :meth:`EvalResult.table_rows` (a list of flat dicts, one per class plus ``all``),
-:meth:`EvalResult.format_table` (the CLI's text table), :meth:`EvalResult.to_dict` (JSON) and
-:meth:`EvalResult.calibrated_ontology` (the thresholds as an ontology ``label``/``export`` accept).
-"""
+"""The outcome of an evaluation: overall and per-class metrics, calibrated thresholds, and their
+views (UI table rows, the CLI's text table, JSON, a calibrated ontology)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from autolabel.evaluation.calibration import Curve, Matches, OperatingPoint
 from autolabel.ontology import Ontology
@@ -24,6 +20,8 @@ class ClassResult:
     best_f1: the threshold maximising F1 and the precision/recall there (None: no correct prediction).
     at_precision: the lowest threshold reaching the target precision (None: not requested or not
     reachable).
+    stable_after: how many images (in ``EvalResult.order``) the calibrated threshold needed to stop
+    moving by more than 0.05 (None: not stable; ``evaluation.stability`` has the rule).
     """
 
     name: str
@@ -40,6 +38,7 @@ class ClassResult:
     at_precision: OperatingPoint | None
     matches: Matches = field(repr=False, compare=False)
     curve: Curve = field(repr=False, compare=False)
+    stable_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,12 +58,7 @@ class EvalResult:
     target_precision: float | None
     gt_only_classes: list[str]
     run_only_classes: list[str]
-
-    def class_result(self, name: str) -> ClassResult:
-        for c in self.classes:
-            if c.name == name:
-                return c
-        raise KeyError(name)
+    order: str = "review"  # of the images for ``ClassResult.stable_after``: ``review`` or ``path``
 
     def thresholds(self, kind: str = "f1") -> dict[str, float]:
         """Calibrated thresholds per class: ``f1`` (max F1) or ``precision`` (target precision,
@@ -114,26 +108,24 @@ class EvalResult:
         cells = [[("-" if row[k] is None else f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]))
                   for k in columns] for row in rows]
         widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(columns)]
-        lines = ["  ".join(k.rjust(w) if i else k.ljust(w) for i, (k, w) in enumerate(zip(columns, widths)))]
-        for c in cells:
-            lines.append("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(c, widths))))
-        return "\n".join(lines)
+        return "\n".join("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
+                         for row in [columns, *cells])
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no curves)."""
 
         def point(p: OperatingPoint | None):
-            return None if p is None else {"threshold": p.threshold, "precision": p.precision, "recall": p.recall,
-                                           "f1": p.f1, "kept": p.kept}
+            return None if p is None else asdict(p)
 
         return {
             "run": self.run, "ground_truth": self.ground_truth, "images": self.images, "missing": self.missing,
             "iou": self.iou, "target_precision": self.target_precision,
             "map": self.map, "ap50": self.ap50, "ap75": self.ap75, "segm_map": self.segm_map,
-            "gt_only_classes": self.gt_only_classes, "run_only_classes": self.run_only_classes,
+            "gt_only_classes": self.gt_only_classes, "run_only_classes": self.run_only_classes, "order": self.order,
             "classes": [{"name": c.name, "gt": c.gt, "predictions": c.predictions, "ap": c.ap, "ap50": c.ap50,
                          "ap75": c.ap75, "segm_ap": c.segm_ap, "precision": c.precision, "recall": c.recall,
-                         "f1": c.f1, "best_f1": point(c.best_f1), "at_precision": point(c.at_precision)}
+                         "f1": c.f1, "best_f1": point(c.best_f1), "at_precision": point(c.at_precision),
+                         "stable_after": c.stable_after}
                         for c in self.classes],
             "thresholds": {"f1": self.thresholds("f1"),
                            **({"precision": self.thresholds("precision")} if self.target_precision else {})},

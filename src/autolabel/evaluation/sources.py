@@ -1,11 +1,8 @@
-"""Ground truth and predictions as plain in-memory label sets, and pairing their images.
+"""Ground truth and predictions as in-memory label sets (``Detections`` per image, in original
+oriented pixels, ``class_ids`` indexing the set's ``classes``), and pairing their images.
 
-Both sides are :class:`LabelSet` objects: images keyed by absolute path (with SHA-256 and the
-EXIF-oriented size) holding their labels as a :class:`~autolabel.detections.Detections` in original
-oriented pixels, ``class_ids`` indexing the set's ``classes``. Ground truth comes from a COCO file or
-YOLO dataset (read by ``autolabel.importers``) or from a run folder (an imported run, or a labelling
-run whose reviewed images serve as ground truth); predictions from a run's store. A label without a
-score (a human one) scores 1.0 as a prediction.
+Ground truth comes from a COCO file, a YOLO dataset or a run folder (its reviewed images);
+predictions from a run's store, where a label without a score (a human one) scores 1.0.
 """
 
 from __future__ import annotations
@@ -17,6 +14,7 @@ import numpy as np
 
 from autolabel.detections import Detections
 from autolabel.errors import ConfigError
+from autolabel.review_queue import run_thresholds
 from autolabel.store import DB_NAME, Store, open_store
 
 
@@ -57,27 +55,23 @@ class LabelSet:
         return replace(self, classes=list(classes), images=[im.for_classes(new_ids) for im in self.images])
 
 
-def from_store(store: Store, *, ground_truth: bool) -> LabelSet:
+def from_store(store: Store, *, ground_truth: bool, model_only: bool = False) -> LabelSet:
     """Labels of a run. As ground truth: the reviewed images (an imported run marks all of them),
-    every label not rejected. As predictions: every labelled image; a human label scores 1.0."""
+    every label not rejected. As predictions: every labelled image; a human label scores 1.0, or
+    with ``model_only`` what the model predicted before review (``Store.model_predictions``)."""
     ontology = store.ontology
     images = []
     for record in store.images("done"):
         if ground_truth and not record.reviewed:
             continue
-        labels = store.labels(record.id)
+        labels = store.model_predictions(record.id) if model_only else store.labels(record.id)
         if not ground_truth:
             labels = replace(labels, scores=np.where(labels.has_score, labels.scores, 1.0))
         images.append(LabelImage(record.path, record.width, record.height, record.sha256, labels))
     if ground_truth and not images:
         raise ConfigError(f"{store.run_dir} has no reviewed images to use as ground truth "
                           "(import a dataset with `autolabel import`, or review images in the UI)")
-    floor = {}
-    config = store.config or {}
-    if config.get("mode") != "import":
-        default = float((config.get("detect") or {}).get("threshold", 0.0))
-        floor = dict(zip(ontology.names, map(float, ontology.thresholds(default))))
-    return LabelSet(ontology.names, images, str(store.run_dir), floor)
+    return LabelSet(ontology.names, images, str(store.run_dir), run_thresholds(store))
 
 
 def from_path(source: str | Path, images_dir: str | Path | None = None, fmt: str | None = None) -> LabelSet:
@@ -96,16 +90,9 @@ def from_path(source: str | Path, images_dir: str | Path | None = None, fmt: str
     return LabelSet(dataset.classes, images, str(source))
 
 
-@dataclass
-class Pairing:
-    """Images present on both sides, and the ground-truth images the run does not have."""
-
-    pairs: list[tuple[LabelImage, LabelImage]]  # (ground truth, prediction)
-    missing: list[str]
-
-
-def pair_images(gt: LabelSet, pred: LabelSet) -> Pairing:
-    """Pair images by absolute path, then by content (SHA-256) for files that moved."""
+def pair_images(gt: LabelSet, pred: LabelSet) -> tuple[list[tuple[LabelImage, LabelImage]], list[str]]:
+    """``(ground truth, prediction)`` pairs by absolute path, then by content (SHA-256) for files
+    that moved; and the ground-truth paths the run does not have."""
     by_path = {im.path: im for im in pred.images}
     by_hash: dict[str, LabelImage | None] = {}
     for im in pred.images:
@@ -123,4 +110,4 @@ def pair_images(gt: LabelSet, pred: LabelSet) -> Pairing:
             raise ConfigError(f"{g.path}: ground truth is {g.width}x{g.height} but the run's image is "
                               f"{p.width}x{p.height}")
         pairs.append((g, p))
-    return Pairing(pairs, missing)
+    return pairs, missing

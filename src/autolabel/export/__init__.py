@@ -1,11 +1,7 @@
 """Exporters: the store's labels written in the formats trainers load.
 
-Everything here works in original oriented pixels until the last step, where ``package`` maps
-coordinates to the exported image size. Exports are deterministic (stable ids and order, no
-timestamps) and atomic (temp file + rename, or one ZIP renamed into place).
-
-One loop (``items.run_export``) plans names and splits, encodes images and maps labels (with the
-box/mask rule of segmentation runs, ``masks``); each format in :data:`FORMATS` only writes its files::
+One loop (``items.run_export``) plans names and splits, encodes images and maps labels into the
+exported pixels; each format in :data:`FORMATS` only writes its files::
 
     from autolabel.export import ExportOptions, export_dataset
     options = ExportOptions.build(image_size="640", letterbox=True, split="train=0.8,val=0.2", seed=0)
@@ -30,24 +26,20 @@ from autolabel.export.yolo import YoloWriter
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """A format: its writer (built per export from the store and options) and what it accepts.
-
-    mask_formats: the ``ExportOptions.masks`` values it writes; image_format: the image encoding it
-    needs (None: any); image_prefix: whether it takes ``ExportOptions.image_prefix``.
-    """
+    """A format: its writer (built per export from the store and options) and what it accepts."""
 
     writer: Callable[..., FormatWriter]
     description: str
-    mask_formats: tuple[str, ...] = ("polygon", "none")
-    image_format: str | None = None
-    image_prefix: bool = False
+    mask_formats: tuple[str, ...] = ("polygon", "none")  # the ExportOptions.masks values it writes
+    image_format: str | None = None  # the image encoding it needs (None: any)
+    image_prefix: bool = False  # whether it takes ExportOptions.image_prefix
 
 
 FORMATS: dict[str, ExportFormat] = {
     "coco": ExportFormat(CocoWriter, "COCO JSON per split", ("polygon", "rle", "none")),
     "yolo": ExportFormat(YoloWriter, "Ultralytics YOLO"),
     "voc": ExportFormat(VocWriter, "Pascal VOC XML per image", image_format="jpeg"),
-    "labelstudio": ExportFormat(LabelStudioWriter, "Label Studio tasks with predictions", image_prefix=True),
+    "labelstudio": ExportFormat(LabelStudioWriter, "Label Studio tasks (annotations and predictions)", image_prefix=True),
 }
 
 __all__ = ["FORMATS", "MASK_FORMATS", "ExportFormat", "ExportOptions", "ExportSummary", "export_dataset",
@@ -69,11 +61,8 @@ def format_options(fmt: str, options: ExportOptions) -> ExportOptions:
 
 def export_dataset(store, out_dir: str | Path, fmt: str, options: ExportOptions | None = None, *,
                    on_progress: Callable[[int], None] | None = None) -> ExportSummary:
-    """Export a run in format ``fmt`` (a key of :data:`FORMATS`) under ``out_dir``.
-
-    Raises ``ConfigError`` as :func:`format_options` does. ``on_progress(k)`` is called after every
-    chunk of ``k`` images.
-    """
+    """Export a run in format ``fmt`` (a key of :data:`FORMATS`) under ``out_dir``; ``on_progress(k)``
+    is called after every chunk of ``k`` images."""
     options = format_options(fmt, options or ExportOptions())
     return run_export(store, out_dir, options, FORMATS[fmt].writer(store, options), format_name=fmt,
                       on_progress=on_progress)

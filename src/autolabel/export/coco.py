@@ -1,14 +1,10 @@
 """COCO detection/segmentation export.
 
-Layout without a split: ``coco_export.json`` + ``images/<name>``. With ``--split``: one file per split,
-``annotations/instances_<split>.json``, with the images under ``images/<split>/`` (the COCO 2017
-layout that Detectron2 and MMDetection configs point at); ``file_name`` is relative to the split's
-image folder.
-
-Category ids start at 1 in ontology order; image ids follow source path order and are unique across
-splits; annotation ids are sequential. ``bbox`` is ``[x, y, w, h]`` in the exported image's pixels
-(6 decimals); ``area`` comes from the mask when there is one. Segmentations are polygons (every part
-of the mask, holes cut in) or, with ``masks="rle"``, compressed RLE. Model labels carry ``score``.
+Layout: ``coco_export.json`` + ``images/<name>``; with ``--split``, ``annotations/instances_<split>.json``
+and ``images/<split>/`` (the COCO 2017 layout Detectron2 and MMDetection expect). Category ids start
+at 1 in ontology order; image ids follow path order, unique across splits. ``bbox`` is ``[x, y, w, h]``
+in exported pixels (6 decimals); ``area`` is the mask's when there is one; segmentations are polygons
+(every part, holes cut in) or compressed RLE. Model labels carry ``score``.
 """
 
 from __future__ import annotations
@@ -44,7 +40,9 @@ def coco_annotation(label: ExportLabel, ann_id: int, image_id: int, masks: str) 
         "iscrowd": 0,
     }
     if label.rle is not None:
-        ann["area"] = int(label.area)
+        from autolabel.geometry import rle_area
+
+        ann["area"] = rle_area(label.rle)
         if masks == "rle":
             ann["segmentation"] = {"size": list(label.rle["size"]), "counts": label.rle["counts"]}
         else:

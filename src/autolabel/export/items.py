@@ -1,15 +1,11 @@
 """The one loop every format shares: store -> images with transformed labels -> a format writer.
 
 ``run_export`` plans the export (which images, their names and splits), then streams
-:class:`ExportItem` objects in the store's path order: the encoded image bytes (resized, letterboxed,
-orientation baked in; encoded by a small thread pool, 32 images at a time) and the image's labels
-already mapped into the exported image's pixels. A format only decides where files go and how labels
-are written, so scaling, padding, masks, thresholds, negatives, splits, the manifest and atomicity
-are implemented once, here.
-
-Output order and ids are deterministic; the index files (COCO JSON, ``data.yaml``, ``tasks.json``)
-are written after every image and label file, then ``manifest.json``; a ZIP appears only when
-complete.
+:class:`ExportItem` objects in the store's path order: the encoded image (resized, letterboxed,
+orientation baked in) and its labels already in the exported image's pixels. A format only decides
+where files go and how labels are written; scaling, masks, thresholds, negatives, splits, the
+manifest and atomicity are implemented once, here. The index files are written after every image and
+label file, then ``manifest.json``; a ZIP appears only when complete.
 """
 
 from __future__ import annotations
@@ -42,32 +38,25 @@ _CHUNK = 32
 class ExportOptions:
     """What every format accepts.
 
-    image_size: resize spec (None: original size).
-    split: named fractions (None: one unsplit set); seed: changes the split; stratify: split each
-        class in proportion.
-    drop_empty: leave out images without labels (default: keep them as negatives).
-    thresholds: per-class minimum score, ``{class name: t}``; a model label is exported when its
-        score is above ``t``. Human labels (no score) are always exported. Classes not named keep
-        every stored label.
-    masks: one of ``masks.MASK_FORMATS``: ``polygon``, ``rle`` (COCO only) or ``none`` (box-only
-        labels in every format).
-    image_format: None (JPEG stays JPEG, anything else becomes PNG) or ``"jpeg"`` (all JPEG).
-    max_pixels: decompression-bomb guard when re-reading images.
-    zip_name: write one ZIP ``out_dir/zip_name`` instead of loose files.
-    image_prefix: Label Studio only: URL prefix of ``data.image`` (None: the format's default).
+    thresholds: ``{class name: t}``; a model label is exported when its score is above ``t``, human
+    labels (no score) always, and classes not named keep every label. image_format: None (JPEG stays
+    JPEG, anything else becomes PNG) or ``"jpeg"``. image_prefix: Label Studio's ``data.image`` prefix.
     """
 
-    image_size: ImageSize | None = None
-    split: SplitSpec | None = None
+    image_size: ImageSize | None = None  # None: original size
+    split: SplitSpec | None = None  # None: one unsplit set
     seed: int = 0
-    stratify: bool = False
-    drop_empty: bool = False
+    stratify: bool = False  # split each class in proportion
+    drop_empty: bool = False  # leave out images without labels (default: keep them as negatives)
     thresholds: Mapping[str, float] = field(default_factory=dict)
-    masks: str = DEFAULT_MASK_FORMAT
+    masks: str = DEFAULT_MASK_FORMAT  # a key of masks.MASK_FORMATS
     image_format: str | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    zip_name: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb guard when re-reading images
+    zip_name: str | None = None  # write one ZIP out_dir/zip_name instead of loose files
     image_prefix: str | None = None
+    # The manifest's source paths: relative to this folder (a file outside it: its name only), so a
+    # shared export does not reveal the server's folders; None keeps absolute paths.
+    source_root: Path | None = None
 
     def __post_init__(self) -> None:
         if self.masks not in MASK_FORMATS:
@@ -86,25 +75,16 @@ class ExportOptions:
         return cls(image_size=size, split=SplitSpec.parse(split), **kwargs)
 
 
+@dataclass(eq=False)
 class ExportLabel:
-    """One label, in the exported image's pixels.
+    """One label, in the exported image's pixels (pixel ``i`` spans ``[i, i + 1)``)."""
 
-    Attributes:
-        class_index: 0-based index in the run's ontology order (COCO category id is ``+ 1``).
-        class_name: the class.
-        score: model score, or None for a label without one (a human label).
-        xyxy: ``(x0, y0, x1, y1)`` float pixels of the exported image (pixel ``i`` spans
-            ``[i, i + 1)``), clipped to the image content.
-        rle: COCO RLE of the mask on the exported canvas, or None (a box-only label).
-    """
-
-    def __init__(self, class_index: int, class_name: str, score: float | None, xyxy: tuple[float, ...],
-                 rle: dict | None):
-        self.class_index = class_index
-        self.class_name = class_name
-        self.score = score
-        self.xyxy = xyxy
-        self.rle = rle
+    class_index: int  # in the run's ontology order (COCO category id is + 1)
+    class_name: str
+    score: float | None  # None: a label without a score (a human label)
+    xyxy: tuple[float, ...]  # clipped to the image content
+    rle: dict | None  # the mask on the exported canvas; None: a box-only label
+    reviewed: bool = False  # a person drew, changed or accepted it
 
     @cached_property
     def polygons(self) -> list[list[float]]:
@@ -114,16 +94,6 @@ class ExportLabel:
         from autolabel.geometry import mask_to_polygons, rle_to_mask
 
         return mask_to_polygons(rle_to_mask(self.rle))
-
-    @cached_property
-    def area(self) -> float:
-        """Mask pixel count when there is a mask, else the box area (exported pixels)."""
-        if self.rle is not None:
-            from autolabel.geometry import rle_area
-
-            return float(rle_area(self.rle))
-        x0, y0, x1, y1 = self.xyxy
-        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
 
 @dataclass(frozen=True)
@@ -192,7 +162,8 @@ class FormatWriter(Protocol):
         """Write the index files (called last); return their paths."""
 
 
-def check_thresholds(thresholds: Mapping[str, float], ontology: Ontology) -> dict[str, float]:
+def class_thresholds(thresholds: Mapping[str, float], ontology: Ontology) -> np.ndarray:
+    """(C,) per-class minimum scores in ontology order, NaN for a class without one."""
     unknown = sorted(set(thresholds) - set(ontology.names))
     if unknown:
         raise ConfigError(f"thresholds name classes the run does not have: {', '.join(unknown)}; "
@@ -200,13 +171,7 @@ def check_thresholds(thresholds: Mapping[str, float], ontology: Ontology) -> dic
     for name, value in thresholds.items():
         if not 0.0 <= float(value) <= 1.0:
             raise ConfigError(f"threshold of class {name!r} must be in [0, 1], got {value}")
-    return {name: float(value) for name, value in thresholds.items()}
-
-
-def class_thresholds(thresholds: Mapping[str, float], ontology: Ontology) -> np.ndarray:
-    """(C,) per-class minimum scores in ontology order, NaN for a class without one."""
-    checked = check_thresholds(thresholds, ontology)
-    return np.array([checked.get(name, np.nan) for name in ontology.names], dtype=np.float64)
+    return np.array([float(thresholds.get(name, np.nan)) for name in ontology.names], dtype=np.float64)
 
 
 def kept_labels(store: Store, image_id: int, thresholds: np.ndarray) -> tuple[Detections, int]:
@@ -228,11 +193,9 @@ def plan_export(store: Store, options: ExportOptions) -> ExportPlan:
         for record in records:
             labels, _ = kept_labels(store, record.id, thresholds)
             classes[record.path] = frozenset(ontology.names[c] for c in labels.class_ids)
-    dropped = 0
+    total = len(records)
     if options.drop_empty:
-        kept = [r for r in records if classes[r.path]]
-        dropped = len(records) - len(kept)
-        records = kept
+        records = [r for r in records if classes[r.path]]
     names = export_names([r.path for r in records], ".jpg" if options.image_format == "jpeg" else None)
     if options.split is None:
         splits: dict[str, str | None] = {r.path: None for r in records}
@@ -244,7 +207,7 @@ def plan_export(store: Store, options: ExportOptions) -> ExportPlan:
                                {keys[p]: c for p, c in classes.items() if p in keys} if options.stratify else None)
         splits = {r.path: by_key[keys[r.path]] for r in records}
         split_names = list(options.split.names)
-    return ExportPlan(ontology, records, names, splits, split_names, dropped)
+    return ExportPlan(ontology, records, names, splits, split_names, total - len(records))
 
 
 def export_labels(dets: Detections, transform: ImageTransform, ontology: Ontology, segmentation_run: bool,
@@ -268,7 +231,9 @@ def export_labels(dets: Detections, transform: ImageTransform, ontology: Ontolog
                 rle = box_to_rle(box, transform.height, transform.width)
         class_id = int(dets.class_ids[i])
         score = float(dets.scores[i]) if dets.has_score[i] else None
-        labels.append(ExportLabel(class_id, ontology.names[class_id], score, tuple(float(v) for v in box), rle))
+        reviewed = bool(dets.sources[i] == "human" or dets.reviews[i] == "accepted")
+        labels.append(ExportLabel(class_id, ontology.names[class_id], score, tuple(float(v) for v in box), rle,
+                                  reviewed))
     return labels
 
 
@@ -279,19 +244,14 @@ def iter_items(store: Store, plan: ExportPlan, options: ExportOptions, *,
     thresholds = class_thresholds(options.thresholds, plan.ontology)
     segmentation_run = (store.config or {}).get("mode") == "segment"
     size = options.image_size
-    extra = (options.image_format,) if options.image_format else ()
-
-    def transform_of(record: ImageRecord) -> ImageTransform:
-        if size is None:
-            return ImageTransform.identity(record.width, record.height)
-        return size.transform(record.width, record.height)
-
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="export") as pool:
         for start in range(0, len(plan.records), _CHUNK):
             chunk = plan.records[start : start + _CHUNK]
-            transforms = [transform_of(r) for r in chunk]
-            encoded = pool.map(lambda rt: encode_image(rt[0].path, rt[1], (rt[0].width, rt[0].height), options.max_pixels,
-                                                 *extra), zip(chunk, transforms))
+            transforms = [size.transform(r.width, r.height) if size else ImageTransform.identity(r.width, r.height)
+                          for r in chunk]
+            encoded = pool.map(lambda rt: encode_image(rt[0].path, rt[1], (rt[0].width, rt[0].height),
+                                                       options.max_pixels, options.image_format),
+                               zip(chunk, transforms))
             for offset, (record, transform, data) in enumerate(zip(chunk, transforms, encoded)):
                 dets, filtered = kept_labels(store, record.id, thresholds)
                 if counters is not None:
@@ -303,13 +263,16 @@ def iter_items(store: Store, plan: ExportPlan, options: ExportOptions, *,
                 on_progress(len(chunk))
 
 
-def manifest_bytes(format_name: str, entries: list[dict], index_files: list[str]) -> bytes:
-    """``manifest.json``: ``{"format", "index": [index files], "images": [...]}``, one image per line.
+def _source(path: str, options: ExportOptions) -> str:
+    if options.source_root is None:
+        return path
+    root, source = Path(options.source_root).resolve(), Path(path).resolve()
+    return source.relative_to(root).as_posix() if source.is_relative_to(root) else source.name
 
-    Each image entry: ``image`` and ``labels`` (paths inside the export), ``source`` (the original
-    file), ``sha256``, ``source_size``, ``size``, ``scale`` and ``offset`` (exported = original *
-    scale + offset) and ``split``.
-    """
+
+def manifest_bytes(format_name: str, entries: list[dict], index_files: list[str]) -> bytes:
+    """``manifest.json``: ``{"format", "index": [files], "images": [...]}``, one image per line; an image
+    maps its exported files back to the source (exported pixels = original * ``scale`` + ``offset``)."""
     lines = ",\n".join(json_bytes(entry).decode("utf-8") for entry in entries)
     head = f'{{"format":{json_bytes(format_name).decode()},"index":{json_bytes(index_files).decode()},'
     return (head + f'"images":[\n{lines}\n]}}\n').encode("utf-8")
@@ -344,13 +307,9 @@ def _remove_stale(out_dir: Path, stale: set[str]) -> int:
 
 def run_export(store: Store, out_dir: str | Path, options: ExportOptions, writer: FormatWriter, *,
                format_name: str, on_progress: Callable[[int], None] | None = None) -> ExportSummary:
-    """Export the store through ``writer``; atomic (see module docstring). The summary points at the
-    writer's ``index_name`` (inside ``out_dir``), or at the ZIP when ``options.zip_name`` is set.
-
-    Loose files: each is written atomically, the index files after every image and label file, and
-    ``manifest.json`` last. Files that a previous export into the same folder listed in its manifest
-    and this export did not write are then removed.
-    """
+    """Export the store through ``writer`` (atomic, see the module docstring); the summary points at the
+    writer's ``index_name`` or the ZIP. Files a previous export into ``out_dir`` listed in its manifest
+    and this one did not write are then removed."""
     out_dir = Path(out_dir)
     plan = plan_export(store, options)
     summary = ExportSummary(path=out_dir / (options.zip_name or writer.index_name), dropped_empty=plan.dropped_empty)
@@ -369,7 +328,7 @@ def run_export(store: Store, out_dir: str | Path, options: ExportOptions, writer
             summary.per_class.update(label.class_name for label in item.labels)
             summary.per_split[item.split or "all"] += 1
             summary.negatives += not item.labels
-            entry = {"image": image_path, "labels": label_files, "source": item.record.path,
+            entry = {"image": image_path, "labels": label_files, "source": _source(item.record.path, options),
                      "sha256": item.record.sha256, **item.transform.to_dict()}
             if item.split is not None:
                 entry["split"] = item.split

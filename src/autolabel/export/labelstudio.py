@@ -1,24 +1,18 @@
-"""Label Studio export: tasks whose labels are *predictions* with scores, ready for review.
+"""Label Studio export: reviewed labels as *annotations*, the model's unreviewed ones as *predictions*.
 
-Layout: ``images/[<split>/]<name>``, ``tasks.json`` (a list of tasks, import it into a project) and
-``label_config.xml`` (the labeling interface whose control names the tasks use).
+A label is reviewed when a person drew or changed it (source ``human``) or accepted it; its result
+carries no score. Pending model labels are one prediction per task, with their scores. A task has
+``annotations`` when it has reviewed labels or its image was accepted as a whole (an empty result
+then says "nothing here"), and ``predictions`` when it has pending labels or no annotation.
 
-Each task is ``{"data": {"image": URL[, "split": name]}, "predictions": [{"model_version":
-"autolabel", "score": mean label score, "result": [...]}]}``. ``URL`` is ``image_prefix`` + the
-image's path inside the export; the default prefix ``/data/local-files/?d=`` serves the images
-through Label Studio's local file storage when ``LOCAL_FILES_DOCUMENT_ROOT`` is the export folder
-(``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true``); pass a URL prefix to serve them otherwise.
+Layout: ``images/[<split>/]<name>``, ``tasks.json`` (import it into a project) and
+``label_config.xml`` (the labeling interface whose control names the tasks use). ``data.image`` is
+``image_prefix`` + the image's path in the export; the default prefix serves the images through
+Label Studio's local file storage when ``LOCAL_FILES_DOCUMENT_ROOT`` is the export folder.
 
-Every result carries ``from_name`` / ``to_name`` (the control and the image tag of
-``label_config.xml``), ``original_width`` / ``original_height`` (the exported image's size, the image
-Label Studio shows), ``image_rotation: 0`` and, for model labels, ``score``. Coordinates are
-**percent** of that width/height, as Label Studio stores them:
-
-* a label without a mask: ``type: rectanglelabels``, ``value: {x, y, width, height, rotation: 0,
-  rectanglelabels: [class]}`` (top-left corner and size);
-* a label with a mask: ``type: polygonlabels``, ``value: {points: [[x, y], ...], closed: true,
-  polygonlabels: [class]}``, one result per mask part (a Label Studio polygon has one ring; holes are
-  joined to their part by a zero-width cut).
+Coordinates are **percent** of the exported image's size, as Label Studio stores them. A label
+without a mask is a ``rectanglelabels`` result; a label with a mask is one ``polygonlabels`` result
+per mask part (a Label Studio polygon has one ring; holes are joined to their part by a zero-width cut).
 """
 
 from __future__ import annotations
@@ -44,11 +38,12 @@ def _pct(value: float, size: int) -> float:
     return round(float(value) / size * 100.0, 4)
 
 
-def label_results(label: ExportLabel, width: int, height: int, region_id: str) -> list[dict]:
-    """Label Studio results of one label (percent coordinates of the exported image)."""
+def label_results(label: ExportLabel, width: int, height: int, region_id: str, scored: bool = True) -> list[dict]:
+    """Label Studio results of one label (percent coordinates of the exported image); ``scored``:
+    whether its score, if any, is written (never for a reviewed label)."""
     common = {"from_name": RECT_CONTROL, "to_name": IMAGE_TAG, "original_width": width,
               "original_height": height, "image_rotation": 0}
-    if label.score is not None:
+    if scored and label.score is not None:
         common["score"] = round(float(label.score), 5)
     parts = label.polygons
     if not parts:
@@ -91,18 +86,26 @@ class LabelStudioWriter:
         return f"images/{item.name}" if item.split is None else f"images/{item.split}/{item.name}"
 
     def add(self, item: ExportItem, sink) -> list[str]:
-        results = []
+        annotation, prediction, scores = [], [], []
         for k, label in enumerate(item.labels, start=1):
-            results += label_results(label, item.width, item.height, f"{item.image_id}-{k}")
-        self.polygons = self.polygons or any(r["type"] == "polygonlabels" for r in results)
-        scores = [label.score for label in item.labels if label.score is not None]
-        prediction: dict = {"model_version": MODEL_VERSION, "result": results}
-        if scores:
-            prediction["score"] = round(float(np.mean(scores)), 5)
+            region_id = f"{item.image_id}-{k}"
+            if label.reviewed:
+                annotation += label_results(label, item.width, item.height, region_id, scored=False)
+            else:
+                prediction += label_results(label, item.width, item.height, region_id)
+                if label.score is not None:
+                    scores.append(label.score)
+        self.polygons = self.polygons or any(r["type"] == "polygonlabels" for r in annotation + prediction)
         data = {"image": self.image_prefix + self.image_path(item)}
         if item.split is not None:
             data["split"] = item.split
-        self.tasks.append({"data": data, "predictions": [prediction]})
+        task: dict = {"data": data}
+        if annotation or item.record.reviewed:
+            task["annotations"] = [{"result": annotation}]
+        if prediction or "annotations" not in task:
+            task["predictions"] = [{"model_version": MODEL_VERSION, "result": prediction,
+                                    **({"score": round(float(np.mean(scores)), 5)} if scores else {})}]
+        self.tasks.append(task)
         return []
 
     def finish(self, plan: ExportPlan, sink) -> list[str]:

@@ -1,22 +1,14 @@
 """Mask formats, and the one box/mask rule of segmentation runs that every format applies.
 
-Mask formats (``ExportOptions.masks``): ``polygon`` (every format), ``rle`` (COCO compressed RLE,
-COCO only) and ``none`` (boxes only, in every format).
+Mask formats (``ExportOptions.masks``): ``polygon`` (every format), ``rle`` (COCO only), ``none``.
 
-Box/mask rule for a label of a segmentation run (``mode: segment``), in original pixels, before
-any resize:
-
-* a label with a non-empty mask: the mask is clipped to its box grown by ``MARGIN_FRACTION`` of the
-  box's width (left/right) and height (top/bottom), at least ``MARGIN_MIN_PX`` pixels, and the
-  exported box becomes the clipped mask's tight box. SAM2 refines a detector box: its mask edge
-  legitimately sits a pixel or two past a tight box (its 256x256 logits are upsampled, and OWLv2
-  boxes are themselves off by about 1-2% of the object's side), while a mask that leaks further
-  has spilled onto a neighbouring object or the background. So every format carries the same
-  box, and that box matches the mask (YOLO-seg derives boxes from polygons);
-* a label without a mask (a box drawn by hand), or whose mask is empty after clipping, keeps its
-  box; formats that need a mask get the box's own pixels (see ``items.iter_items``).
-
-Imported datasets (``mode: import``) keep the boxes and masks of their files: they are ground truth.
+Rule for a label of a segmentation run, in original pixels: a non-empty mask is clipped to its box
+grown by ``MARGIN_FRACTION`` of the box's side (at least ``MARGIN_MIN_PX``), and the exported box
+becomes the clipped mask's tight box. SAM2's mask edge legitimately sits a pixel or two past a
+detector box (upsampled 256x256 logits; OWLv2 boxes are off by 1-2% themselves), while a mask that
+leaks further has spilled onto a neighbour. So every format carries the same box, matching the mask
+(YOLO-seg derives boxes from polygons). A label without a mask, or whose mask is empty after
+clipping, keeps its box. Imported datasets keep their boxes and masks: they are ground truth.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Shared pieces of every export: output names, image transforms, resized copies, atomic files, ZIPs.
 
-Coordinate frames: labels live in the store in *original oriented pixels* (``xyxy``, pixel ``i``
-spans ``[i, i + 1)``). An :class:`ImageTransform` maps that frame into the *exported image's
-pixels*: ``x' = x * sx + offset_x``, ``y' = y * sy + offset_y``. Resizing and letterboxing are the
-only things that change coordinates, and they happen only here, so every format (COCO, YOLO, VOC,
-Label Studio) sees the same numbers.
+Labels live in the store in original oriented pixels; an :class:`ImageTransform` maps them into the
+exported image's pixels. Resizing and letterboxing happen only here, so every format sees the same
+numbers.
 """
 
 from __future__ import annotations
@@ -65,13 +63,6 @@ class ImageSize:
             return cls(width=a, height=a if b is None else int(b), letterbox=True)
         return cls(long_side=a) if b is None else cls(width=a, height=int(b))
 
-    @property
-    def mode(self) -> str:
-        """``long`` (longest side), ``stretch`` (exact WxH) or ``letterbox`` (fit + pad)."""
-        if self.letterbox:
-            return "letterbox"
-        return "long" if self.long_side is not None else "stretch"
-
     def target(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the exported copy of a ``width`` x ``height`` image (the canvas)."""
         if self.long_side is None:
@@ -124,12 +115,7 @@ class ImageTransform:
 
     @property
     def is_identity(self) -> bool:
-        return (self.width, self.height, self.content_width, self.content_height, self.offset_x, self.offset_y) == (
-            self.source_width, self.source_height, self.source_width, self.source_height, 0, 0)
-
-    @property
-    def padded(self) -> bool:
-        return (self.content_width, self.content_height) != (self.width, self.height)
+        return self == ImageTransform.identity(self.source_width, self.source_height)
 
     def boxes(self, xyxy) -> np.ndarray:
         """``(N, 4)`` original ``xyxy`` -> exported pixels, clipped to the image content (float64)."""
@@ -138,16 +124,6 @@ class ImageTransform:
         b[:, 0::2] = np.clip(b[:, 0::2], self.offset_x, self.offset_x + self.content_width)
         b[:, 1::2] = np.clip(b[:, 1::2], self.offset_y, self.offset_y + self.content_height)
         return b
-
-    def points(self, flat) -> list[float]:
-        """A flat ``[x0, y0, x1, y1, ...]`` list in original pixels -> exported pixels."""
-        p = np.asarray(flat, dtype=np.float64).reshape(-1, 2) * [self.sx, self.sy] + [self.offset_x, self.offset_y]
-        return p.ravel().tolist()
-
-    def inverse_boxes(self, xyxy) -> np.ndarray:
-        """``(N, 4)`` exported ``xyxy`` -> original oriented pixels (the inverse of :meth:`boxes`)."""
-        b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4) - [self.offset_x, self.offset_y] * 2
-        return b / [self.sx, self.sy, self.sx, self.sy]
 
     def rle(self, rle: dict) -> dict:
         """A COCO RLE of the original frame -> the same mask on the exported canvas.
@@ -175,13 +151,6 @@ class ImageTransform:
 # -- names ------------------------------------------------------------------------------------------
 
 
-def _common_root(paths: list[str]) -> str:
-    if not paths:
-        return ""
-    parents = [os.path.dirname(p) for p in paths]
-    return os.path.commonpath(parents) if len(set(parents)) > 1 else parents[0]
-
-
 def output_suffix(path: str) -> str:
     """Exported images are JPEG when the source is JPEG, PNG otherwise (lossless, universally loaded)."""
     return ".jpg" if Path(path).suffix.lower() in JPEG_SUFFIXES else ".png"
@@ -202,7 +171,8 @@ def export_names(paths: list[str], suffix: str | None = None) -> dict[str, str]:
     of their source path, because label files are named after the stem. ``suffix`` (e.g. ``.jpg``)
     overrides the per-file suffix of :func:`output_suffix`.
     """
-    root = _common_root(paths)
+    parents = [os.path.dirname(p) for p in paths]
+    root = os.path.commonpath(parents) if len(set(parents)) > 1 else (parents[0] if parents else "")
     names: dict[str, str] = {}
     for path in sorted(paths):
         rel = PurePosixPath(Path(os.path.relpath(path, root) if root else path).as_posix())
@@ -225,15 +195,6 @@ def export_names(paths: list[str], suffix: str | None = None) -> dict[str, str]:
 # -- image copies -----------------------------------------------------------------------------------
 
 
-def _as_transform(transform, source_size: tuple[int, int]) -> ImageTransform:
-    if transform is None:
-        return ImageTransform.identity(*source_size)
-    if isinstance(transform, ImageTransform):
-        return transform
-    w, h = transform  # a plain (width, height): stretch
-    return ImageTransform(source_size[0], source_size[1], int(w), int(h), int(w), int(h))
-
-
 def _can_copy_bytes(path: str, transform: ImageTransform, image_format: str | None) -> bool:
     """A source file can be copied as-is if a trainer would decode exactly our oriented frame."""
     if not transform.is_identity:
@@ -249,17 +210,15 @@ def _can_copy_bytes(path: str, transform: ImageTransform, image_format: str | No
         return False
 
 
-def encode_image(path: str, transform, source_size: tuple[int, int], max_pixels: int,
+def encode_image(path: str, transform: ImageTransform | None, source_size: tuple[int, int], max_pixels: int,
                  image_format: str | None = None) -> bytes:
-    """Bytes of the exported image: the oriented RGB frame, mapped by ``transform``.
+    """Bytes of the exported image: the oriented RGB frame mapped by ``transform`` (None: same size).
 
-    ``transform`` is an :class:`ImageTransform`, a plain ``(width, height)`` (stretch) or None (same
-    size). The EXIF orientation is baked into the pixels, so every loader (PIL, OpenCV, browsers)
-    sees the frame our coordinates refer to. Letterboxed copies are padded with
-    :data:`LETTERBOX_COLOR`. The file is JPEG (quality 95) for JPEG sources or ``image_format="jpeg"``,
-    PNG otherwise.
+    The EXIF orientation is baked into the pixels, so every loader (PIL, OpenCV, browsers) sees the
+    frame our coordinates refer to. The file is JPEG (quality 95) for JPEG sources or
+    ``image_format="jpeg"``, PNG otherwise.
     """
-    transform = _as_transform(transform, source_size)
+    transform = transform or ImageTransform.identity(*source_size)
     if _can_copy_bytes(path, transform, image_format):
         return Path(path).read_bytes()
     from autolabel.images import load_image
@@ -271,7 +230,7 @@ def encode_image(path: str, transform, source_size: tuple[int, int], max_pixels:
     image = load_image(path, max_pixels=max_pixels, max_side=max_side).image
     if image.size != content:
         image = image.resize(content, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    if transform.padded:
+    if content != (transform.width, transform.height):  # letterboxed
         canvas = Image.new("RGB", (transform.width, transform.height), LETTERBOX_COLOR)
         canvas.paste(image, (transform.offset_x, transform.offset_y))
         image = canvas

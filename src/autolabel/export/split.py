@@ -1,16 +1,11 @@
 """Deterministic train/val/test splits, by image, optionally stratified by class.
 
-``--split train=0.8,val=0.2 --seed 0``: every image goes to exactly one split. The order images are
-dealt in is a hash of ``(seed, key)`` where the key is the image's export name (its path relative to
-the dataset's common folder), so the split does not depend on the machine, the Python or NumPy
-version, or where the dataset sits on disk. Images are dealt by *smooth weighted round robin*: each
-split earns its fraction of a credit per image and the split with the most credit takes the next
-one, so after ``n`` images each split holds ``floor`` or ``ceil`` of ``n * fraction``.
-
-Stratified: images are grouped by their rarest class (the class present in the image that the fewest
-images contain; images without labels form their own group) and the groups are dealt one after the
-other, credits carrying over. Every group, so every class, is then split in proportion (to within
-one image per group) while the totals stay exact.
+Images are dealt in the order of a hash of ``(seed, export name)``, so a split does not depend on
+the machine, the Python or NumPy version, or where the dataset sits. Dealing is a *smooth weighted
+round robin*: each split earns its fraction of a credit per image and the split with the most credit
+takes the next, so each split holds ``floor`` or ``ceil`` of ``n * fraction`` images. Stratified,
+images are grouped by their rarest class (negatives last) and the groups dealt one after the other,
+credits carrying over: every class is split in proportion while the totals stay exact.
 """
 
 from __future__ import annotations
@@ -72,31 +67,17 @@ class SplitSpec:
         return [name for name, _ in self.parts]
 
 
-def _order_key(seed: int, key: str) -> bytes:
-    return hashlib.sha256(f"{seed}\0{key}".encode()).digest()
-
-
 def assign_splits(
     keys: Sequence[str],
     spec: SplitSpec,
     seed: int = 0,
     classes: Mapping[str, set[str] | frozenset[str]] | None = None,
 ) -> dict[str, str]:
-    """Assign every key (an image's export name) to a split.
-
-    Args:
-        keys: unique image keys; their order does not matter.
-        spec: the named fractions.
-        seed: changes the (hash) order images are dealt in.
-        classes: for a stratified split, the class names present in each image (missing or empty:
-            an image without labels). None: not stratified.
-
-    Returns:
-        ``{key: split name}``. Deterministic for the same keys, spec, seed and classes.
-    """
+    """``{key: split name}`` for unique keys (export names; their order does not matter). ``classes``:
+    for a stratified split, the class names in each image (missing or empty: a negative)."""
     if len(set(keys)) != len(keys):
         raise ValueError("split keys must be unique")
-    ordered = sorted(keys, key=lambda k: (_order_key(seed, k), k))
+    ordered = sorted(keys, key=lambda k: (hashlib.sha256(f"{seed}\0{k}".encode()).digest(), k))
     if classes is not None:
         images_per_class = Counter(c for k in keys for c in classes.get(k, ()))
 

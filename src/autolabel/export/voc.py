@@ -1,16 +1,12 @@
 """Pascal VOC export: one XML file per image.
 
-Layout (the VOC devkit's): ``JPEGImages/<stem>.jpg`` (always JPEG: many VOC readers build the image
-path as ``<id>.jpg``), ``Annotations/<stem>.xml``, ``ImageSets/Main/<split>.txt`` (image ids, one per
-line; ``trainval.txt`` too when there are ``train`` and ``val`` splits, or alone without ``--split``)
-and ``labels.txt`` (class names in the run's order).
+Layout (the VOC devkit's): ``JPEGImages/<stem>.jpg`` (always JPEG: many readers assume ``<id>.jpg``),
+``Annotations/<stem>.xml``, ``ImageSets/Main/<split>.txt`` (``trainval.txt`` too for ``train`` +
+``val``, or alone without ``--split``) and ``labels.txt`` (class names in the run's order).
 
-Boxes follow the devkit convention: 1-based, inclusive, integer pixel indices. A box covering
-pixels ``0..9`` (``xyxy`` ``[0, 10)`` in our pixel-edge frame) is ``xmin=1, xmax=10``; so ``xmin =
-round(x0) + 1`` and ``xmax = round(x1)`` (at most half a pixel from the stored box). Masks, when the
-run has them, are added as ``<polygon>`` elements (``x1, y1, x2, y2, ...``, 1-based like the boxes,
-one per mask part), the extension supervision and Roboflow read; VOC has no score field, so scores are
-not written. An image without labels gets an XML file without objects.
+Boxes follow the devkit: 1-based inclusive integer pixels, so pixel-edge ``[0, 10)`` is ``xmin=1,
+xmax=10`` (``xmin = round(x0) + 1``, ``xmax = round(x1)``). Masks are added as ``<polygon>`` elements
+(1-based like the boxes, one per part), the extension supervision and Roboflow read. VOC has no score.
 """
 
 from __future__ import annotations

@@ -1,23 +1,15 @@
 """YOLO (Ultralytics) export.
 
-Layout: ``images/<split>/<name>``, ``labels/<split>/<stem>.txt`` (Ultralytics finds a label file by
-replacing ``/images/`` with ``/labels/`` and the suffix with ``.txt``, so stems are unique) and
-``data.yaml`` with the split folders, ``nc`` and ``names`` (``{0: first class, ...}``: class ids are
-0-based in the run's ontology order, written out explicitly). ``data.yaml`` has no ``path`` key, so
-Ultralytics takes the folder holding it as the dataset root wherever it is moved. Without
-``--split`` every image goes to ``train`` and ``val`` points at the same folder.
+Layout: ``images/<split>/<name>``, ``labels/<split>/<stem>.txt`` and ``data.yaml`` (split folders,
+``nc``, ``names`` as ``{0: first class, ...}``; no ``path`` key, so the folder holding it is the
+dataset root wherever it is moved). Without ``--split`` every image goes to ``train`` and ``val``
+points at the same folder. Negatives get an empty label file.
 
-Rows, coordinates normalised to 0-1 by the exported image's width/height, 6 decimals:
-
-* detection: ``class cx cy w h``;
-* segmentation (a run with masks, unless ``--masks none``): ``class x1 y1 x2 y2 ...``, one polygon
-  per object. A mask with several parts is joined into one polygon by zero-width bridges between
-  nearest vertices (the same idea as Ultralytics' ``merge_multi_segment``): a bridge is traversed
-  once each way, so it adds no area under even-odd or non-zero filling, and every part is kept
-  rather than only the largest. A label without a mask (e.g. a box drawn by hand) is written as its
-  box's rectangle, since Ultralytics reads every row of a segmentation file as a polygon.
-
-Negatives (images without labels) get an empty label file.
+Rows are normalised to 0-1 by the exported image's size, 6 decimals: ``class cx cy w h``, or for a
+run with masks ``class x1 y1 x2 y2 ...``, one polygon per object. A mask with several parts is joined
+into one polygon by zero-width bridges (like Ultralytics' ``merge_multi_segment``, but every part is
+kept); a label without a mask is written as its box's rectangle, since Ultralytics reads every row
+of a segmentation file as a polygon.
 """
 
 from __future__ import annotations
@@ -32,12 +24,8 @@ UNSPLIT = "train"
 
 
 def merge_polygon_parts(parts: list[list[float]]) -> list[float]:
-    """Join polygon parts (flat ``[x0, y0, ...]`` lists) into one closed polygon.
-
-    Each further part is attached to the path built so far at the nearest pair of vertices: the
-    path runs out along the bridge, around the part, back to the part's first vertex and along the
-    bridge again. Returns a flat list; ``[]`` for no parts.
-    """
+    """Flat ``[x0, y0, ...]`` parts -> one flat closed polygon (``[]`` for none). Each further part
+    hangs off the path at the nearest pair of vertices: out along the bridge, around the part, back."""
     arrays = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts if len(p) >= 6]
     if not arrays:
         return []
@@ -75,7 +63,8 @@ class YoloWriter:
     index_name = DATA_YAML
 
     def __init__(self, store: Store, options: ExportOptions):
-        self.segments = options.include_masks and run_has_masks(store)
+        config = store.config or {}
+        self.segments = options.include_masks and (config.get("mode") == "segment" or bool(config.get("masks")))
 
     @staticmethod
     def _split(item: ExportItem) -> str:
@@ -86,19 +75,16 @@ class YoloWriter:
 
     def add(self, item: ExportItem, sink) -> list[str]:
         row = polygon_row if self.segments else box_row
-        lines = [row(label, item.width, item.height) for label in item.labels]
         path = f"labels/{self._split(item)}/{item.stem}.txt"
-        sink.write(path, "".join(line + "\n" for line in lines).encode())
+        sink.write(path, "".join(row(label, item.width, item.height) + "\n" for label in item.labels).encode())
         return [path]
 
     def finish(self, plan: ExportPlan, sink) -> list[str]:
         import yaml
 
         splits = [s or UNSPLIT for s in plan.split_names]
-        data: dict = {}
+        data: dict = {split: f"images/{split}" for split in splits}
         comment = "# autolabel export (Ultralytics YOLO). No 'path' key: the dataset root is this file's folder.\n"
-        for split in splits:
-            data[split] = f"images/{split}"
         if "train" not in data:
             data["train"] = f"images/{splits[0]}"
         if "val" not in data:
@@ -109,8 +95,3 @@ class YoloWriter:
         text = comment + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         sink.write(DATA_YAML, text.encode("utf-8"))
         return [DATA_YAML]
-
-
-def run_has_masks(store: Store) -> bool:
-    config = store.config or {}
-    return config.get("mode") == "segment" or bool(config.get("masks"))

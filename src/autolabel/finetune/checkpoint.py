@@ -10,11 +10,9 @@ Layout of ``OUT``::
     OUT/train_state/best.safetensors                      trainable weights of the best validation
     OUT/train_state/cache/                                cached image features (cheap mode)
 
-Every file is written under a temporary name and renamed, so an interruption leaves the previous
-checkpoint intact. Only plain data is unpickled: weights and RNG states are safetensors, the
-optimizer state is loaded with ``torch.load(weights_only=True)``, everything else is JSON. A run is
-identified by its fingerprint (base model, data, learning settings): resuming or reusing a folder
-with another fingerprint is refused.
+Files are written under a temporary name and renamed, so an interruption leaves the previous
+checkpoint intact. Only plain data is unpickled (safetensors, ``torch.load(weights_only=True)``,
+JSON). A folder holding a run with another fingerprint (base model, data, learning settings) is refused.
 """
 
 from __future__ import annotations
@@ -105,10 +103,6 @@ class Checkpointer:
         self.trainable = trainable
         self.device = device
 
-    @property
-    def cache_dir(self) -> Path:
-        return self.state_dir / "cache"
-
     def _cuda(self) -> bool:
         return torch.cuda.is_available() and self.device.startswith("cuda")
 
@@ -118,7 +112,8 @@ class Checkpointer:
     def _load_trainable(self, tensors: dict[str, torch.Tensor]) -> None:
         missing = set(self.trainable) - set(tensors)
         if missing:
-            raise ConfigError(f"checkpoint in {self.state_dir} lacks {len(missing)} trainable tensors; start a new --out")
+            raise ConfigError(f"checkpoint in {self.state_dir} lacks {len(missing)} trainable tensors; "
+                              "start a new --out")
         with torch.no_grad():
             for name, p in self.trainable.items():
                 p.copy_(tensors[name].to(p.device, p.dtype))

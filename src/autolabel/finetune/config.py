@@ -22,10 +22,8 @@ RUNTIME_FIELDS = ("val_every", "save_every", "workers", "keep_state", "precision
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss terms and of the matching costs (the same weights for both, as DETR).
-
-    focal_alpha / focal_gamma: sigmoid focal loss parameters (OWL-ViT uses alpha 0.3, gamma 2).
-    """
+    """Weights of the loss terms and of the matching costs (the same for both, as DETR), and the
+    sigmoid focal loss parameters (OWL-ViT uses alpha 0.3, gamma 2)."""
 
     class_weight: float = 2.0
     l1_weight: float = 5.0
@@ -48,8 +46,7 @@ class TrainConfig:
     num_negatives: negative queries per image: absent dataset classes first, then names from
         ``negative_vocabulary`` (default: a built-in list of common objects; () for none).
     max_side: decode images with this long side at most before augmenting (default twice the model
-        input size, so zoom-in crops still have detail); the model input is always made by the
-        inference image processor.
+        input size, so zoom-in crops still have detail).
     cache_views: cheap mode: views cached per image (the image, its mirror, then random crops).
     val_every / save_every: steps between validations (keep-best) and resumable checkpoints.
     ensemble_alpha: the output is alpha * fine-tuned + (1 - alpha) * starting weights (WiSE-FT);
@@ -92,17 +89,13 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "cache_views", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("val_every", "save_every", "num_negatives", "weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
-        for name in ("lr", "text_lr"):
+        for name in ("val_every", "save_every", "num_negatives", "weight_decay", "max_grad_norm", "lr", "text_lr",
+                     "warmup_steps"):
             value = getattr(self, name)
-            if value is not None and value < 0:
+            if value is not None and value < 0:  # None: the mode's default
                 raise ConfigError(f"{name} must not be negative, got {value}")
         if self.lr == 0:
             raise ConfigError("lr must be positive")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must not be negative, got {self.warmup_steps}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.ensemble_alpha is not None and not 0.0 < self.ensemble_alpha <= 1.0:
@@ -123,12 +116,10 @@ class TrainConfig:
     def trains(self) -> set[str]:
         """The parameter groups this config trains."""
         cfg = self.resolved()
-        if cfg.mode == "heads":
-            return {"heads"}
         groups = {"heads"}
-        if not cfg.freeze_vision:
+        if cfg.mode == "full" and not cfg.freeze_vision:
             groups.add("vision")
-        if cfg.text_lr > 0:
+        if cfg.text_lr > 0:  # 0 in cheap mode
             groups.add("text")
         return groups
 

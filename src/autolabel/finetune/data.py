@@ -1,18 +1,9 @@
-"""Training examples for fine-tuning: where they come from, how they are augmented, what the loss sees.
+"""Training examples for fine-tuning: where they come from, and augmentation that keeps boxes right.
 
-An ``Example`` is one image: its path, its oriented original size and its boxes as ``xyxy`` pixels
-in that frame (the program-wide contract), with a class name per box. A ``Dataset`` is examples plus
-the ontology that names the classes and the prompts each class is trained with.
-
-Sources:
-- a run folder (``load_store_examples``): reviewed images preferred; otherwise every labelled image
-  with model labels above a score floor (human and accepted labels always count; rejected never).
-- a COCO file (``load_coco_examples``), e.g. an ``autolabel export`` or a hand-made ground truth.
-
-Augmentation keeps boxes right: a horizontal flip and a random zoom-in crop, both applied to the
-decoded image and its boxes together (``apply_augment``). The model input is then made by the same
-image processor as at inference, so the box target is the inference box transform run backwards:
-pixels of the (augmented) image -> ``cx, cy, w, h`` / max(width, height) (``boxes_to_target``).
+An ``Example`` is one image: its path, oriented original ``Size`` and labels (``Detections`` whose
+class ids index the dataset's ontology), from a run's store or a COCO file. Augmentation (flip,
+zoom-in crop) moves the boxes with the pixels; the box target is the inference box transform run
+backwards (``boxes_to_target``).
 """
 
 from __future__ import annotations
@@ -25,8 +16,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from autolabel.detections import Detections
 from autolabel.errors import ConfigError
-from autolabel.images import DEFAULT_MAX_PIXELS
+from autolabel.geometry import Size
 from autolabel.ontology import Ontology
 
 log = logging.getLogger(__name__)
@@ -37,37 +29,27 @@ LABEL_POLICIES = ("auto", "reviewed", "all")
 # the class head keeps telling text queries apart instead of learning "any query = my objects".
 # Names equal to a dataset class or prompt are never used as negatives.
 NEGATIVE_VOCABULARY: tuple[str, ...] = (
-    "airplane", "apple", "backpack", "ball", "banana", "bed", "bench", "bicycle", "bird", "boat",
-    "book", "bottle", "bowl", "box", "bridge", "broccoli", "building", "bus", "butterfly", "cake",
-    "camera", "candle", "car", "carrot", "cat", "chair", "clock", "cloud", "computer", "couch", "cow",
-    "cup", "curtain", "desk", "dog", "door", "elephant", "fence", "fire hydrant", "flag", "flower",
-    "fork", "frisbee", "giraffe", "guitar", "hat", "helmet", "horse", "house", "jacket", "keyboard",
-    "kite", "knife", "ladder", "lamp", "laptop", "leaf", "microwave", "mirror", "motorcycle",
-    "mountain", "mouse", "mug", "orange", "oven", "painting", "parking meter", "pen", "person",
-    "phone", "pillow", "pizza", "plant", "plate", "potted plant", "refrigerator", "remote", "road",
-    "rock", "sandwich", "scissors", "sheep", "shoe", "sign", "sink", "skateboard", "ski", "sofa",
-    "spoon", "stop sign", "suitcase", "surfboard", "table", "teddy bear", "tennis racket", "tie",
-    "toilet", "toothbrush", "towel", "traffic light", "train", "tree", "truck", "umbrella", "vase",
-    "wall", "watch", "window", "wine glass", "zebra",
+    "airplane", "apple", "backpack", "ball", "banana", "bed", "bench", "bicycle", "bird", "boat", "book", "bottle",
+    "bowl", "box", "bridge", "broccoli", "building", "bus", "butterfly", "cake", "camera", "candle", "car",
+    "carrot", "cat", "chair", "clock", "cloud", "computer", "couch", "cow", "cup", "curtain", "desk", "dog",
+    "door", "elephant", "fence", "fire hydrant", "flag", "flower", "fork", "frisbee", "giraffe", "guitar", "hat",
+    "helmet", "horse", "house", "jacket", "keyboard", "kite", "knife", "ladder", "lamp", "laptop", "leaf",
+    "microwave", "mirror", "motorcycle", "mountain", "mouse", "mug", "orange", "oven", "painting", "parking meter",
+    "pen", "person", "phone", "pillow", "pizza", "plant", "plate", "potted plant", "refrigerator", "remote",
+    "road", "rock", "sandwich", "scissors", "sheep", "shoe", "sign", "sink", "skateboard", "ski", "sofa", "spoon",
+    "stop sign", "suitcase", "surfboard", "table", "teddy bear", "tennis racket", "tie", "toilet", "toothbrush",
+    "towel", "traffic light", "train", "tree", "truck", "umbrella", "vase", "wall", "watch", "window",
+    "wine glass", "zebra",
 )
 
 
 @dataclass(frozen=True)
 class Example:
-    """One training image. ``boxes``: (N, 4) float32 ``xyxy`` pixels in the oriented original frame
-    of size ``width`` x ``height``; ``classes``: N class names."""
+    """One training image: its labels in the oriented original frame of ``size``."""
 
     path: str
-    width: int
-    height: int
-    boxes: np.ndarray
-    classes: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
-        object.__setattr__(self, "boxes", boxes)
-        if len(self.classes) != len(boxes):
-            raise ValueError(f"{self.path}: {len(boxes)} boxes but {len(self.classes)} class names")
+    size: Size
+    labels: Detections
 
 
 @dataclass(frozen=True)
@@ -83,20 +65,19 @@ class Dataset:
 
     @property
     def num_boxes(self) -> int:
-        return sum(len(e.boxes) for e in self.examples)
+        return sum(len(e.labels) for e in self.examples)
 
     def fingerprint(self) -> str:
         """Hash of everything that defines the training data (paths, sizes, boxes, classes, prompts)."""
         import hashlib
 
+        names = self.ontology.names
         digest = hashlib.sha256(json.dumps(self.ontology.to_dict(), sort_keys=True).encode())
         for ex in self.examples:
-            digest.update(f"{ex.path}|{ex.width}|{ex.height}|{'|'.join(ex.classes)}".encode())
-            digest.update(np.round(ex.boxes.astype(np.float64), 3).tobytes())
+            classes = "|".join(names[c] for c in ex.labels.class_ids)
+            digest.update(f"{ex.path}|{ex.size.width}|{ex.size.height}|{classes}".encode())
+            digest.update(np.round(ex.labels.xyxy.astype(np.float64), 3).tobytes())
         return digest.hexdigest()[:16]
-
-
-# -- sources -----------------------------------------------------------------------------------------
 
 
 def load_examples(source: str | Path, *, labels: str = "auto", min_score: float = 0.3,
@@ -115,14 +96,9 @@ def load_examples(source: str | Path, *, labels: str = "auto", min_score: float 
 
 
 def load_store_examples(run_dir: str | Path, *, labels: str = "auto", min_score: float = 0.3) -> Dataset:
-    """Examples from a run's store.
-
-    labels:
-      ``reviewed``: only images marked reviewed; every label on them that is not rejected counts.
-      ``all``: every labelled image; human and accepted labels, plus pending model labels whose
-        score is at least ``min_score`` (on reviewed images every non-rejected label counts).
-      ``auto``: ``reviewed`` when the run has reviewed images, else ``all``.
-    """
+    """Examples from a run's store. ``labels``: ``reviewed`` (the reviewed images, every label not
+    rejected), ``all`` (every labelled image; on unreviewed ones only human, accepted and model labels
+    scoring ``min_score`` or more) or ``auto`` (``reviewed`` if the run has reviewed images)."""
     from autolabel.store import open_store
 
     if labels not in LABEL_POLICIES:
@@ -131,7 +107,6 @@ def load_store_examples(run_dir: str | Path, *, labels: str = "auto", min_score:
         raise ConfigError(f"min_score must be in [0, 1], got {min_score}")
     with open_store(run_dir, create=False) as store:
         ontology = store.ontology
-        names = ontology.names
         records = list(store.images("done"))
         n_reviewed = sum(r.reviewed for r in records)
         policy = labels
@@ -146,27 +121,22 @@ def load_store_examples(run_dir: str | Path, *, labels: str = "auto", min_score:
             det = store.labels(record.id)
             trusted = record.reviewed | (det.sources == "human") | (det.reviews == "accepted")
             keep = trusted | (det.has_score & (det.scores >= min_score))  # NaN: no score
-            classes = tuple(names[c] for c in det.class_ids[keep])
-            examples.append(Example(record.path, int(record.width), int(record.height),
-                                    det.xyxy[keep].astype(np.float32).reshape(-1, 4), classes))
+            examples.append(Example(record.path, Size(int(record.width), int(record.height)), det[keep]))
     if not examples:
         raise ConfigError(f"{run_dir} has no labelled images to train on")
-    _check_files(examples)
+    missing = [e.path for e in examples if not Path(e.path).is_file()]
+    if missing:
+        raise ConfigError(f"{len(missing)} training image(s) no longer exist, e.g. {missing[0]}")
     what = "reviewed images" if policy == "reviewed" else f"images (model labels with score >= {min_score})"
     return Dataset(tuple(examples), ontology, f"{len(examples)} {what} from {run_dir}")
 
 
 def load_coco_examples(json_path: str | Path, *, images_dir: str | Path | None = None,
                        ontology: Ontology | None = None) -> Dataset:
-    """Examples from a COCO file (every listed image; ones without boxes are negatives).
-
-    Read by the one COCO reader (``importers.coco.load_coco``: where images are looked up, the size
-    and EXIF policy, the checks); crowd regions are not trained on. ``ontology`` sets the prompts of
-    the classes (default: each category's name); categories it does not name are left out.
-
-    Raises:
-        ConfigError: the file is broken, or an image is missing or does not fit its listed size.
-    """
+    """Examples from a COCO file, read by ``importers.coco.load_coco`` (images without boxes are
+    negatives; crowd regions are not trained on). ``ontology`` sets the classes' prompts (default:
+    each category's name); categories it does not name are left out."""
+    from autolabel.evaluation.sources import LabelImage, LabelSet
     from autolabel.importers.coco import load_coco
 
     coco = load_coco(json_path, images_dir, hash_files=False)
@@ -176,28 +146,15 @@ def load_coco_examples(json_path: str | Path, *, images_dir: str | Path | None =
                           "pass the image folder (--images) or fix the file")
     if ontology is None:
         ontology = Ontology.from_classes(coco.classes)
-    known = set(ontology.names)
-    skipped = sorted(set(coco.classes) - known)
+    skipped = sorted(set(coco.classes) - set(ontology.names))
     if skipped:
         log.warning("%s: categories not in the ontology are left out: %s", json_path, ", ".join(skipped))
-    examples = []
-    for image in coco.images:
-        names = [coco.classes[i] for i in image.labels.class_ids]
-        kept = [i for i, name in enumerate(names) if name in known]
-        examples.append(Example(image.path, image.width, image.height, image.labels.xyxy[kept],
-                                tuple(names[i] for i in kept)))
+    images = [LabelImage(im.path, im.width, im.height, None, im.labels) for im in coco.images]
+    ours = LabelSet(coco.classes, images, str(json_path)).for_classes(ontology.names)
+    examples = [Example(im.path, Size(im.width, im.height), im.labels) for im in ours.images]
     if not examples:
         raise ConfigError(f"{json_path} lists no images")
     return Dataset(tuple(examples), ontology, f"{len(examples)} images from {json_path}")
-
-
-def _check_files(examples) -> None:
-    missing = [e.path for e in examples if not Path(e.path).is_file()]
-    if missing:
-        raise ConfigError(f"{len(missing)} training image(s) no longer exist, e.g. {missing[0]}")
-
-
-# -- queries -----------------------------------------------------------------------------------------
 
 
 def negative_pool(ontology: Ontology, vocabulary: tuple[str, ...] | None = None) -> tuple[str, ...]:
@@ -207,21 +164,21 @@ def negative_pool(ontology: Ontology, vocabulary: tuple[str, ...] | None = None)
     return tuple(v for v in dict.fromkeys(" ".join(v.split()) for v in vocabulary) if v and v.lower() not in taken)
 
 
-def sample_queries(rng: np.random.Generator, present: set[str], ontology: Ontology, num_negatives: int,
-                   pool: tuple[str, ...]) -> tuple[list[str], dict[str, int]]:
-    """The query list of one training image and the query index of each present class.
+def sample_queries(rng: np.random.Generator, present: set[int], ontology: Ontology, num_negatives: int,
+                   pool: tuple[str, ...]) -> tuple[list[str], dict[int, int]]:
+    """The query list of one training image and the query index of each present class id.
 
     Positives: one prompt (drawn among the class's prompts) per class present in the image.
     Negatives: up to ``num_negatives`` names, first the ontology's classes absent from the image
     (verified negatives), then names drawn from ``pool``.
     """
     queries: list[str] = []
-    index: dict[str, int] = {}
+    index: dict[int, int] = {}
     absent = []
-    for cls in ontology.classes:
+    for k, cls in enumerate(ontology.classes):
         prompt = cls.prompts[int(rng.integers(len(cls.prompts)))]
-        if cls.name in present:
-            index[cls.name] = len(queries)
+        if k in present:
+            index[k] = len(queries)
             queries.append(prompt)
         else:
             absent.append(prompt)
@@ -233,9 +190,6 @@ def sample_queries(rng: np.random.Generator, present: set[str], ontology: Ontolo
     if n_vocab > 0:
         queries += [pool[i] for i in rng.choice(len(pool), n_vocab, replace=False)]
     return queries, index
-
-
-# -- augmentation ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -263,14 +217,11 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """One draw: flip or not, and the crop as fractions ``(x0, y0, x1, y1)`` of the image (or None).
-    Fractions make a draw independent of the decoded size, so it can be drawn before decoding."""
+    """One draw: flip or not, and the crop (or None) as fractions ``(x0, y0, x1, y1)`` of the image,
+    so it can be drawn before decoding."""
 
     flip: bool = False
     crop: tuple[float, float, float, float] | None = None
-
-
-IDENTITY = AugmentParams()
 
 
 def sample_augment(rng: np.random.Generator, config: AugmentConfig) -> AugmentParams:
@@ -284,10 +235,8 @@ def sample_augment(rng: np.random.Generator, config: AugmentConfig) -> AugmentPa
 
 
 def apply_augment(image, boxes: np.ndarray, params: AugmentParams, min_visible: float = 0.4):
-    """Crop, then flip, a PIL image and its (N, 4) ``xyxy`` pixel boxes together.
-
-    Returns (image, boxes, kept) where ``kept`` indexes the input boxes still in the output.
-    """
+    """Crop, then flip, a PIL image and its (N, 4) ``xyxy`` pixel boxes together -> (image, boxes,
+    kept), ``kept`` indexing the input boxes still in view."""
     from PIL import Image
 
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
@@ -312,9 +261,8 @@ def apply_augment(image, boxes: np.ndarray, params: AugmentParams, min_visible: 
 
 
 def boxes_to_target(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(N, 4) ``xyxy`` pixels of a width x height image -> ``cx, cy, w, h`` normalised to the padded
-    square the processor makes (bottom/right padding, so both axes divide by max(width, height)).
-    The inverse of ``models.owlv2.boxes_to_pixels``."""
+    """(N, 4) ``xyxy`` pixels -> ``cx, cy, w, h`` / max(width, height): the processor pads bottom/right
+    to a square. The inverse of ``models.owlv2.boxes_to_pixels``."""
     side = float(max(width, height))
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]],
@@ -322,9 +270,8 @@ def boxes_to_target(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 class Augmented(NamedTuple):
-    """An augmented training image: ``target`` (K, 4) cxcywh normalised to its padded square,
-    ``kept`` the indices of the example's boxes in it, ``original_size`` the (width, height) the
-    view has at the original resolution (the decode may be smaller)."""
+    """An augmented image, its ``target`` boxes (``boxes_to_target``), which of the example's boxes
+    they are, and the (width, height) the view has at the original resolution."""
 
     image: object
     target: np.ndarray
@@ -332,15 +279,15 @@ class Augmented(NamedTuple):
     original_size: tuple[int, int]
 
 
-def load_augmented(example: Example, params: AugmentParams, *, max_side: int | None, min_visible: float = 0.4,
-                   max_pixels: int = DEFAULT_MAX_PIXELS) -> Augmented:
+def load_augmented(example: Example, params: AugmentParams, *, max_side: int | None,
+                   min_visible: float = 0.4) -> Augmented:
     """Decode an example (EXIF-oriented, long side at most ``max_side``) and augment it with its boxes."""
     from autolabel.images import load_image
 
-    loaded = load_image(example.path, max_pixels=max_pixels, max_side=max_side)
+    loaded = load_image(example.path, max_side=max_side)
     # The decoded frame is the original scaled by (image size / original size) on each axis.
-    sx, sy = loaded.image.size[0] / example.width, loaded.image.size[1] / example.height
-    boxes = example.boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
+    sx, sy = loaded.image.size[0] / example.size.width, loaded.image.size[1] / example.size.height
+    boxes = example.labels.xyxy.astype(np.float32) * np.array([sx, sy, sx, sy], dtype=np.float32)
     image, boxes, kept = apply_augment(loaded.image, boxes, params, min_visible)
     original = (max(1, round(image.size[0] / sx)), max(1, round(image.size[1] / sy)))
     return Augmented(image, boxes_to_target(boxes, *image.size), kept, original)

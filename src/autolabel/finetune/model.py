@@ -1,13 +1,9 @@
-"""OWLv2 forward passes with gradients, for training.
+"""OWLv2 forward passes with gradients, for training: the transformers split API that
+``Owlv2Detector`` runs under ``inference_mode`` (``image_embedder`` -> ``box_predictor`` /
+``class_predictor``, ``owlv2.get_text_features``), so the trained path is the inference path.
 
-``Owlv2Detector``'s methods run under ``inference_mode``; training calls the same split API of the
-transformers model directly (``image_embedder`` -> ``box_predictor`` / ``class_predictor``, and
-``owlv2.get_text_features`` for the queries), so the trained path is the inference path.
-
-Parameter groups: ``vision`` (vision tower + the detection layer norm after it), ``text`` (text
-tower + projection), ``heads`` (class and box heads). The objectness head and the CLIP projections
-that detection never uses stay frozen. Also here: the query embeddings of a training step
-(``QueryEncoder``) and the weight-space ensemble of the result with the starting weights.
+Parameter groups: ``vision`` (tower + the layer norm after it), ``text`` (tower + projection),
+``heads`` (class and box). The objectness head and the unused CLIP projections stay frozen.
 """
 
 from __future__ import annotations
@@ -41,18 +37,16 @@ def set_trainable(model, groups: set[str]) -> dict[str, list[tuple[str, torch.nn
 
 
 def preprocess(detector, images, original_sizes=None) -> torch.Tensor:
-    """Model input exactly as inference makes it, as an ordinary tensor autograd can use (the
-    preprocessors run under ``inference_mode``), on the detector's device.
+    """Model input exactly as inference makes it, cloned out of ``inference_mode`` for autograd.
 
-    ``original_sizes``: the (width, height) each image has at full resolution when it was decoded
-    smaller; the detector's own preprocessor then reproduces the processor on the full-resolution
-    pixels, as it does for draft-decoded photos at inference. Full-size images go through the
-    stock processor; so do reduced ones whose processor settings the torch version cannot reproduce.
+    ``original_sizes``: the full-resolution (width, height) of images decoded smaller; those go
+    through the detector's own preprocessor, as draft-decoded photos do at inference (unless it
+    cannot reproduce the processor's settings); full-size images through the stock processor.
     """
     from autolabel.models.base import model_inputs
-    from autolabel.models.owlv2 import Owlv2ExactPreprocessor
+    from autolabel.models.preprocess import StockPreprocessor
 
-    stock = Owlv2ExactPreprocessor(detector.processor.image_processor)
+    stock = StockPreprocessor(detector.processor.image_processor)
     if original_sizes is not None and any(tuple(o) != im.size for o, im in zip(original_sizes, images)):
         try:
             return model_inputs(detector.preprocessor, images, [tuple(o) for o in original_sizes],
@@ -86,11 +80,8 @@ def predict(model, image_feats: torch.Tensor, feature_map: torch.Tensor, query_e
 
 
 def gather_queries(embeds: torch.Tensor, index: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image query lists from a table of unique embeddings.
-
-    embeds: (U, D); index: for each image, indices into ``embeds``. Returns (B, Qmax, D) embeddings
-    (padding rows repeat the first embedding) and a (B, Qmax) bool mask, False on padding.
-    """
+    """(U, D) unique embeddings and per-image indices into them -> (B, Qmax, D) embeddings
+    (padding repeats the first) and a (B, Qmax) bool mask, False on padding."""
     qmax = max(1, max(len(ix) for ix in index))
     idx = torch.zeros((len(index), qmax), dtype=torch.long)
     mask = torch.zeros((len(index), qmax), dtype=torch.bool)
@@ -113,7 +104,6 @@ class QueryEncoder:
         self.cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        """(U,) texts -> (U, D)."""
         if self.trains_text:
             return encode_queries(self.model, self.tokenizer, texts, self.device)
         missing = [t for t in texts if t not in self.cache]

@@ -16,8 +16,7 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> flo
     over ``warmup`` steps, then half a cosine down to ``min_ratio``."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
-    span = max(1, total - warmup)
-    progress = min(1.0, (step - warmup) / span)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -37,8 +36,7 @@ def build_optimizer(groups: dict[str, list[tuple[str, torch.nn.Parameter]]], con
                 param_groups.append({"params": params, "lr": lr, "weight_decay": wd, "name": group + suffix})
     if not param_groups:
         raise ConfigError("nothing to train: every part of the model is frozen")
-    fused = device.startswith("cuda")
-    return torch.optim.AdamW(param_groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-8, fused=fused)
+    return torch.optim.AdamW(param_groups, lr=config.lr, fused=device.startswith("cuda"))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:

@@ -35,7 +35,7 @@ class Draw:
 
     example: int
     queries: list[str]
-    query_of_class: dict[str, int]
+    query_of_class: dict[int, int]
     view: int | None = None
     augment: AugmentParams | None = None
 
@@ -59,7 +59,7 @@ class BatchPlanner:
         rng = np.random.default_rng([cfg.seed, 2, step, micro])
         draws = []
         for i in batch_indices(number, cfg.batch_size, len(examples), cfg.seed):
-            queries, index = sample_queries(rng, set(examples[i].classes), self.data.ontology,
+            queries, index = sample_queries(rng, set(examples[i].labels.class_ids.tolist()), self.data.ontology,
                                             cfg.num_negatives, self.negatives)
             if self.cached_views is not None:
                 views = self.cached_views[i]
@@ -92,17 +92,18 @@ def _merge_queries(draws: list[Draw]) -> tuple[list[str], list[list[int]]]:
     return list(texts), index
 
 
-def _target(boxes: np.ndarray, classes: list[str], draw: Draw) -> Target:
-    return Target(torch.from_numpy(boxes), torch.tensor([draw.query_of_class[c] for c in classes], dtype=torch.int64))
+def _target(draw: Draw, data: Dataset, boxes: np.ndarray, kept: np.ndarray) -> Target:
+    """Loss targets of a view's ``boxes``, the example's boxes ``kept`` in it."""
+    class_ids = data.examples[draw.example].labels.class_ids[kept]
+    labels = [draw.query_of_class[c] for c in class_ids.tolist()]
+    return Target(torch.from_numpy(boxes), torch.tensor(labels, dtype=torch.int64))
 
 
 def cached_batch(draws: list[Draw], data: Dataset, cache) -> Batch:
     """Cheap mode: the drawn views of the feature cache and their stored targets."""
     texts, query_index = _merge_queries(draws)
-    targets = []
-    for d in draws:
-        view = cache.views[d.view]
-        targets.append(_target(view.boxes, [data.examples[d.example].classes[k] for k in view.kept], d))
+    views = [cache.views[d.view] for d in draws]
+    targets = [_target(d, data, v.boxes, v.kept) for d, v in zip(draws, views)]
     return Batch(None, [d.view for d in draws], texts, query_index, targets)
 
 
@@ -110,11 +111,8 @@ def image_batch(draws: list[Draw], data: Dataset, detector, *, max_side: int, mi
     """Full mode: decode and augment the drawn images, then the inference preprocessing (pad
     bottom/right to square, resize, normalise), so training sees the pixels inference sees."""
     texts, query_index = _merge_queries(draws)
-    images, originals, targets = [], [], []
-    for d in draws:
-        example = data.examples[d.example]
-        view = load_augmented(example, d.augment, max_side=max_side, min_visible=min_visible)
-        images.append(view.image)
-        originals.append(view.original_size)
-        targets.append(_target(view.target, [example.classes[k] for k in view.kept], d))
-    return Batch(preprocess(detector, images, originals), None, texts, query_index, targets)
+    views = [load_augmented(data.examples[d.example], d.augment, max_side=max_side, min_visible=min_visible)
+             for d in draws]
+    targets = [_target(d, data, v.target, v.kept) for d, v in zip(draws, views)]
+    pixel_values = preprocess(detector, [v.image for v in views], [v.original_size for v in views])
+    return Batch(pixel_values, None, texts, query_index, targets)

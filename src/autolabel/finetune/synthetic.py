@@ -16,11 +16,9 @@ SHAPES = {"square": (220, 30, 30), "circle": (30, 60, 220)}
 
 def make_shapes_dataset(root: str | Path, n_images: int = 8, seed: int = 0,
                         sizes=((160, 120), (120, 160), (140, 140)), scale: float = 1.0) -> Path:
-    """Write ``n_images`` PNGs of red squares and blue circles on a grey noisy background, and a
-    COCO file ``root/gt.json`` with their exact boxes. Returns the COCO path.
-
-    Sizes cycle through landscape, portrait and square (so the padding to a square matters);
-    ``scale`` multiplies image and shape sizes (e.g. 6 for a 960 px model)."""
+    """Write ``n_images`` PNGs of red squares and blue circles on grey noise (landscape, portrait and
+    square, so the padding to a square matters; ``scale`` multiplies all sizes) and the COCO file
+    ``root/gt.json`` with their exact boxes; returns its path."""
     root = Path(root)
     sizes = [(int(w * scale), int(h * scale)) for w, h in sizes]
     rng = np.random.default_rng(seed)
@@ -63,10 +61,9 @@ def make_shapes_dataset(root: str | Path, n_images: int = 8, seed: int = 0,
 
 def build_calibrated_owlv2(path: str | Path, seed: int = 0, image_size: int = 128, patch_size: int = 16,
                            **kwargs) -> Path:
-    """A random OWLv2 (default 128 px, 8x8 patches of 16 px; ``kwargs`` go to ``build_owlv2_checkpoint``)
-    whose class head's logit scale and shift are set like a pretrained model's: logits around -6
-    (scores ~0.003) instead of the random head's +-20, so training starts from "nothing detected",
-    as fine-tuning a real model does."""
+    """A random OWLv2 (default 128 px, 16 px patches) whose class head gives logits around -6 (scores
+    ~0.003) like a pretrained one, not the random head's +-20, so training starts from "nothing
+    detected", as fine-tuning a real model does."""
     import torch
     from transformers import Owlv2ForObjectDetection
 

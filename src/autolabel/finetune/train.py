@@ -1,10 +1,7 @@
 """The fine-tuning loop: OWLv2 on reviewed labels, with validation, keep-best, resume and ensembling.
 
-``finetune`` is the entry point. The parts: ``config`` (what to train), ``plan`` (what each step
-draws), ``optim`` (how weights move), ``validate`` (mAP, keep-best), ``checkpoint`` (the output
-folder, resume). Resume: run the same command again; a finished run is recognised from its log
-before anything loads. ``train_state`` is deleted once the final model is written (``keep_state``
-keeps it).
+Resume: run the same command again; a finished run is recognised from its log before anything
+loads. ``train_state`` is deleted once the final model is written (``keep_state`` keeps it).
 """
 
 from __future__ import annotations
@@ -33,7 +30,8 @@ from autolabel.finetune.checkpoint import (
 from autolabel.finetune.config import TrainConfig
 from autolabel.finetune.data import Dataset, negative_pool
 from autolabel.finetune.loss import detection_loss
-from autolabel.finetune.model import QueryEncoder, blend_with_base, encode_images, gather_queries, predict, set_trainable
+from autolabel.finetune.model import (
+    QueryEncoder, blend_with_base, encode_images, gather_queries, predict, set_trainable)
 from autolabel.finetune.plan import Batch, BatchPlanner, cached_batch, image_batch
 from autolabel.finetune.validate import Validator
 
@@ -59,31 +57,19 @@ class FinetuneResult:
     log_path: Path
     seconds: float
 
-    def summary(self) -> dict:
-        out = asdict(self)
-        out["out_dir"], out["log_path"] = str(self.out_dir), str(self.log_path)
-        return out
+    def record(self) -> dict:
+        """What the log keeps of the result (``from_record`` reads it back)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("out_dir", "log_path")}
 
     @classmethod
     def from_record(cls, out_dir: Path, record: dict) -> "FinetuneResult":
-        """The result a finished run recorded in its log (``summary()`` less the paths)."""
-        fields = {k: record[k] for k in ("steps", "resumed_from", "first_loss", "last_loss", "val_before", "val_best",
-                                         "val_final", "best_step", "weights")}
-        return cls(out_dir=out_dir, log_path=out_dir / LOG_FILE, seconds=0.0, **fields)
+        return cls(out_dir=out_dir, log_path=out_dir / LOG_FILE, **{**record, "seconds": 0.0})
 
 
-def finetune(
-    train: Dataset,
-    out_dir: str | Path,
-    *,
-    base_model: str,
-    config: TrainConfig = TrainConfig(),
-    val: Dataset | None = None,
-    device: str = "auto",
-    on_step: Callable[[dict], None] | None = None,
-    on_message: Callable[[str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> FinetuneResult:
+def finetune(train: Dataset, out_dir: str | Path, *, base_model: str, config: TrainConfig = TrainConfig(),
+             val: Dataset | None = None, device: str = "auto", on_step: Callable[[dict], None] | None = None,
+             on_message: Callable[[str], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> FinetuneResult:
     """Fine-tune ``base_model`` (hub id or folder) on ``train``; write a checkpoint to ``out_dir``.
 
     Re-running with the same arguments resumes an interrupted run from its last checkpoint, or
@@ -94,9 +80,8 @@ def finetune(
     out_dir = Path(out_dir)
     on_message = on_message or (lambda text: log.info("%s", text))
     if val is not None:
-        shared = set(val.ontology.names) & set(train.ontology.names)
-        val_classes = {c for e in val.examples for c in e.classes}
-        if not shared or not (val_classes & set(train.ontology.names)):
+        val_classes = {val.ontology.names[c] for e in val.examples for c in e.labels.class_ids}
+        if not val_classes & set(train.ontology.names):
             raise ConfigError(f"the validation data shares no labelled class with the training classes "
                               f"({', '.join(train.ontology.names)})")
     if len(train) == 0:
@@ -134,12 +119,12 @@ class _Trainer:
         self.precision = optim.resolve_precision(config.precision, self.device)
         self.autocast = functools.partial(optim.autocast, self.precision)
 
-        self.detector = Owlv2Detector.from_pretrained(base_model, self.device, torch.float32)
+        self.detector = Owlv2Detector.from_pretrained(base_model, self.device, "fp32")
         self.model = self.detector.model
         if config.gradient_checkpointing and config.mode == "full":
             # Recompute tower activations in the backward pass (non-reentrant checkpointing).
-            enable = getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable
-            enable()
+            model = self.model
+            (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
         self.trained_groups = config.trains()
         groups = set_trainable(self.model, self.trained_groups)
         self.trainable = {name: p for items in groups.values() for name, p in items}
@@ -181,16 +166,16 @@ class _Trainer:
         if cfg.mode != "heads":
             return
         started = time.perf_counter()
-        key = {"base_model": self.base_model}
+        cache_dir, key = self.checkpoints.state_dir / "cache", {"base_model": self.base_model}
         self.on_message(f"caching image features of {len(self.train)} images x {cfg.cache_views} views")
         with self.autocast():
             self.train_cache = build_feature_cache(
-                self.detector, list(self.train.examples), self.checkpoints.cache_dir / "train",
+                self.detector, list(self.train.examples), cache_dir / "train",
                 key={**key, "data": self.train.fingerprint()}, views_per_image=cfg.cache_views,
                 augment=cfg.augment, seed=cfg.seed, max_side=self.max_side, min_visible=cfg.augment.min_visible,
                 workers=cfg.workers)
             if self.validator is not None:
-                self.validator.cache_features(self.checkpoints.cache_dir / "val", key, cfg.workers)
+                self.validator.cache_features(cache_dir / "val", key, cfg.workers)
         self.state.timing["cache_seconds"] += time.perf_counter() - started
 
     def _validate(self, step: int, *, ensembled: bool = False) -> dict:
@@ -207,8 +192,6 @@ class _Trainer:
     def _save_checkpoint(self) -> None:
         self.checkpoints.save(self.state, self.optimizer, self.scheduler, self.scaler)
         self.write_log(finished=False)
-
-    # -- the loop -----------------------------------------------------------------------------------
 
     def _prepare(self, draws) -> Batch:
         if self.train_cache is not None:
@@ -288,8 +271,6 @@ class _Trainer:
                         self._save_checkpoint()
                     raise KeyboardInterrupt(f"stopped at step {state.step}; run again to resume")
 
-    # -- output -------------------------------------------------------------------------------------
-
     def _finish(self) -> FinetuneResult:
         cfg, state = self.config, self.state
         weights = f"last (step {state.step})"
@@ -322,7 +303,7 @@ class _Trainer:
             val_before=_short(val_before), val_best=_short(val_best), val_final=_short(val_final),
             best_step=state.best["step"] if state.best else None, weights=weights,
             log_path=self.out_dir / LOG_FILE, seconds=round(time.perf_counter() - self.started, 2))
-        self.write_log(finished=True, result={k: v for k, v in result.summary().items() if k not in ("out_dir", "log_path")})
+        self.write_log(finished=True, result=result.record())
         if not cfg.keep_state:
             self.checkpoints.discard()
         return result
@@ -351,9 +332,6 @@ class _Trainer:
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.out_dir / LOG_FILE, data)
-
-
-# -- helpers -----------------------------------------------------------------------------------------
 
 
 def _prefetched(prepare: Callable, draws: Iterable, *, workers: int) -> Iterator[Batch]:
@@ -392,13 +370,9 @@ class _StopOnSignal:
 
 
 def _window_mean(values: list[float], head: bool, k: int = 10) -> float | None:
-    if not values:
-        return None
-    window = values[: min(k, len(values))] if head else values[-min(k, len(values)):]
-    return float(np.mean(window))
+    return float(np.mean(values[:k] if head else values[-k:])) if values else None
 
 
 def _short(metrics: dict | None) -> dict | None:
-    if metrics is None:
-        return None
-    return {k: metrics[k] for k in ("step", "map", "map50", "map75", "per_class") if k in metrics}
+    keys = ("step", "map", "map50", "map75", "per_class")
+    return {k: metrics[k] for k in keys if k in metrics} if metrics is not None else None

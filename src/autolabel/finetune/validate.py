@@ -12,25 +12,18 @@ import torch
 from autolabel.finetune.data import Dataset
 from autolabel.ontology import Ontology
 
-VAL_DETECT = dict(threshold=0.0, nms_iou=0.5)
-
-
 def predict_examples(detector, examples, ontology, *, cache=None, batch_size: int = 4,
                      autocast: Callable = contextlib.nullcontext) -> list:
-    """Detections of ``examples`` with the current weights, through the inference engine.
-
-    A new ``Owlv2Detector`` around the same model (so no stale text embeddings), exact
-    preprocessing (full decodes, the stock processor: what the feature cache holds too). Without
-    ``cache``: ``Labeler.prepare`` -> ``launch`` -> ``finish``, as ``autolabel label --exact`` runs.
-    With a feature cache (cheap mode, frozen vision tower): the box head on the cached features,
-    then the detector's ``detect``. Threshold 0 (every box, as mAP wants), default per-class NMS.
-    """
-    from autolabel.geometry import Size
+    """Detections of ``examples`` with the current weights, through the inference engine: a new
+    ``Owlv2Detector`` around the same model (no stale text embeddings) with exact preprocessing, as
+    ``autolabel label --exact`` runs; with a feature cache (cheap mode), the heads on the cached
+    features, then ``detect``. Threshold 0: every box, as mAP wants."""
     from autolabel.models.owlv2 import ImageFeatures, Owlv2Detector
     from autolabel.pipeline import DetectConfig, Labeler
 
-    config = DetectConfig(**VAL_DETECT)
-    fresh = Owlv2Detector(detector.model, detector.processor, detector.name, detector.device, detector.dtype, exact=True)
+    config = DetectConfig(threshold=0.0, nms_iou=0.5)
+    fresh = Owlv2Detector(detector.model, detector.processor, detector.name, detector.device, detector.dtype,
+                          exact=True)
     labeler = Labeler(ontology, detector=fresh, config=config)
     out = []
     with autocast():
@@ -43,7 +36,7 @@ def predict_examples(detector, examples, ontology, *, cache=None, batch_size: in
             with torch.no_grad():
                 features = ImageFeatures(feats, fresh.model.box_predictor(feats, fmap).float())
             text = fresh.encode_text(ontology.queries)
-            out += fresh.detect(features, text, [Size(e.width, e.height) for e in chunk], ontology, config)
+            out += fresh.detect(features, text, [e.size for e in chunk], ontology, config)
     return out
 
 
@@ -88,4 +81,4 @@ class Validator:
                                            autocast=self.autocast)
         finally:
             model.train(was_training)
-        return coco_map(self.data.examples, predictions, self.ontology.names)
+        return coco_map(self.data, predictions, self.ontology.names)

@@ -1,10 +1,8 @@
 """Load existing datasets (COCO, YOLO) and store them as ground-truth runs.
 
-An imported run is an ordinary run folder: its configuration is ``{"mode": "import", "format": ...,
-"source": ..., "ontology": ..., "masks": ...}``, its images are the dataset's files (absolute paths,
-EXIF-oriented sizes, SHA-256) and its labels are human labels (``source='human'``,
-``review='accepted'``, no score) on images marked reviewed. So it can be reviewed in the UI, exported
-to another format, or used as ground truth by ``autolabel eval``::
+An imported run is an ordinary run folder (config ``{"mode": "import", "format", "source",
+"ontology", "masks"}``) whose labels are human labels (accepted, no score) on reviewed images: it can
+be reviewed, exported to another format, or used as ground truth by ``autolabel eval``::
 
     from autolabel.importers import import_dataset
     summary = import_dataset("coco/instances_val.json", "runs/gt")
@@ -66,24 +64,14 @@ class ImportSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-def import_config(dataset: Dataset) -> dict:
-    from autolabel.ontology import Ontology
-
-    ontology = Ontology.from_classes([{"name": name} for name in dataset.classes])
-    return {"mode": "import", "format": dataset.format, "source": dataset.source,
-            "ontology": ontology.to_dict(), "masks": dataset.has_masks}
-
-
 def import_dataset(source: str | Path, run_dir: str | Path, *, fmt: str | None = None,
                    images_dir: str | Path | None = None,
                    on_progress: Callable[[int], None] | None = None,
                    on_total: Callable[[int], None] | None = None) -> ImportSummary:
-    """Load a dataset and store it in ``run_dir`` as a ground-truth run (see the module docstring).
-
-    Re-importing the same source into the same folder replaces each image's human labels; a folder
-    holding another run is refused. Unreadable images are stored as failed and reported.
-    ``on_total(n)`` is called once the dataset is read (n images), ``on_progress(k)`` per stored batch.
-    """
+    """Load a dataset and store it in ``run_dir`` as a ground-truth run; re-importing replaces each
+    image's human labels, unreadable images are stored as failed. ``on_total(n)`` is called once the
+    dataset is read, ``on_progress(k)`` per stored batch."""
+    from autolabel.ontology import Ontology
     from autolabel.store import ImageResult, open_store
 
     dataset = load_dataset(source, fmt, images_dir)
@@ -91,7 +79,9 @@ def import_dataset(source: str | Path, run_dir: str | Path, *, fmt: str | None =
     if on_total:
         on_total(len(dataset.images))
     with open_store(run_dir) as store:
-        store.bind_config(import_config(dataset))
+        ontology = Ontology.from_classes([{"name": name} for name in dataset.classes])
+        store.bind_config({"mode": "import", "format": dataset.format, "source": dataset.source,
+                           "ontology": ontology.to_dict(), "masks": dataset.has_masks})
         for start in range(0, len(dataset.images), _BATCH):
             batch = []
             for image in dataset.images[start : start + _BATCH]:

@@ -1,25 +1,15 @@
-"""Read a COCO detection/instance-segmentation file (with its images): the one COCO reader.
+"""Read a COCO detection/instance-segmentation file with its images: the one COCO reader
+(``import``, ``eval --gt`` and fine-tuning).
 
-``import``, ``eval --gt`` and fine-tuning all read COCO files through :func:`load_coco`:
+Categories become classes in id order. ``bbox`` becomes ``xyxy`` (clipped to the image; an empty box
+takes its mask's box); segmentations become checked COCO RLEs (``importers.segmentation``); crowd
+annotations go to ``DatasetImage.crowd``. Images are looked up under ``images_dir`` or next to the
+JSON, in ``images/`` beside it, or in ``../images/<split>/`` for ``annotations/instances_<split>.json``.
 
-* Categories become classes in category-id order; labels are matched to them by id.
-* ``bbox`` ``[x, y, w, h]`` becomes ``xyxy``; a polygon or RLE ``segmentation`` becomes a COCO RLE
-  (pycocotools rasterization, so the mask is what every COCO reader sees), after the checks of
-  ``importers.segmentation`` (a broken one is an :class:`ImportFormatError` naming the annotation
-  and the image). An annotation whose box is empty but whose mask is not gets the mask's box; boxes
-  are clipped to the image and dropped (counted in ``skipped_invalid``) when nothing is left.
-* ``iscrowd: 1`` annotations go to ``DatasetImage.crowd`` (evaluation ignores matches to them;
-  the store cannot hold them, so ``import`` skips and counts them).
-* Images are found under ``images_dir`` or, by default, next to the JSON file, in ``images/`` next to
-  it, or in ``../images/<split>/`` for ``annotations/instances_<split>.json`` (the layout ``autolabel
-  export --split`` writes). Names that are absolute or climb out of the folder are refused.
-
-Size policy (the one place it is decided): COCO ``width``/``height`` should be the EXIF-oriented
-size (what OpenCV, Ultralytics, Detectron2 and our exports use), and labels are then taken as they
-are. When they equal the *stored* size of a file whose EXIF orientation swaps the sides (5-8), the
-labels were drawn on the stored pixels and are turned into the oriented frame (``orientation``).
-Any other mismatch marks the image failed (``DatasetImage.error``, naming the file and both sizes)
-rather than guessing; a missing or unreadable file fails the same way.
+Size policy: COCO ``width``/``height`` should be the EXIF-oriented size, and labels are then taken
+as they are. When they equal the *stored* size of a file whose orientation swaps the sides (5-8),
+the labels were drawn on the stored pixels and are turned. Any other mismatch fails the image
+rather than guessing.
 """
 
 from __future__ import annotations
@@ -31,14 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from autolabel.detections import Detections
-from autolabel.importers.dataset import (
-    Dataset,
-    DatasetImage,
-    ImportFormatError,
-    human_labels,
-    probe_files,
-    safe_join,
-)
+from autolabel.importers.dataset import Dataset, DatasetImage, ImportFormatError, human_labels, probe_images, safe_join
 from autolabel.importers.segmentation import SegmentationError, segmentation_rle
 
 
@@ -71,16 +54,9 @@ def image_roots(json_path: Path, images_dir: str | Path | None) -> list[Path]:
 
 def from_coco(annotations: list[dict], width: int, height: int, class_index: dict[int, int],
               where: str = "") -> Detections:
-    """COCO annotations of one ``width x height`` image -> human labels in that image's pixel frame.
-
-    ``class_index`` maps category ids to class ids. Annotations without a usable box or mask, or
-    wholly outside the image, are left out (``len(annotations) - len(result)`` of them); crowd flags
-    are not looked at (the caller splits crowd regions off first).
-
-    Raises:
-        ImportFormatError: a bbox that is not finite or a broken segmentation, naming ``where``
-            and the annotation id.
-    """
+    """COCO annotations of one ``width x height`` image -> human labels in its pixels (crowd flags
+    not looked at). ``class_index`` maps category ids to class ids. Annotations without a usable box
+    or mask, or wholly outside the image, are left out; a broken one raises ``ImportFormatError``."""
     from autolabel.geometry import rle_area, rle_to_xyxy
 
     boxes, class_ids, masks = [], [], []
@@ -137,11 +113,7 @@ def _annotations_by_image(data: dict, json_path: Path, image_ids, category_ids) 
 
 
 def labels_frame(image: DatasetImage, declared: tuple[int, int]) -> int:
-    """The EXIF orientation the image's labels must be turned by (1: none); see the size policy.
-
-    Raises:
-        ImportFormatError: ``declared`` is neither the oriented nor (for orientations 5-8) the stored size.
-    """
+    """The EXIF orientation the image's labels must be turned by (1: none); see the size policy."""
     from autolabel.orientation import file_orientation, orient_size, swaps_sides
 
     if declared == (image.width, image.height):
@@ -166,10 +138,7 @@ def _orient(labels: Detections, orientation: int, stored: tuple[int, int]) -> De
 
 
 def load_coco(json_path: str | Path, images_dir: str | Path | None = None, *, hash_files: bool = True) -> Dataset:
-    """Parse a COCO file and probe its images (oriented size; SHA-256 with ``hash_files``).
-
-    See the module docstring for where images are looked up, the size policy and the checks.
-    """
+    """Parse a COCO file and probe its images (oriented size; SHA-256 with ``hash_files``)."""
     json_path = Path(json_path)
     data = _load_json(json_path)
     name_of = _read_categories(data, json_path)
@@ -189,11 +158,9 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None, *, ha
     by_image = _annotations_by_image(data, json_path, coco_images, class_index)
 
     ids = sorted(paths, key=lambda i: str(paths[i]))
-    infos = probe_files([paths[i] for i in ids], hash_files)
-    dataset = Dataset("coco", str(json_path.resolve()), list(name_of.values()), [])
-    for image_id, info in zip(ids, infos):
-        image = DatasetImage(str(paths[image_id]), info.width, info.height, info.sha256, error=info.error)
-        dataset.images.append(image)
+    dataset = Dataset("coco", str(json_path.resolve()), list(name_of.values()),
+                      probe_images([paths[i] for i in ids], hash_files))
+    for image_id, image in zip(ids, dataset.images):
         if image.error:
             continue
         im = coco_images[image_id]

@@ -1,19 +1,12 @@
-"""An existing dataset read into memory: images (absolute paths, oriented sizes) and human labels.
-
-Coordinate frame: like everything inside autolabel, labels are absolute ``xyxy`` pixels (pixel ``i``
-spans ``[i, i + 1)``) and COCO RLE masks in the **EXIF-oriented** frame of the original image, the
-frame ``images.load_image`` returns and every export bakes in.
-
-Labels are :class:`~autolabel.detections.Detections` whose ``class_ids`` index ``Dataset.classes``:
-human labels (``sources`` ``"human"``, ``reviews`` ``"accepted"``, score NaN, prompt id -1).
-"""
+"""An existing dataset read into memory: images (absolute paths, EXIF-oriented sizes) and their
+human labels (:class:`~autolabel.detections.Detections` whose ``class_ids`` index ``Dataset.classes``),
+in the oriented frame of the original image, like everything inside autolabel."""
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +48,6 @@ class DatasetImage:
     labels: Detections = field(default_factory=_no_labels)
     crowd: Detections = field(default_factory=_no_labels)
     error: str | None = None
-    split: str | None = None
 
 
 @dataclass
@@ -70,7 +62,6 @@ class Dataset:
 
     @property
     def crowd(self) -> int:
-        """Number of crowd regions (kept for evaluation; ``import`` skips them)."""
         return sum(len(image.crowd) for image in self.images)
 
     @property
@@ -89,31 +80,17 @@ def safe_join(root: Path, name: str, what: str) -> Path:
     return joined
 
 
-# -- files: oriented size and hash --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """Oriented size (from the header) and SHA-256 of an image file, or why it cannot be used."""
-
-    width: int | None
-    height: int | None
-    sha256: str | None
-    error: str | None
-
-
-def probe_file(path: Path, hash_file: bool = True) -> FileInfo:
-    """Oriented size (header only) and, with ``hash_file``, SHA-256 of an image file."""
+def probe_images(paths: list[Path], hash_files: bool = True) -> list[DatasetImage]:
+    """Images without labels yet: oriented size (header only) and, with ``hash_files``, SHA-256, or
+    the error that makes the file unusable (I/O bound: a few threads)."""
     from autolabel.images import file_sha256, oriented_size
 
-    try:
-        width, height = oriented_size(path)
-        return FileInfo(width, height, file_sha256(path) if hash_file else None, None)
-    except AutolabelError as exc:
-        return FileInfo(None, None, None, str(exc))
+    def probe(path: Path) -> DatasetImage:
+        try:
+            width, height = oriented_size(path)
+            return DatasetImage(str(path), width, height, file_sha256(path) if hash_files else None)
+        except AutolabelError as exc:
+            return DatasetImage(str(path), error=str(exc))
 
-
-def probe_files(paths: list[Path], hash_files: bool = True) -> list[FileInfo]:
-    """:func:`probe_file` for many files (I/O bound: a few threads)."""
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe") as pool:
-        return list(pool.map(partial(probe_file, hash_file=hash_files), paths))
+        return list(pool.map(probe, paths))

@@ -1,13 +1,9 @@
 """COCO ``segmentation`` values (polygons, compressed or uncompressed RLE) -> a checked COCO RLE.
 
 pycocotools trusts its input: an RLE whose runs do not add up to ``height x width`` makes its C code
-read or write past the mask (``COCOeval`` can spin for hours on one). So every value is checked here
-first, in Python, and only then handed to pycocotools (through ``autolabel.geometry``):
-
-* an RLE's ``size`` must be the image's ``[height, width]`` and its runs must cover exactly
-  ``height * width`` pixels (a truncated ``counts`` string fails);
-* a polygon needs an even number (at least 6) of finite coordinates inside the image, give or take
-  ``POLYGON_SLACK`` pixels.
+read or write past the mask (``COCOeval`` can spin for hours on one). So every value is checked here,
+in Python, before pycocotools sees it: an RLE must have the image's size and cover exactly its
+pixels; a polygon needs at least 3 finite points inside the image (give or take ``POLYGON_SLACK``).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from autolabel.detections import Detections
-from autolabel.importers.dataset import Dataset, DatasetImage, ImportFormatError, human_labels, probe_files
+from autolabel.importers.dataset import Dataset, ImportFormatError, human_labels, probe_images
 from autolabel.images import IMAGE_EXTENSIONS
 
 SPLIT_KEYS = ("train", "val", "test", "minival")
@@ -96,14 +96,8 @@ def label_path(image: Path) -> Path:
 
 
 def from_yolo(rows: list[str], width: int, height: int, num_classes: int, where: str = "") -> Detections:
-    """YOLO label rows of one ``width x height`` image -> human labels in its oriented pixels.
-
-    Rows are ``class cx cy w h`` or ``class x1 y1 x2 y2 ...`` (see the module docstring); blank
-    rows are skipped, boxes clipped to the image and dropped when nothing is left.
-
-    Raises:
-        ImportFormatError: a malformed row, naming ``where`` and the row number.
-    """
+    """YOLO label rows of one ``width x height`` image -> human labels in its oriented pixels; boxes
+    are clipped to the image and dropped when nothing is left. A malformed row raises ``ImportFormatError``."""
     from autolabel.geometry import polygons_to_rle
 
     boxes, class_ids, masks = [], [], []
@@ -157,21 +151,18 @@ def load_yolo(source: str | Path) -> Dataset:
     root = Path(data["path"]) if data.get("path") else yaml_path.parent
     if not root.is_absolute():
         root = yaml_path.parent / root
-    found: dict[Path, tuple[Path, str]] = {}  # resolved path -> (path as listed, split)
+    found: dict[Path, Path] = {}  # resolved path -> path as listed
     for key in (k for k in SPLIT_KEYS if data.get(k)):
         entries = data[key] if isinstance(data[key], list) else [data[key]]
         for entry in entries:
             for image in _images_in(Path(os.path.normpath(root / str(entry)))):
-                found.setdefault(image.resolve(), (Path(os.path.abspath(image)), key))  # first split wins
+                found.setdefault(image.resolve(), Path(os.path.abspath(image)))
     if not found:
         raise ImportFormatError(f"{yaml_path}: no images found under its split entries "
                                 f"({', '.join(k for k in SPLIT_KEYS if k in data) or 'none given'})")
     paths = sorted(found, key=str)
-    images = []
-    for path, info in zip(paths, probe_files(paths)):
-        listed, split = found[path]
-        image = DatasetImage(str(path), info.width, info.height, info.sha256, error=info.error, split=split)
-        if not info.error:
-            image.labels = read_label_file(label_path(listed), len(names), info.width, info.height)
-        images.append(image)
+    images = probe_images(paths)
+    for path, image in zip(paths, images):
+        if not image.error:
+            image.labels = read_label_file(label_path(found[path]), len(names), image.width, image.height)
     return Dataset("yolo", str(yaml_path), names, images)
