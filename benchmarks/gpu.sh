@@ -34,7 +34,7 @@ else
 fi
 DEST=${OUT:-benchmarks/results}/gpu
 mkdir -p "$DEST"
-BENCH="$PY benchmarks/throughput.py --device cuda --dtype bfloat16 --workers 12"
+BENCH="$PY benchmarks/throughput.py --device cuda --precision bf16 --recipe-precision bf16 --workers 12"
 started=$(date +%s)
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true

@@ -5,10 +5,15 @@ One run measures, on the same checkpoint and the same images:
 
 - recipe: per image, ``Owlv2Processor(text, image)`` -> model -> ``post_process_grounded_object_detection``
   (segment mode: then ``Sam2Processor(image, boxes)`` -> model -> ``post_process_masks``), as the
-  transformers docs show it, on the same device and dtype as ours;
+  transformers docs show it, on the same device, in ``--recipe-precision`` (fp32 unless told);
 - ours: ``labeling.label_into_store`` -- discovery, decode, preprocessing, models, post-processing,
   mask encoding and SQLite writes, into a fresh run folder;
 - model: the forward passes alone on pre-made tensors, batched like ours (the ceiling).
+
+Ours and model-only run in each ``--precision`` (``models.precision``: auto, fp32, bf16, fp16, int8;
+a comma list compares several in one run), plain or with a compiled vision tower (``--compile
+on|both``). Each (precision, compile) pair is a variant with its own copy of the model; with several,
+side keys in the JSON carry the variant (``ours bf16``, ``model fp32+compile``).
 
 Models: a checkpoint (hub id or folder) or, by default, the full-size architectures with random
 weights (OWLv2 B/16 at 960 px, SAM2 hiera-large), which cost the same compute as trained weights.
@@ -18,7 +23,10 @@ JSON file (benchmarks/results/ by default). ``--smoke`` runs everything with tin
 
 Examples:
   python benchmarks/throughput.py --generate 12mp:8 --modes detect            # the CPU figures
-  python benchmarks/throughput.py --generate 2mp:512 --modes detect,segment --dtype bfloat16
+  python benchmarks/throughput.py --generate 12mp:8 --modes detect --precision int8   # vs the fp32 recipe
+  python benchmarks/throughput.py --generate 12mp:2 --precision fp32,bf16,int8 --rounds 2  # paired precisions
+  python benchmarks/throughput.py --generate 12mp:2 --sides model --precision fp32,bf16 --compile both
+  python benchmarks/throughput.py --generate 2mp:512 --modes detect,segment --precision bf16 --recipe-precision bf16
   python benchmarks/throughput.py --owlv2 google/owlv2-base-patch16-ensemble --images photos/
   python benchmarks/throughput.py --smoke
 """
@@ -42,6 +50,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
+
+from autolabel.models.precision import PRECISIONS  # noqa: E402 -- after the path set-up above
 
 RESULTS = REPO / "benchmarks" / "results"
 PROMPTS = ["person", "car=car,van,truck", "dog", "bicycle"]
@@ -269,7 +279,7 @@ class Recipe:
 class Ours:
     """``label_into_store`` into a fresh run folder."""
 
-    def __init__(self, owl_path, sam_path, device, dtype_name, args):
+    def __init__(self, owl_path, sam_path, device, precision, compile_vision, args):
         from autolabel.ontology import Ontology
         from autolabel.pipeline import DetectConfig, Labeler
 
@@ -277,11 +287,12 @@ class Ours:
         self.device = device
         config = DetectConfig(threshold=args.threshold, nms_iou=args.nms_iou, max_detections=args.boxes)
         ontology = Ontology.from_prompts(PROMPTS)
-        detect = Labeler(ontology, model=owl_path, config=config, device=device, dtype=dtype_name, compile=args.compile)
+        detect = Labeler(ontology, model=owl_path, config=config, device=device, precision=precision,
+                         compile=compile_vision)
         self.labelers = {"detect": detect}
         if sam_path:  # one copy of the detector, shared by both modes
             self.labelers["segment"] = Labeler(ontology, detector=detect.detector, sam_model=sam_path, mode="segment",
-                                               config=config, device=device, dtype=dtype_name, compile=args.compile)
+                                               config=config, device=device, precision=precision, compile=compile_vision)
 
     def run(self, paths, segment: bool, profile: bool = False) -> dict:
         from autolabel.labeling import label_into_store
@@ -374,14 +385,27 @@ def vision_flops(detector) -> float | None:
 # -- main ------------------------------------------------------------------------------------------
 
 
+def variants(args, device: str) -> list[tuple[str, str, bool]]:
+    """(name, precision, compiled) for each ``--precision`` x ``--compile`` pair."""
+    from autolabel.models.precision import resolve_precision
+
+    compiled = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    out = []
+    for name in args.precision.split(","):
+        precision = resolve_precision(name, device).name
+        out += [(precision + ("+compile" if c else ""), precision, c) for c in compiled]
+    return out
+
+
 def run_benchmark(args) -> dict:
     import torch
 
-    from autolabel.settings import resolve_device, resolve_dtype
+    from autolabel.models.precision import resolve_precision
+    from autolabel.settings import resolve_device
 
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    dtype_name = str(dtype).replace("torch.", "")
+    plans = variants(args, device)
+    recipe_dtype = resolve_precision(args.recipe_precision, device).dtype
     if args.threads:
         torch.set_num_threads(args.threads)
     modes = args.modes.split(",")
@@ -391,45 +415,59 @@ def run_benchmark(args) -> dict:
     sets = image_sets(args)
 
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": device_info(device),
-              "dtype": dtype_name, "owlv2": args.owlv2, "sam2": args.sam2 if sam else None,
+              "precision": ",".join(dict.fromkeys(p for _, p, _ in plans)), "variants": [n for n, _, _ in plans],
+              "recipe_precision": resolve_precision(args.recipe_precision, device).name,
+              "owlv2": args.owlv2, "sam2": args.sam2 if sam else None,
               "batch_size": args.batch_size, "boxes": args.boxes, "rounds": args.rounds,
               "time": time.strftime("%Y-%m-%d %H:%M:%S"), "results": []}
-    log(f"device {device} {dtype_name}, threads {torch.get_num_threads()}, sets "
-        f"{ {k: len(v) for k, v in sets.items()} }, modes {modes}, sides {sides}")
+    log(f"device {device} {report['variants']} (recipe {report['recipe_precision']}), threads "
+        f"{torch.get_num_threads()}, sets { {k: len(v) for k, v in sets.items()} }, modes {modes}, sides {sides}")
 
-    ours = Ours(owl, sam, device, dtype_name, args)
-    recipe = Recipe(owl, sam, device, dtype, args.boxes) if "recipe" in sides else None
-    model = ModelOnly(ours)
-    flops = vision_flops(ours.labelers["detect"].detector) if device.startswith("cuda") else None
+    def key(side: str, variant: str) -> str:  # with one variant, the plain side names
+        return side if len(plans) == 1 else f"{side} {variant}"
+
+    ours = {name: Ours(owl, sam, device, precision, compiled, args) for name, precision, compiled in plans}
+    models = {name: ModelOnly(o) for name, o in ours.items()}
+    recipe = Recipe(owl, sam, device, recipe_dtype, args.boxes) if "recipe" in sides else None
+    first = next(iter(ours.values()))
+    flops = vision_flops(first.labelers["detect"].detector) if device.startswith("cuda") else None
     report["vision_gflop_per_image"] = flops / 1e9 if flops else None
+    order = [("recipe", None)] if recipe else []  # one round: the recipe, then each variant's sides
+    order += [(side, name) for name in ours for side in ("ours", "model") if side in sides]
 
     for set_name, paths in sets.items():
         for mode in modes:
             segment = mode == "segment"
             warm = paths[: max(1, min(len(paths), args.batch_size))]
-            log(f"[{set_name} {mode}] warm-up ...")
-            ours.run(warm, segment)
+            entry = {"set": set_name, "mode": mode, "images": len(paths), "warmup_s": {}}
+            for name in ours:  # model-only shares ours' models: one warm-up (and compilation) each
+                log(f"[{set_name} {mode}] warm-up {name} ...")
+                started = time.perf_counter()
+                (ours[name] if "ours" in sides else models[name]).run(warm, segment)
+                entry["warmup_s"][name] = time.perf_counter() - started
             if recipe:
                 recipe.run(warm[:1], segment)
-            model.run(warm, segment)
-            entry = {"set": set_name, "mode": mode, "images": len(paths)}
-            runs = {side: [] for side in sides}
+            runs = {key(side, name): [] for side, name in order if name}
+            runs.update({"recipe": []} if recipe else {})
             for r in range(args.rounds):  # interleaved, so a busy neighbour hurts every side alike
-                for side in sides:
-                    log(f"[{set_name} {mode}] round {r + 1}/{args.rounds}: {side} on {len(paths)} images ...")
+                for side, name in order:
+                    label = key(side, name) if name else side
+                    log(f"[{set_name} {mode}] round {r + 1}/{args.rounds}: {label} on {len(paths)} images ...")
                     reset_peaks(device)
                     if side == "recipe":
                         result = recipe.run(paths[: args.recipe_images or len(paths)], segment)
                     elif side == "ours":
-                        result = ours.run(paths, segment)
+                        result = ours[name].run(paths, segment)
                     else:
-                        result = model.run(paths, segment)
+                        result = models[name].run(paths, segment)
                     result.update(peaks(device))
                     log(f"    {result['images_per_s']:.3f} images/s")
-                    runs[side].append(result)
-            combine_rounds(entry, runs)
+                    runs[label].append(result)
+            for name in ours:
+                combine_rounds(entry, runs, lambda side: key(side, name))
             if device.startswith("cuda") and "ours" in sides:  # stage times need per-stage syncs: own run
-                entry["ours_profiled"] = ours.run(paths, segment, profile=True)
+                for name in ours:
+                    entry[key("ours_profiled", name)] = ours[name].run(paths, segment, profile=True)
             if flops and "ours" in entry:
                 entry["ours_vision_tflops"] = flops * entry["ours"]["images_per_s"] / 1e12
                 peak = report["machine"].get("bf16_peak_tflops")
@@ -439,49 +477,64 @@ def run_benchmark(args) -> dict:
     return report
 
 
-def combine_rounds(entry: dict, runs: dict[str, list[dict]]) -> None:
-    """Per side, the run with the median rate (all rounds' rates kept); ratios are the medians of
-    the per-round ratios (sides of one round ran back to back, so they saw the same neighbours)."""
+def combine_rounds(entry: dict, runs: dict[str, list[dict]], key) -> None:
+    """Per side of one variant (``key(side)`` names it), the run with the median rate (all rounds'
+    rates kept); ratios are the medians of the per-round ratios (sides of one round ran back to back,
+    so they saw the same neighbours)."""
     import statistics
 
-    for side, results in runs.items():
-        chosen = sorted(results, key=lambda res: res["images_per_s"])[len(results) // 2]
-        chosen["all_images_per_s"] = [round(res["images_per_s"], 4) for res in results]
-        entry[side] = chosen
+    for side in ("recipe", key("ours"), key("model")):
+        if side in runs and side not in entry:
+            results = runs[side]
+            chosen = sorted(results, key=lambda res: res["images_per_s"])[len(results) // 2]
+            chosen["all_images_per_s"] = [round(res["images_per_s"], 4) for res in results]
+            entry[side] = chosen
 
     def paired(a: str, b: str) -> float:
         return statistics.median(x["images_per_s"] / y["images_per_s"] for x, y in zip(runs[a], runs[b]))
 
-    if "ours" in runs and "recipe" in runs:
-        entry["speedup_vs_recipe"] = paired("ours", "recipe")
-    if "ours" in runs and "model" in runs:
-        entry["fraction_of_model_only"] = paired("ours", "model")
+    if key("ours") in runs and "recipe" in runs:
+        entry[key("speedup_vs_recipe")] = paired(key("ours"), "recipe")
+    if key("ours") in runs and key("model") in runs:
+        entry[key("fraction_of_model_only")] = paired(key("ours"), key("model"))
+    if "recipe" in runs and key("model") in runs:
+        entry[key("model_vs_recipe")] = paired(key("model"), "recipe")
 
 
 def print_table(report: dict) -> None:
     m = report["machine"]
-    print(f"\n{report['command']}\n{m.get('gpu') or m['cpu']} ({m['device']}, {report['dtype']}, "
+    precision = report.get("precision") or report.get("dtype")  # older reports name a dtype
+    recipe = f", recipe {report['recipe_precision']}" if "recipe_precision" in report else ""
+    print(f"\n{report['command']}\n{m.get('gpu') or m['cpu']} ({m['device']}, {precision}{recipe}, "
           f"{m['cpu_threads']} torch threads, {m['cores']} cores), torch {m['torch']}, "
           f"transformers {m.get('transformers')}, batch {report['batch_size']}")
-    head = (f"{'set':<8} {'mode':<8} {'n':>4} {'recipe img/s':>13} {'ours img/s':>11} {'ratio':>6} "
-            f"{'model img/s':>12} {'ours/model':>10} {'RSS MiB r/o':>13} {'GPU MiB r/o':>13}")
+    names = report.get("variants") or [precision]  # older reports: one variant
+
+    def key(side: str, variant: str) -> str:
+        return side if len(names) == 1 else f"{side} {variant}"
+
+    head = (f"{'set':<8} {'mode':<8} {'n':>4} {'variant':<13} {'recipe img/s':>13} {'ours img/s':>11} {'ratio':>6} "
+            f"{'model img/s':>12} {'ours/model':>10} {'warm-up s':>9} {'RSS MiB r/o':>13} {'GPU MiB r/o':>13}")
     print(head)
     print("-" * len(head))
     for e in report["results"]:
-        r, o, mo = e.get("recipe", {}), e.get("ours", {}), e.get("model", {})
+        for name in names:
+            r, o, mo = e.get("recipe", {}), e.get(key("ours", name), {}), e.get(key("model", name), {})
 
-        def f(d, k, fmt="{:.3f}"):
-            return fmt.format(d[k]) if k in d and d[k] is not None else "-"
+            def f(d, k, fmt="{:.3f}"):
+                return fmt.format(d[k]) if k in d and d[k] is not None else "-"
 
-        rss = f"{f(r, 'peak_rss_mib', '{:.0f}')}/{f(o, 'peak_rss_mib', '{:.0f}')}"
-        gpu = f"{f(r, 'peak_gpu_mib', '{:.0f}')}/{f(o, 'peak_gpu_mib', '{:.0f}')}"
-        print(f"{e['set']:<8} {e['mode']:<8} {e['images']:>4} {f(r, 'images_per_s'):>13} {f(o, 'images_per_s'):>11} "
-              f"{f(e, 'speedup_vs_recipe', '{:.2f}x'):>6} {f(mo, 'images_per_s'):>12} "
-              f"{f(e, 'fraction_of_model_only', '{:.3f}'):>10} {rss:>13} {gpu:>13}")
+            rss = f"{f(r, 'peak_rss_mib', '{:.0f}')}/{f(o, 'peak_rss_mib', '{:.0f}')}"
+            gpu = f"{f(r, 'peak_gpu_mib', '{:.0f}')}/{f(o, 'peak_gpu_mib', '{:.0f}')}"
+            print(f"{e['set']:<8} {e['mode']:<8} {e['images']:>4} {name:<13} {f(r, 'images_per_s'):>13} "
+                  f"{f(o, 'images_per_s'):>11} {f(e, key('speedup_vs_recipe', name), '{:.2f}x'):>6} "
+                  f"{f(mo, 'images_per_s'):>12} {f(e, key('fraction_of_model_only', name), '{:.3f}'):>10} "
+                  f"{f(e.get('warmup_s', {}), name, '{:.1f}'):>9} {rss:>13} {gpu:>13}")
     print("\nper-stage ms/image (ours: summed over threads, decode/preprocess overlap the model; "
           "recipe: sequential)")
     for e in report["results"]:
-        for side in ("recipe", "ours_profiled" if "ours_profiled" in e else "ours"):
+        ours = [side for name in names for side in (key("ours_profiled", name), key("ours", name)) if side in e]
+        for side in ["recipe", *(ours[:1] if len(names) == 1 else ours)]:
             if side in e:
                 stages = ", ".join(f"{k} {v:.1f}" for k, v in e[side]["stages_ms_per_image"].items())
                 print(f"  {e['set']} {e['mode']} {side}: {stages}")
@@ -504,7 +557,8 @@ def rss_check(args) -> dict:
             for i in range(n):  # more images than distinct files: hard links repeat them
                 link_file(paths[i % len(paths)], subset / f"{i:05d}_{paths[i % len(paths)].name}")
             cmd = [sys.executable, __file__, "--rss-child", str(subset), "--owlv2", args.owlv2, "--cache",
-                   str(args.cache), "--batch-size", str(args.batch_size), "--device", args.device]
+                   str(args.cache), "--batch-size", str(args.batch_size), "--device", args.device,
+                   "--precision", args.precision]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             child = json.loads(proc.stdout.strip().splitlines()[-1])
         out["peak_rss_mib"][n] = child["peak_rss_mib"]
@@ -528,11 +582,19 @@ def rss_child(args) -> None:
     from autolabel.store import open_store
 
     owl = checkpoint(args.owlv2, "owlv2", args.cache)
-    labeler = Labeler(Ontology.from_prompts(PROMPTS), model=owl, device=args.device,
+    labeler = Labeler(Ontology.from_prompts(PROMPTS), model=owl, device=args.device, precision=args.precision,
                       config=DetectConfig(threshold=0.0, nms_iou=None, max_detections=args.boxes))
     with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "run") as store:
         summary = label_into_store(labeler, [args.rss_child], store, batch_size=args.batch_size)
     print(json.dumps({"peak_rss_mib": peaks("cpu")["peak_rss_mib"], "images_per_s": summary.images_per_second}))
+
+
+def precision_list(text: str) -> str:
+    """``--precision``: one name or a comma list of names."""
+    unknown = [name for name in text.split(",") if name not in PRECISIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown precision {', '.join(unknown)}: use {', '.join(PRECISIONS)}")
+    return text
 
 
 def main(argv=None) -> int:
@@ -546,14 +608,18 @@ def main(argv=None) -> int:
     parser.add_argument("--images", help="a folder of images (default: generated JPEGs)")
     parser.add_argument("--generate", default="12mp:8", help="generated sets, e.g. 12mp:8,2mp:16,vga:16")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--precision", default="auto", type=precision_list,
+                        help=f"ours and model-only: one of {', '.join(PRECISIONS)}, or a comma list (one variant each)")
+    parser.add_argument("--recipe-precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="the recipe's dtype (default fp32: the recipe as users run it on a CPU)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=None, help="decode workers (default: 1 on CPU, up to 8 on GPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for the models")
     parser.add_argument("--boxes", type=int, default=10, help="boxes kept per image (top scores)")
     parser.add_argument("--threshold", type=float, default=0.0, help="ours: score threshold (random weights: 0)")
     parser.add_argument("--nms-iou", type=float, default=None, help="ours: per-class NMS IoU (default off)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the OWLv2 vision tower")
+    parser.add_argument("--compile", nargs="?", const="on", default="off", choices=["off", "on", "both"],
+                        help="torch.compile the OWLv2 vision tower (both: a plain and a compiled variant per precision)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat each side, interleaved; report medians (ratios: median of per-round ratios)")
     parser.add_argument("--recipe-images", type=int, default=None,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from autolabel import labeling
 from autolabel.geometry import mask_iou, rle_to_mask
-from autolabel.labeling import _Prefetcher, label_into_store
+from autolabel.labeling import _prefetch, _thread_pool, label_into_store
 from autolabel.ontology import Ontology
 from autolabel.errors import AutolabelError
 from autolabel.geometry import Size
@@ -71,7 +71,8 @@ def test_streaming_equals_the_per_image_computation(tiny_owlv2, photos, tmp_path
         assert (image.width, image.height) == prepared.size
         features = detector.encode_images(prepared.detector_input[None])
         scores = detector.score(features, text)
-        expected = postprocess_logits(scores.logits.numpy()[0], scores.pred_boxes.numpy()[0], prepared.size, ONTOLOGY, CONFIG)
+        expected = postprocess_logits(scores.logits.numpy()[0], scores.pred_boxes.numpy()[0], prepared.size,
+                                      ONTOLOGY, CONFIG)
         assert len(dets) == len(expected)
         np.testing.assert_allclose(dets.xyxy, expected.xyxy, atol=1e-3)
         np.testing.assert_allclose(dets.scores, expected.scores, atol=1e-5)
@@ -152,6 +153,10 @@ def test_failures_order_and_progress(tiny_owlv2, photos, tmp_path):
     assert again.failed == 2
 
 
+def _decode_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("decode")]
+
+
 def test_prefetch_is_bounded_and_ordered():
     ahead, peak, lock = [0], [0], threading.Lock()
 
@@ -163,21 +168,21 @@ def test_prefetch_is_bounded_and_ordered():
         return i
 
     out = []
-    with _Prefetcher(work, list(range(60)), workers=3, depth=5) as prefetch:
-        for item in prefetch:
+    with _thread_pool(3, "decode") as pool:
+        for item in _prefetch(work, range(60), pool, depth=5):
             with lock:
                 ahead[0] -= 1
             time.sleep(0.003)  # a slow consumer: workers must wait, not pile up results
             out.append(item)
     assert out == list(range(60))
     assert peak[0] <= 5 + 1  # depth, plus the item the consumer holds
-    assert not any(thread.is_alive() for thread in prefetch._threads)  # joined on exit
+    assert not _decode_threads()  # joined on exit
 
 
 def test_prefetch_joins_its_workers_when_the_consumer_stops_early():
-    with _Prefetcher(lambda i: time.sleep(0.01) or i, list(range(100)), workers=2, depth=4) as prefetch:
-        next(iter(prefetch))
-    assert not any(thread.is_alive() for thread in prefetch._threads)
+    with _thread_pool(2, "decode") as pool:
+        next(_prefetch(lambda i: time.sleep(0.01) or i, range(100), pool, depth=4))
+    assert not _decode_threads()
 
 
 def test_prefetch_reraises_worker_errors():
@@ -186,15 +191,15 @@ def test_prefetch_reraises_worker_errors():
             raise KeyError("boom")
         return i
 
-    with pytest.raises(KeyError), _Prefetcher(work, list(range(10)), workers=2, depth=4) as prefetch:
-        list(prefetch)
+    with pytest.raises(KeyError), _thread_pool(2, "decode") as pool:
+        list(_prefetch(work, range(10), pool, depth=4))
 
 
 def test_workers_use_one_torch_thread_and_the_model_keeps_its_own():
     before = torch.get_num_threads()
     seen = []
-    with _Prefetcher(lambda i: seen.append(torch.get_num_threads()) or i, list(range(4)), workers=2, depth=2) as p:
-        list(p)
+    with _thread_pool(2, "decode") as pool:
+        list(_prefetch(lambda i: seen.append(torch.get_num_threads()) or i, range(4), pool, depth=2))
     assert set(seen) == {1}
     assert torch.get_num_threads() == before
     later = []

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from autolabel.errors import ConfigError
+from autolabel.errors import ConfigError, ModelLoadError
 from autolabel.ontology import Ontology
 from autolabel.geometry import Size
 from autolabel.models.owlv2 import postprocess_logits as postprocess
@@ -67,8 +67,10 @@ def test_bad_detect_config(kwargs):
         DetectConfig(**kwargs)
 
 
-def test_labeler_checks_mode():
-    with pytest.raises(ConfigError, match="SAM2"):
+def test_labeler_checks_mode(tiny_owlv2):
+    with pytest.raises(ConfigError, match="needs a segmenter"):
+        Labeler(ONT, model=str(tiny_owlv2), mode="segment")  # OWLv2 makes no masks
+    with pytest.raises(ModelLoadError, match="'x'"):
         Labeler(ONT, model="x", mode="segment")
     with pytest.raises(ConfigError, match="mode"):
         Labeler(ONT, model="x", mode="classify")
@@ -87,6 +89,28 @@ def test_config_dict_without_max_detections_matches_older_runs():
     """Runs stored before max_detections existed have no such key: the default must not differ."""
     assert "max_detections" not in DetectConfig().to_dict()
     assert DetectConfig(max_detections=5).to_dict()["max_detections"] == 5
+
+
+def test_run_config_records_the_precision_asked_for_and_leaves_out_auto():
+    """Runs stored before the option existed have no precision key: they resume with the default."""
+    assert "precision" not in Labeler(ONT, model="x").run_config()
+    assert Labeler(ONT, model="x", precision="int8").run_config()["precision"] == "int8"
+    with pytest.raises(ConfigError, match="unknown precision 'half'"):
+        Labeler(ONT, model="x", precision="half")
+
+
+def test_store_refuses_to_resume_with_another_precision(tmp_path):
+    from autolabel.errors import StoreError
+    from autolabel.store import open_store
+
+    with open_store(tmp_path / "old") as store:
+        old = Labeler(ONT, model="x").run_config()  # what a run made before the option recorded
+        store.bind_config(old)
+        store.bind_config(Labeler(ONT, model="x", precision="auto").run_config())
+    with open_store(tmp_path / "run") as store:
+        store.bind_config(Labeler(ONT, model="x", precision="fp32").run_config())
+        with pytest.raises(StoreError, match=r"precision: \"fp32\" -> \"bf16\""):
+            store.bind_config(Labeler(ONT, model="x", precision="bf16").run_config())
 
 
 def test_very_negative_logits_give_zero_scores_without_warnings():
@@ -118,3 +142,12 @@ def test_stage_times_sum_over_threads():
     for t in threads:
         t.join()
     assert times.as_dict()["decode"] >= 0.03 and len(synced) == 3
+
+
+def test_compile_on_the_cpu_without_a_cxx_compiler_is_one_config_error(tiny_owlv2):
+    import torch._inductor.config
+
+    labeler = Labeler(Ontology.from_prompts(["cat"]), model=str(tiny_owlv2), device="cpu", compile=True)
+    with torch._inductor.config.patch({"cpp.cxx": (None, "no-such-cxx")}):
+        with pytest.raises(ConfigError, match=r"needs a C\+\+ compiler"):
+            labeler.model_device

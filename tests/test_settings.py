@@ -1,17 +1,16 @@
 """settings: AUTOLABEL_* environment and .env, flag overrides, defaults shared with the library,
-device and dtype choice."""
+device choice (precision choice: tests/models/test_precision.py)."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-import torch
 
 from autolabel.errors import ConfigError
 from autolabel.images import DEFAULT_MAX_PIXELS
 from autolabel.pipeline import DetectConfig
-from autolabel.settings import load_settings, resolve_device, resolve_dtype
+from autolabel.settings import load_settings, resolve_device
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +38,7 @@ def test_environment_then_dotenv_then_flags(monkeypatch, tmp_path):
 @pytest.mark.parametrize("overrides, field", [
     ({"threshold": 1.5}, "threshold"),  # outside [0, 1]
     ({"nms_iou": 0.0}, "nms_iou"),  # NMS at IoU 0 would keep one box per class
-    ({"dtype": "float8"}, "dtype"),
+    ({"precision": "float8"}, "precision"),
     ({"batch_size": 0}, "batch_size"),
 ])
 def test_invalid_values_are_one_readable_config_error(overrides, field):
@@ -47,12 +46,14 @@ def test_invalid_values_are_one_readable_config_error(overrides, field):
         load_settings(**overrides)
 
 
-def test_device_and_dtype_choice():
+def test_device_choice():
     assert resolve_device("cpu") == "cpu"
-    assert resolve_dtype("auto", "cpu") is torch.float32
-    assert resolve_dtype("auto", "cuda:0") is torch.float16
-    assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16
     with pytest.raises(ConfigError, match="unknown device 'tpu'"):
         resolve_device("tpu")
-    with pytest.raises(ConfigError, match="unknown dtype 'half'"):
-        resolve_dtype("half", "cpu")
+
+
+def test_precision_from_environment_and_flag(monkeypatch):
+    assert load_settings().precision == "auto"
+    monkeypatch.setenv("AUTOLABEL_PRECISION", "int8")
+    assert load_settings().precision == "int8"
+    assert load_settings(precision="bf16").precision == "bf16"

@@ -3,17 +3,12 @@
 Three kinds of thread work side by side, joined by bounded queues (memory stays flat however many
 images there are):
 
-- decode workers (``Labeler.prepare``): read, hash, EXIF-orient and draft-decode each file to about
-  the model's input size, and on the CPU also make the model inputs. Each worker runs torch on one
-  thread, so it takes one core's share and leaves the model its intra-op threads.
-- the model loop (this thread): batches in input order; ``Labeler.launch`` queues batch i+1 on the
-  device before ``Labeler.finish`` collects batch i, so on a GPU the post-processing of one batch
-  overlaps the forward pass of the next.
-- a writer thread commits each batch in one transaction (after the batch's SAM2 masks, encoded in a
-  small pool, are ready), so neither SQLite nor mask encoding stalls the model.
-
-Each batch is committed when done; images already in the store are skipped, so a killed run resumes
-where it stopped.
+- decode workers (``Labeler.prepare``): read, hash, EXIF-orient, draft-decode and, on the CPU, make
+  the model inputs; each runs torch on one core, leaving the model its intra-op threads.
+- the model loop (this thread): ``Labeler.launch`` queues batch i+1 on the device before
+  ``Labeler.finish`` collects batch i, so post-processing overlaps the next forward pass.
+- a writer thread commits each batch in one transaction once its SAM2 masks (encoded in a small
+  pool) are ready. Images already in the store are skipped, so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +20,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from autolabel.errors import AutolabelError, ImageLoadError
@@ -148,12 +145,13 @@ def label_into_store(
         n_workers = workers or default_workers(device)
         pad_to = batch_size if labeler.compile else None
         segment = labeler.mode == "segment"
-        with _Prefetcher(lambda p: _prepare(labeler, p, max_pixels, times), todo, n_workers,
-                         depth=2 * batch_size + n_workers, times=times) as prepared, \
+        with _thread_pool(n_workers, "decode") as decode_pool, \
                 _thread_pool(n_workers if segment else 0, "masks") as mask_pool, \
                 _Writer(store, times) as writer:
+            prepared = _prefetch(lambda p: _prepare(labeler, p, max_pixels, times), todo, decode_pool,
+                                 depth=2 * batch_size + n_workers, times=times)
             inflight = None
-            for batch in _chunks(prepared, batch_size):
+            for batch in iter(lambda: list(islice(prepared, batch_size)), []):
                 good = [item for item in batch if isinstance(item, PreparedImage)]
                 launched = labeler.launch(good, times, pad_to=pad_to)
                 if inflight is not None:
@@ -169,133 +167,53 @@ def label_into_store(
     return summary
 
 
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+@contextmanager
+def _thread_pool(workers: int, name: str) -> Iterator[ThreadPoolExecutor | None]:
+    """A ``ThreadPoolExecutor`` whose threads all exist, each running torch on one core, on entry;
+    None for 0 workers. Shut down (pending work cancelled, running work finished) on exit."""
+    if workers < 1:
+        yield None
+        return
+    import torch
+
+    saved = torch.get_num_threads()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+    try:
+        ready = threading.Barrier(workers + 1)
+        try:
+            for _ in range(workers):  # one blocking task per worker starts every thread now
+                pool.submit(_one_torch_thread, ready)
+            ready.wait()
+        finally:
+            # torch keeps the thread count per thread, but a worker's set also changes the default
+            # that threads started later begin with: put that back (the model's thread keeps its own).
+            torch.set_num_threads(saved)
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _one_torch_thread() -> None:
-    """Run this thread's torch ops on one core. torch keeps the OpenMP thread count per thread
-    (the model's thread keeps its own); ``_restore_threads`` puts back the process default."""
+def _one_torch_thread(ready: threading.Barrier) -> None:
     import torch
 
     # get first: torch initialises a thread's count from the process default on its first use,
     # which would undo a set made before it.
     torch.get_num_threads()
     torch.set_num_threads(1)
+    ready.wait()
 
 
-class _restore_threads:
-    """Restore torch's default thread count for threads started later (see ``_one_torch_thread``)."""
-
-    def __enter__(self):
-        import torch
-
-        self.saved = torch.get_num_threads()
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.saved)
-        return False
-
-
-class _thread_pool:
-    """A ``ThreadPoolExecutor`` whose threads all exist (and run torch on one thread) on entry;
-    None for 0 workers."""
-
-    def __init__(self, workers: int, name: str):
-        self.workers = workers
-        self.name = name
-        self.pool = None
-
-    def __enter__(self):
-        if self.workers < 1:
-            return None
-        with _restore_threads():
-            ready = threading.Barrier(self.workers + 1)
-            self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
-            for _ in range(self.workers):  # one blocking task per worker starts every thread now
-                self.pool.submit(lambda: (_one_torch_thread(), ready.wait()))
-            ready.wait()
-        return self.pool
-
-    def __exit__(self, *exc):
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        return False
-
-
-class _Prefetcher:
-    """Runs ``fn`` over ``items`` in worker threads and yields the results in input order, at most
-    ``depth`` results ahead of the consumer (bounded memory)."""
-
-    def __init__(self, fn: Callable, items: list, workers: int, depth: int, times: StageTimes | None = None):
-        self._fn = fn
-        self._items = items
-        self._times = times
-        self._next = 0
-        self._results: dict[int, tuple[bool, object]] = {}
-        self._cond = threading.Condition()
-        self._slots = threading.Semaphore(max(depth, workers))
-        self._stop = False
-        self._threads = []
-        self._workers = workers
-        with _restore_threads():
-            ready = threading.Barrier(workers + 1)
-            for i in range(workers):
-                thread = threading.Thread(target=self._work, args=(ready,), name=f"decode-{i}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
-            ready.wait()
-
-    def _work(self, ready: threading.Barrier) -> None:
-        _one_torch_thread()
-        ready.wait()
-        while True:
-            self._slots.acquire()
-            with self._cond:
-                if self._stop or self._next >= len(self._items):
-                    return
-                index = self._next
-                self._next += 1
-            try:
-                result = (True, self._fn(self._items[index]))
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                result = (False, exc)
-            with self._cond:
-                self._results[index] = result
-                self._cond.notify_all()
-
-    def __iter__(self) -> Iterator:
-        for index in range(len(self._items)):
-            with _stage(self._times, "wait_input"), self._cond:
-                while index not in self._results:
-                    self._cond.wait()
-                ok, value = self._results.pop(index)
-            self._slots.release()
-            if not ok:
-                raise value
-            yield value
-
-    def __enter__(self) -> "_Prefetcher":
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        with self._cond:
-            self._stop = True
-        for _ in self._threads:
-            self._slots.release()  # wake workers blocked on a slot so they see the stop flag
-        for thread in self._threads:
-            thread.join()  # a worker finishes the file in hand, then sees the stop flag
-        return False
+def _prefetch(fn: Callable, items: Iterable, pool: ThreadPoolExecutor, depth: int,
+              times: StageTimes | None = None) -> Iterator:
+    """``fn`` over ``items`` in ``pool``, yielded in input order, at most ``depth`` results ahead of
+    the consumer (bounded memory)."""
+    rest = iter(items)
+    pending = deque(pool.submit(fn, item) for item in islice(rest, depth))
+    while pending:
+        with _stage(times, "wait_input"):
+            result = pending.popleft().result()
+        pending.extend(pool.submit(fn, item) for item in islice(rest, 1))
+        yield result
 
 
 class _Writer:

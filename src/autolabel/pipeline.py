@@ -13,7 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +23,7 @@ import numpy as np
 from autolabel.detections import Detections
 from autolabel.errors import ConfigError
 from autolabel.geometry import Size
+from autolabel.models.precision import PRECISIONS
 from autolabel.ontology import Ontology
 
 log = logging.getLogger(__name__)
@@ -90,17 +91,12 @@ def filter_detections(dets: Detections, size: Size, config: DetectConfig) -> Det
 
 
 class StageTimes:
-    """Wall-clock seconds per pipeline stage, summed over calls from any thread (workers overlap
-    the model, so stages can add up to more than the run's time).
+    """Wall-clock seconds per stage (``decode``, ``preprocess``, ``wait_input``, ``text``, ``vision``,
+    ``heads``, ``sam2_encoder``, ``sam2_decoder``, ``masks``, ``store``), summed over threads, so
+    stages can add up to more than the run's time.
 
-    Stages: ``decode`` (file -> pixels), ``preprocess`` (pixels -> model inputs), ``wait_input``
-    (the model loop waiting for decoded images), ``text``, ``vision`` (OWLv2 vision tower + box
-    head), ``heads`` (class head + post-processing), ``sam2_encoder``, ``sam2_decoder``, ``masks``
-    (upsampling + RLE), ``store`` (SQLite writes).
-
-    ``sync``: called at the end of each stage (e.g. ``torch.cuda.synchronize``) so that device time
-    lands in the stage that queued it; this serialises the GPU pipeline, so profile and time
-    throughput in separate runs.
+    ``sync`` (e.g. ``torch.cuda.synchronize``) ends each stage so device time lands in the stage
+    that queued it; it serialises the GPU pipeline, so profile and time throughput in separate runs.
     """
 
     def __init__(self, sync: Callable[[], None] | None = None):
@@ -125,20 +121,17 @@ class StageTimes:
             return dict(self.seconds)
 
 
-
 def _stage(times: StageTimes | None, name: str):
     return times.stage(name) if times is not None else nullcontext()
 
 
 @dataclass
 class PreparedImage:
-    """One decoded image, ready for the models; made by ``Labeler.prepare`` (in a decode worker).
+    """One decoded image, made by ``Labeler.prepare`` (in a decode worker).
 
-    ``size``: the original oriented size (the frame of boxes and masks). ``detector_input`` /
-    ``segmenter_input``: ``(3, S, S)`` float32 model inputs made in the worker (on the CPU, where
-    they overlap the model); None when the model's device makes them from ``pixels`` in
-    ``launch``. ``pixels``: the decoded ``(h, w, 3)`` uint8 pixels (possibly draft-reduced), kept
-    when the device makes the inputs or the caller asked for them (the UI draws on them).
+    ``size``: the original oriented size (the frame of boxes and masks). ``*_input``: ``(3, S, S)``
+    float32 model inputs made on the CPU, or None when the model's device makes them from
+    ``pixels`` (``(h, w, 3)`` uint8, possibly draft-reduced; also kept when the caller asks).
     """
 
     path: str
@@ -171,95 +164,119 @@ class Launched:
     scores: Any = None
 
 
+def _require_cpp_compiler() -> None:
+    """``torch.compile`` on the CPU builds C++ kernels at the first forward; without a compiler that
+    fails deep inside a run, so check now and say it in one line."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.exc import InvalidCxxCompiler
+    except ImportError:  # inductor's layout moved: torch.compile reports a missing compiler itself
+        return
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        raise ConfigError("--compile on the CPU needs a C++ compiler (g++ on PATH, or CXX); "
+                          "install one or run without --compile") from None
+
+
 class Labeler:
     """The one inference engine: ontology + config + models -> Detections (and masks).
 
-    Models are given as loaded objects (``detector=``, ``segmenter=``, implementing
-    ``models.base.Detector`` / ``Segmenter``) or as checkpoint names (``model=``, ``sam_model=``),
-    loaded on first use with ``device``, ``dtype``, ``exact`` and ``compile``.
+    Models are loaded objects (``detector=``, ``segmenter=``, see ``models.base``) or checkpoint
+    names (``model=``, ``sam_model=``) loaded on first use, on ``device`` in ``precision``
+    (``models.precision``: auto, fp32, bf16, fp16, int8). ``exact``: full decodes and the stock
+    transformers processors instead of JPEG draft decodes and torch preprocessing (BENCHMARKS.md).
+    ``compile``: ``torch.compile`` the OWLv2 vision tower (CPU or GPU; on the CPU it needs a C++ compiler).
 
-    ``exact``: every image decoded at full size and the stock transformers processors; otherwise
-    JPEGs are draft-decoded at about the models' input size and inputs made in torch (see each
-    family's preprocessor and BENCHMARKS.md). The choice is made once, when the models load.
-
-    The work per batch is split so that one streaming loop (``labeling.label_into_store``) can
-    overlap it, and a UI can cache the expensive half:
-
-    ``prepare(path)`` (decode workers) -> ``encode(batch)`` (vision backbones, prompt independent)
-    -> ``score(encoded)`` (prompt-dependent head, queued on the device) -> ``finish(launched)``
-    (post-processing and masks). ``launch = score(encode(...))``; ``label(encoded)`` runs the
-    second half at once on cached encodings; ``label_images`` takes in-memory images.
+    Per batch, split so a streaming loop can overlap the steps and a UI can cache the expensive
+    half: ``prepare(path)`` (decode workers) -> ``encode`` (vision backbones, prompt independent)
+    -> ``score`` (prompt-dependent head, queued on the device) -> ``finish`` (post-processing, masks).
     """
 
     def __init__(self, ontology: Ontology, *, model: str | None = None, sam_model: str | None = None,
                  detector=None, segmenter=None, mode: str = "detect", config: DetectConfig | None = None,
-                 device: str = "auto", dtype: str = "auto", exact: bool = False, compile: bool = False):
+                 device: str = "auto", precision: str = "auto", exact: bool = False, compile: bool = False):
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if model is None and detector is None:
             raise ConfigError("give a detector checkpoint (model=) or a loaded detector (detector=)")
-        if mode == "segment" and not (sam_model or segmenter is not None):
-            raise ConfigError("segment mode needs a SAM2 model (--sam-model)")
+        if mode == "segment" and not (sam_model or segmenter is not None or _yields_masks(detector, model)):
+            raise ConfigError("segment mode needs a segmenter (--sam-model) or a detector that makes masks "
+                              "(see `autolabel models`)")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
         self.ontology = ontology
         self.mode = mode
         self.config = config or DetectConfig()
         self.model = detector.name if detector is not None else str(model)
-        self.sam_model = None if mode != "segment" else (segmenter.name if segmenter is not None else str(sam_model))
+        self.sam_model = None if mode != "segment" else segmenter.name if segmenter is not None else (
+            str(sam_model) if sam_model else None)
         self.device = device
-        self.dtype = dtype
+        self.precision = precision
         self.exact = exact
         self.compile = compile
         self._detector = detector
         self._segmenter = segmenter if mode == "segment" else None
 
     def __repr__(self) -> str:
-        return f"Labeler(model={self.model!r}, sam_model={self.sam_model!r}, mode={self.mode!r}, exact={self.exact})"
+        return (f"Labeler(model={self.model!r}, sam_model={self.sam_model!r}, mode={self.mode!r}, "
+                f"precision={self.precision!r}, exact={self.exact})")
 
     # -- models -------------------------------------------------------------------------------------
 
     @property
     def detector(self):
         if self._detector is None:
-            from autolabel.models.owlv2 import Owlv2Detector
-            from autolabel.settings import resolve_device, resolve_dtype
+            from autolabel.models.registry import load_detector
 
-            device = resolve_device(self.device)
-            self._detector = Owlv2Detector.from_pretrained(self.model, device, resolve_dtype(self.dtype, device),
-                                                           exact=self.exact)
+            self._detector = self._load(load_detector, self.model)
         if self.compile and not self._detector.compiled:
+            if str(self._detector.device).startswith("cpu"):
+                _require_cpp_compiler()
             self._detector.compile_vision()
         return self._detector
 
     @property
     def segmenter(self):
-        """The segmenter; only segment mode has one."""
-        if self.mode != "segment":
-            raise ConfigError("detect mode has no segmenter")
+        if not self.uses_segmenter:
+            raise ConfigError("this labeler has no segmenter (detect mode, or a detector that makes masks)")
         if self._segmenter is None:
-            from autolabel.models.sam2 import Sam2Segmenter
-            from autolabel.settings import resolve_device, resolve_dtype
+            from autolabel.models.registry import load_segmenter
 
-            device = resolve_device(self.device)
-            self._segmenter = Sam2Segmenter.from_pretrained(self.sam_model, device, resolve_dtype(self.dtype, device),
-                                                            exact=self.exact)
+            self._segmenter = self._load(load_segmenter, self.sam_model)
         return self._segmenter
 
+    def _load(self, load, name: str):
+        from autolabel.settings import resolve_device
+
+        return load(name, resolve_device(self.device), self.precision, exact=self.exact)
+
+    @property
+    def uses_segmenter(self) -> bool:
+        """Segment mode with a second model (a detector that makes masks itself needs none)."""
+        return self.mode == "segment" and self.sam_model is not None
+
     def _models(self) -> list:
-        return [self.detector, self.segmenter] if self.mode == "segment" else [self.detector]
+        return [self.detector, self.segmenter] if self.uses_segmenter else [self.detector]
 
     @property
     def model_device(self) -> str:
         return str(self.detector.device)
 
     def run_config(self) -> dict:
-        """What identifies a run's output: a store refuses to mix results of different configs."""
-        return {
+        """What identifies a run's output: a store refuses to mix results of different configs.
+        ``precision`` is recorded as asked; ``auto`` is left out, so runs made before the option
+        existed resume with the default."""
+        config = {
             "model": self.model,
             "sam_model": self.sam_model,
             "mode": self.mode,
             "ontology": self.ontology.to_dict(),
             "detect": self.config.to_dict(),
         }
+        if self.precision != "auto":
+            config["precision"] = self.precision
+        return config
 
     # -- 1. decode ----------------------------------------------------------------------------------
 
@@ -271,10 +288,8 @@ class Labeler:
 
     def prepare(self, path: str | Path, max_pixels: int | None = None, times: StageTimes | None = None,
                 keep_pixels: bool = False) -> PreparedImage:
-        """Decode one file (opened once) and, on the CPU, make its model inputs.
-
-        Raises ``ImageLoadError`` for files that cannot be labelled.
-        """
+        """Decode one file (opened once) and, on the CPU, make its model inputs; ``ImageLoadError``
+        for files that cannot be labelled."""
         from autolabel.images import DEFAULT_MAX_PIXELS, load_image
         from autolabel.models.preprocess import as_hwc_uint8
 
@@ -285,6 +300,7 @@ class Labeler:
             pixels = as_hwc_uint8(loaded.image)
         size = Size(loaded.width, loaded.height)
         prepared = PreparedImage(str(loaded.path), loaded.sha256, size, pixels=pixels)
+        del loaded  # the decoded PIL image: ``pixels`` is its copy, and preprocessing needs memory
         on_device = self.model_device != "cpu"
         with _stage(times, "preprocess"):
             for model, field_name in zip(models, ("detector_input", "segmenter_input")):
@@ -312,7 +328,7 @@ class Labeler:
                 inputs = torch.cat([inputs, inputs[-1:].expand(pad_to - len(batch), -1, -1, -1)])
             with _stage(times, "vision"):
                 encoded.features = self.detector.encode_images(inputs)
-        if self.mode == "segment" and encoded.embeddings is None:
+        if self.uses_segmenter and encoded.embeddings is None:
             inputs = self._inputs(batch, self.segmenter, "segmenter_input", times)
             with _stage(times, "sam2_encoder"):
                 encoded.embeddings = self.segmenter.embed(inputs, encoded.sizes)
@@ -341,8 +357,8 @@ class Labeler:
                 launched.scores = self.detector.score(encoded.features, text)
         return launched
 
-    def launch(self, batch: list[PreparedImage], times: StageTimes | None = None, pad_to: int | None = None) -> Launched:
-        """``score(encode(batch))``: queue all of a batch's model work; ``finish`` collects it."""
+    def launch(self, batch: list[PreparedImage], times: StageTimes | None = None,
+               pad_to: int | None = None) -> Launched:
         return self.score(self.encode(batch, times, pad_to), times)
 
     # -- 4. results ---------------------------------------------------------------------------------
@@ -356,8 +372,9 @@ class Labeler:
             return []
         with _stage(times, "heads"):
             dets = self.detector.postprocess(launched.scores, encoded.sizes, self.ontology, self.config)
-        if self.mode != "segment":
-            return dets
+        if not self.uses_segmenter:
+            # A detector that makes masks keeps them in segment mode only.
+            return dets if self.mode == "segment" else [replace(d, masks=None) for d in dets]
         out = []
         for size, d, embedding in zip(encoded.sizes, dets, encoded.embeddings):
             with _stage(times, "sam2_decoder"):
@@ -367,8 +384,8 @@ class Labeler:
         return out
 
     def label(self, encoded: Encoded) -> list[Detections]:
-        """Detections (and masks) of an encoded batch, at once: re-query cached encodings with this
-        labeler's prompts, thresholds and mode."""
+        """Detections of an encoded batch at once: re-queries cached encodings with this labeler's
+        prompts, thresholds and mode."""
         return self.finish(self.score(self.encode(encoded.batch, encoded=encoded)))
 
     def label_images(self, images, sizes: list[Size] | None = None) -> list[Detections]:
@@ -378,7 +395,8 @@ class Labeler:
 
         pixels = [as_hwc_uint8(image) for image in images]
         sizes = sizes or [Size(int(p.shape[1]), int(p.shape[0])) for p in pixels]
-        batch = [PreparedImage(f"<image {i}>", "", Size(*size), pixels=p) for i, (p, size) in enumerate(zip(pixels, sizes))]
+        batch = [PreparedImage(f"<image {i}>", "", Size(*size), pixels=p)
+                 for i, (p, size) in enumerate(zip(pixels, sizes))]
         return self.label(self.encode(batch))
 
 
@@ -386,3 +404,12 @@ def _attach_masks(dets: Detections, logits, size: Size, encode, times) -> Detect
     with _stage(times, "masks"):
         rles = encode(logits, size)
     return Detections(dets.xyxy, dets.scores, dets.class_ids, dets.prompt_ids, list(rles))
+
+
+def _yields_masks(detector, model: str | None) -> bool:
+    """Whether the detector (loaded, or the checkpoint's family) makes masks itself."""
+    if detector is not None:
+        return detector.yields_masks
+    from autolabel.models.registry import makes_masks
+
+    return makes_masks(model)

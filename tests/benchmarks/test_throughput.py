@@ -29,9 +29,10 @@ def _run(*args, caches: Path):
 
 def test_smoke_run_reports_every_side_and_mode(tmp_path, caches):
     out = tmp_path / "report.json"
-    proc = _run("--smoke", "--generate", "vga:2", "--json", out, caches=caches)
+    proc = _run("--smoke", "--generate", "vga:2", "--precision", "int8", "--json", out, caches=caches)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
+    assert (report["precision"], report["recipe_precision"]) == ("int8", "fp32")  # ours int8 vs the fp32 recipe
     assert [(e["set"], e["mode"]) for e in report["results"]] == [("vga", "detect"), ("vga", "segment")]
     for entry in report["results"]:
         for side in ("recipe", "ours", "model"):

@@ -112,6 +112,26 @@ def test_other_configuration_is_refused(tiny_owlv2, tmp_path):
     assert "another configuration" in result.output and "threshold" in result.output
 
 
+def test_precision_is_recorded_and_another_one_is_refused(tiny_owlv2, tmp_path):
+    photos = _photos(tmp_path / "photos", 1)
+    base = ["label", photos, "--out", tmp_path / "run", "--prompt", "cat", "--model", tiny_owlv2, "--quiet"]
+    assert _invoke(*base, "--precision", "int8").exit_code == 0
+    config = json.loads(sqlite3.connect(tmp_path / "run" / "autolabel.db").execute(
+        "SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+    assert config["precision"] == "int8"
+    result = CliRunner().invoke(main, [str(a) for a in base] + ["--precision", "fp32"])
+    assert result.exit_code == 1
+    assert "another configuration" in result.output and "precision" in result.output
+
+
+def test_unsupported_precision_is_one_line(tiny_owlv2, tmp_path):
+    photos = _photos(tmp_path / "photos", 1)
+    result = CliRunner().invoke(main, ["label", str(photos), "--out", str(tmp_path / "run"), "--prompt", "cat",
+                                       "--model", str(tiny_owlv2), "--device", "cpu", "--precision", "fp16"])
+    assert result.exit_code == 1
+    assert "fp16 needs a GPU" in result.output and "Traceback" not in result.output
+
+
 def test_bad_inputs_are_reported_and_the_run_completes(tiny_owlv2, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -222,3 +242,54 @@ def test_exact_path_matches_the_fast_path_on_small_images(tiny_owlv2, tmp_path):
     fast, exact = exports
     assert len(fast) == len(exact) > 0
     np.testing.assert_allclose([a["bbox"] for a in fast], [a["bbox"] for a in exact], atol=1e-2)
+
+
+def test_engine_ray_without_ray_says_how_to_install_it(tiny_owlv2, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    photos = _photos(tmp_path / "photos", 1)
+    result = CliRunner().invoke(main, ["label", str(photos), "--out", str(tmp_path / "run"), "--prompt", "thing",
+                                       "--model", str(tiny_owlv2), "--engine", "ray", "--quiet"])
+    assert result.exit_code == 1
+    assert "pip install 'autolabel[ray]'" in result.output and "Traceback" not in result.output
+
+
+def test_engine_ray_refuses_a_bad_actor_count(tiny_owlv2, tmp_path):
+    photos = _photos(tmp_path / "photos", 1)
+    result = CliRunner().invoke(main, ["label", str(photos), "--out", str(tmp_path / "run"), "--prompt", "thing",
+                                       "--model", str(tiny_owlv2), "--engine", "ray", "--actors", "0"])
+    assert result.exit_code == 1 and "--actors must be at least 1" in result.output
+
+
+@pytest.mark.parametrize("family", ["owlvit", "grounding_dino", "omdet", "sam3"])
+def test_label_takes_any_detector_family_by_its_checkpoint(tmp_path, family):
+    """The registry picks the family from config.json: the same command works for every detector;
+    SAM 3 makes its own masks in segment mode, without --sam-model."""
+    from importlib import import_module
+
+    build = getattr(import_module(f"autolabel.testing.{family}_checkpoint"), f"build_{family}_checkpoint")
+    checkpoint = build(tmp_path / family)
+    mode = "segment" if family == "sam3" else "detect"
+    out = tmp_path / "run"
+    result = _invoke("label", _photos(tmp_path / "in", 2), "--out", out, "--prompt", "cat", "--model", checkpoint,
+                     "--mode", mode, "--threshold", "0", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "2 done, 0 failed" in result.output
+    with sqlite3.connect(out / "autolabel.db") as db:
+        boxes, masks = db.execute("SELECT COUNT(*), COUNT(rle) FROM detections").fetchone()
+    assert boxes > 0 and masks == (boxes if mode == "segment" else 0)
+
+
+@pytest.mark.parametrize("builder", ["sam_v1_checkpoint:build_sam_checkpoint",
+                                     "sam3_checkpoint:build_sam3_tracker_checkpoint"])
+def test_label_takes_any_segmenter_family_by_its_checkpoint(tmp_path, tiny_owlv2, builder):
+    from importlib import import_module
+
+    module, _, name = builder.partition(":")
+    checkpoint = getattr(import_module(f"autolabel.testing.{module}"), name)(tmp_path / "seg")
+    out = tmp_path / "run"
+    result = _invoke("label", _photos(tmp_path / "in", 2), "--out", out, "--prompt", "cat", "--model", tiny_owlv2,
+                     "--sam-model", checkpoint, "--mode", "segment", "--threshold", "0", "--quiet")
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(out / "autolabel.db") as db:
+        boxes, masks = db.execute("SELECT COUNT(*), COUNT(rle) FROM detections").fetchone()
+    assert boxes > 0 and masks == boxes

@@ -108,7 +108,7 @@ def test_sam2_fast_is_bit_exact(size, width, height):
     processor = Sam2ImageProcessor(size={"height": size, "width": size})
     image = _random_image(width, height, seed=1)
     expected = processor(images=image, return_tensors="pt")["pixel_values"][0]
-    assert torch.equal(sam2_pixel_values(as_hwc_uint8(image), processor), expected)
+    assert torch.equal(sam2_pixel_values(processor, as_hwc_uint8(image)), expected)
 
 
 def test_sam2_from_draft_decode_is_close_to_processor(tmp_path):
@@ -120,7 +120,7 @@ def test_sam2_from_draft_decode_is_close_to_processor(tmp_path):
     assert loaded.image.size == (2000, 1500)
     with Image.open(path) as im:
         expected = processor(images=im.convert("RGB"), return_tensors="pt")["pixel_values"][0]
-    diff = (sam2_pixel_values(as_hwc_uint8(loaded.image), processor) - expected).abs().flatten()
+    diff = (sam2_pixel_values(processor, as_hwc_uint8(loaded.image)) - expected).abs().flatten()
     assert diff.mean().item() <= 0.015
     assert torch.quantile(diff[::7], 0.99).item() <= 0.06
 
@@ -198,3 +198,12 @@ def test_reduced_images_keep_the_original_frame(tiny_owlv2):
     assert small.xyxy.max() > 200  # original pixels, not the reduced image's
     np.testing.assert_allclose(small.xyxy, full.xyxy, atol=2.0)
     np.testing.assert_allclose(small.scores, full.scores, atol=0.02)
+
+
+@pytest.mark.parametrize("width, height", [(1, 1), (3, 2), (1001, 777), (4001, 3)])
+def test_pil_pixels_equal_numpys_copy(width, height):
+    image = _random_image(width, height, seed=3)
+    pixels = as_hwc_uint8(image)
+    assert pixels.dtype == torch.uint8 and pixels.numpy().flags.writeable
+    np.testing.assert_array_equal(pixels.numpy(), np.array(image))
+    np.testing.assert_array_equal(as_hwc_uint8(image.convert("L")).numpy(), np.array(image.convert("L").convert("RGB")))

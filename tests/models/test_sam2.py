@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from autolabel import geometry
 from autolabel.errors import ModelLoadError
 from autolabel.geometry import rle_to_mask
+from autolabel.models import masks as masks_module
 from autolabel.models import sam2 as sam2_module
 from autolabel.geometry import Size
 from autolabel.models.base import model_inputs
-from autolabel.models.interpolation import BilinearAxis
 from autolabel.models.sam2 import Sam2Segmenter
 
 
@@ -99,37 +98,6 @@ def test_masks_equal_plain_recipe(segmenter, sam2_dir, width, height):
         np.testing.assert_array_equal(mask, ref)  # pixel-exact, not just a high IoU
 
 
-@pytest.mark.parametrize(
-    "height, width, positive",
-    [
-        (120, 200, "random"),  # about half the cells positive: the region is the whole frame
-        (160, 90, "random"),
-        (3000, 4000, "blob"),  # a 12 MP frame, positive cells in one corner: a small region
-        (3000, 4000, "random"),
-        (37, 1001, "blob"),  # odd sizes
-    ],
-)
-def test_region_upsampling_equals_f_interpolate(height, width, positive):
-    """The region-limited upsampling reproduces post_process_masks' F.interpolate bit for bit."""
-    torch.manual_seed(0)
-    logits = torch.randn(32, 32) * 4
-    if positive == "blob":
-        logits = -logits.abs()
-        logits[20:23, 25:29] = torch.rand(3, 4) * 5
-    rows = BilinearAxis.build(32, height)
-    cols = BilinearAxis.build(32, width)
-    ours = rle_to_mask(sam2_module._logits_to_rle(logits, rows, cols))
-    ref = F.interpolate(logits[None, None], (height, width), mode="bilinear", align_corners=False)[0, 0]
-    np.testing.assert_array_equal(ours, (ref > 0).numpy())
-
-
-def test_empty_mask_gives_empty_rle():
-    rows, cols = BilinearAxis.build(32, 50), BilinearAxis.build(32, 70)
-    rle = sam2_module._logits_to_rle(-torch.ones(32, 32), rows, cols)
-    assert rle["size"] == [50, 70]
-    assert not rle_to_mask(rle).any()
-
-
 # -- known right answer: a decoder whose mask is the prompted box ---------------------------------
 
 
@@ -209,7 +177,8 @@ def test_bad_boxes_raise(segmenter, bad):
 
 def test_many_boxes_are_chunked_and_keep_order(sam2_dir, monkeypatch):
     width, height = 200, 120
-    seg = Sam2Segmenter.from_pretrained(str(sam2_dir), max_boxes_per_call=3)
+    seg = Sam2Segmenter.from_pretrained(str(sam2_dir))
+    seg.max_boxes_per_call = 3
     calls = []
     forward, cells = _box_decoder(seg)
 
@@ -237,7 +206,8 @@ def test_chunked_decoding_equals_one_call(sam2_dir, segmenter):
     rng = np.random.default_rng(2)
     xy = rng.uniform(0, 1, (10, 2, 2)) * [150, 100]
     boxes = np.concatenate([xy.min(axis=1), xy.max(axis=1)], axis=1)
-    chunked = Sam2Segmenter.from_pretrained(str(sam2_dir), max_boxes_per_call=4)
+    chunked = Sam2Segmenter.from_pretrained(str(sam2_dir))
+    chunked.max_boxes_per_call = 4
     (embedding,) = _embed(segmenter, [image])
     for a, b in zip(_masks(segmenter.predict(embedding, boxes)), _masks(chunked.predict(embedding, boxes))):
         np.testing.assert_array_equal(a, b)
@@ -304,13 +274,13 @@ def test_large_image_small_boxes_stay_in_their_regions(segmenter, monkeypatch):
     forward, cells = _box_decoder(segmenter)
     monkeypatch.setattr(segmenter.model, "forward", forward)
     regions = []
-    real_region_to_rle = sam2_module.region_to_rle
+    real_region_to_rle = masks_module.region_to_rle
 
     def recording_region_to_rle(region, *args):
         regions.append(region.shape)
         return real_region_to_rle(region, *args)
 
-    monkeypatch.setattr(sam2_module, "region_to_rle", recording_region_to_rle)
+    monkeypatch.setattr(masks_module, "region_to_rle", recording_region_to_rle)
     boxes = np.array([[500, 375, 1000, 750], [2500, 1125, 3000, 1500], [0, 2625, 500, 3000]], dtype=float)
     embedding = sam2_module.ImageEmbedding(features=(), size=Size(width, height))
     masks = _masks(segmenter.predict(embedding, boxes))

@@ -1,9 +1,5 @@
-"""The ``autolabel`` command line: thin click commands over the library.
-
-Each command opens the store, calls one library function and maps domain errors to one readable
-line (no traceback) with a non-zero exit code. Heavy imports happen inside commands so ``--help``
-stays fast.
-"""
+"""The ``autolabel`` command line: thin click commands over the library, one module per command
+(heavy imports inside the commands so ``--help`` stays fast)."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ import os
 import click
 
 from autolabel import __version__
-from autolabel.cli import eval as eval_cmd, export, finetune, import_, label, ui
+from autolabel.cli import compare, eval as eval_cmd, export, finetune, import_, label, models, review_queue, ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -46,5 +42,6 @@ def main(verbose: bool) -> None:
 
 
 # Commands keep their heavy imports inside the function body (gradio only when ``ui`` runs).
-for _command in (label.label, export.export, import_.import_, eval_cmd.eval_, finetune.finetune, ui.ui):
+for _command in (label.label, export.export, import_.import_, eval_cmd.eval_, compare.compare, finetune.finetune,
+                 models.models, review_queue.review_queue, ui.ui):
     main.add_command(_command)

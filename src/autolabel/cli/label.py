@@ -8,7 +8,9 @@ import click
 
 from autolabel.cli.errors import handle_errors
 from autolabel.pipeline import DEFAULT_BATCH_SIZE, MODES, DetectConfig
-from autolabel.settings import DTYPES
+from autolabel.models.precision import PRECISIONS
+
+ENGINES = ("local", "ray")
 
 
 @click.command()
@@ -17,8 +19,8 @@ from autolabel.settings import DTYPES
 @click.option("--prompt", "prompts", multiple=True, help='Class and prompts: "person" or "car=car,automobile,van". Repeatable.')
 @click.option("--ontology", "ontology_file", type=click.Path(exists=True, dir_okay=False), help="YAML/JSON ontology (classes, prompts, per-class thresholds).")
 @click.option("--mode", type=click.Choice(MODES), default=MODES[0], show_default=True, help="segment adds SAM2 masks.")
-@click.option("--model", default=None, help="OWLv2 checkpoint: hub id or local dir [env AUTOLABEL_MODEL].")
-@click.option("--sam-model", default=None, help="SAM2 checkpoint for --mode segment [env AUTOLABEL_SAM_MODEL].")
+@click.option("--model", default=None, help="Detector checkpoint of any family in `autolabel models`: hub id or local dir [env AUTOLABEL_MODEL].")
+@click.option("--sam-model", default=None, help="Segmenter checkpoint for --mode segment (not needed by detectors that make masks) [env AUTOLABEL_SAM_MODEL].")
 @click.option("--threshold", type=float, default=None, help=f"Score threshold (default {DetectConfig.threshold}); per-class thresholds in --ontology win.")
 @click.option("--nms-iou", type=float, default=None, help=f"Per-class NMS IoU (default {DetectConfig.nms_iou}).")
 @click.option("--no-nms", is_flag=True, help="Disable per-class NMS.")
@@ -27,16 +29,24 @@ from autolabel.settings import DTYPES
 @click.option("--max-area", type=float, default=DetectConfig.max_area_frac, show_default=True, help="Drop boxes larger than this fraction of the image area.")
 @click.option("--batch-size", type=int, default=None, help=f"Images per forward pass (default {DEFAULT_BATCH_SIZE}).")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [env AUTOLABEL_DEVICE].")
-@click.option("--dtype", type=click.Choice(DTYPES), default=None, help="Model dtype (auto: fp16 on CUDA, fp32 elsewhere).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Model precision: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16 (GPU, or CPU with bf16 instructions), fp16 (GPU), int8 (CPU) [env AUTOLABEL_PRECISION].")
 @click.option("--max-pixels", type=int, default=None, help="Refuse images with more pixels than this (decompression-bomb guard).")
 @click.option("--exact", is_flag=True, help="Decode every image at full size and use the stock processors (slower; the default draft-decodes JPEGs and preprocesses in torch, see BENCHMARKS.md).")
-@click.option("--compile", "compile_vision", is_flag=True, help="torch.compile the OWLv2 vision tower (pays off on long GPU runs).")
+@click.option("--compile", "compile_vision", is_flag=True, help="torch.compile the OWLv2 vision tower, on the CPU or the GPU (pays off on long runs).")
 @click.option("--workers", type=int, default=None, help="Decode/preprocess threads (default: chosen from the CPU count).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--engine", type=click.Choice(ENGINES), default=ENGINES[0], show_default=True,
+              help="local: this process; ray: decode tasks and model actors on a Ray cluster (pip install 'autolabel[ray]').")
+@click.option("--ray-address", default="local", show_default=True,
+              help="--engine ray: local (a private cluster here, shut down at the end), auto, or ray://host:port.")
+@click.option("--actors", type=int, default=1, show_default=True, help="--engine ray: model actors (each loads the models once).")
+@click.option("--gpus-per-actor", type=float, default=None, help="--engine ray: GPUs per actor (default: 1 when the cluster has GPUs, else 0).")
+@click.option("--cpus-per-actor", type=float, default=1.0, show_default=True, help="--engine ray: CPUs each actor reserves.")
 @handle_errors
 def label(inputs, out_dir, prompts, ontology_file, mode, model, sam_model, threshold, nms_iou, no_nms,
-          agnostic_nms_iou, min_area, max_area, batch_size, device, dtype, max_pixels, exact, compile_vision, workers,
-          quiet):
+          agnostic_nms_iou, min_area, max_area, batch_size, device, precision, max_pixels, exact, compile_vision, workers,
+          quiet, engine, ray_address, actors, gpus_per_actor, cpus_per_actor):
     """Label images (files and folders, searched recursively) into the run folder --out.
 
     \b
@@ -44,6 +54,7 @@ def label(inputs, out_dir, prompts, ontology_file, mode, model, sam_model, thres
       autolabel label photos/ --out runs/street --prompt "car=car,automobile,van" --prompt person
       autolabel label a/ b/img.jpg --out runs/x --ontology classes.yaml --mode segment
       AUTOLABEL_MODEL=./my-owlv2 autolabel label photos/ --out runs/y --prompt forklift
+      autolabel label s3://bucket/photos --out runs/z --prompt person --engine ray --ray-address auto --actors 4
 
     Re-running the same command resumes: finished images are skipped. A folder made with other
     options is refused. Unreadable images are reported and skipped.
@@ -52,20 +63,23 @@ def label(inputs, out_dir, prompts, ontology_file, mode, model, sam_model, thres
 
     from autolabel.errors import ConfigError
     from autolabel.labeling import label_into_store
+    from autolabel.models.registry import makes_masks
     from autolabel.ontology import Ontology
     from autolabel.pipeline import DetectConfig, Labeler
     from autolabel.settings import load_settings
     from autolabel.store import open_store
 
-    settings = load_settings(model=model, sam_model=sam_model, device=device, dtype=dtype, threshold=threshold,
+    settings = load_settings(model=model, sam_model=sam_model, device=device, precision=precision, threshold=threshold,
                              nms_iou=nms_iou, batch_size=batch_size, max_image_pixels=max_pixels)
     if bool(prompts) == bool(ontology_file):
         raise ConfigError("give classes with --prompt (repeatable) or --ontology FILE (exactly one of them)")
     ontology = Ontology.from_file(ontology_file) if ontology_file else Ontology.from_prompts(prompts)
     config = DetectConfig(threshold=settings.threshold, nms_iou=None if no_nms else settings.nms_iou,
                           agnostic_nms_iou=agnostic_nms_iou, min_area_frac=min_area, max_area_frac=max_area)
-    labeler = Labeler(ontology, model=settings.model, sam_model=settings.sam_model if mode == "segment" else None,
-                      mode=mode, config=config, device=settings.device, dtype=settings.dtype,
+    # A detector that makes masks (SAM 3) segments by itself unless --sam-model asks for a segmenter.
+    use_segmenter = mode == "segment" and (sam_model is not None or not makes_masks(settings.model))
+    labeler = Labeler(ontology, model=settings.model, sam_model=settings.sam_model if use_segmenter else None,
+                      mode=mode, config=config, device=settings.device, precision=settings.precision,
                       exact=exact, compile=compile_vision)
 
     started = time.perf_counter()
@@ -76,10 +90,19 @@ def label(inputs, out_dir, prompts, ontology_file, mode, model, sam_model, thres
 
     with open_store(out_dir) as store:
         try:
-            summary = label_into_store(
-                labeler, inputs, store, batch_size=settings.batch_size, max_pixels=settings.max_image_pixels,
-                on_total=on_total, on_progress=lambda n: bars[0].update(n), workers=workers,
-            )
+            if engine == "ray":
+                from autolabel.distributed import RayOptions, label_on_ray
+
+                options = RayOptions(address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor,
+                                     cpus_per_actor=cpus_per_actor, batch_size=settings.batch_size,
+                                     max_pixels=settings.max_image_pixels)
+                summary = label_on_ray(labeler, inputs, store, options, on_total=on_total,
+                                       on_progress=lambda n, actor: bars[0].update(n))
+            else:
+                summary = label_into_store(
+                    labeler, inputs, store, batch_size=settings.batch_size, max_pixels=settings.max_image_pixels,
+                    on_total=on_total, on_progress=lambda n: bars[0].update(n), workers=workers,
+                )
         finally:
             for bar in bars:
                 bar.close()
@@ -88,6 +111,8 @@ def label(inputs, out_dir, prompts, ontology_file, mode, model, sam_model, thres
                f" in {elapsed:.1f}s ({summary.images_per_second:.2f} img/s)")
     for name in ontology.names:
         click.echo(f"  {name}: {summary.per_class.get(name, 0)} boxes")
+    for actor, count in sorted(getattr(summary, "per_actor", {}).items()):
+        click.echo(f"  actor {actor}: {count} images")
     for path, error in summary.failures:
         click.echo(f"  failed: {error}", err=True)
     click.echo(f"run folder: {out_dir}")

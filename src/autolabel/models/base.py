@@ -1,13 +1,9 @@
 """What the engine needs from a model family: a preprocessor, a detector, a segmenter.
 
-Each family module (``owlv2.py``, ``sam2.py``, ...) implements these protocols; the engine
-(``pipeline.Labeler``) and everything above it (CLI, UI, fine-tune validation, benchmark) call only
-them. Two levels, as in segment-anything's predictor: an expensive, prompt-independent pass per
-image (``encode_images`` / ``embed``) and cheap calls on its result (``detect`` / ``predict``), so a
-cached image can be re-prompted without the backbone.
-
-Frames: every size is a ``geometry.Size`` ``(width, height)`` of the original, EXIF-oriented image;
-boxes go in and come out as ``xyxy`` pixels of that frame, masks as COCO RLEs at that size.
+Two levels, as in segment-anything's predictor: an expensive, prompt-independent pass per image
+(``encode_images`` / ``embed``) and cheap calls on its result (``detect`` / ``predict``), so a cached
+image can be re-prompted without the backbone. Sizes are ``(width, height)`` of the original,
+EXIF-oriented image; boxes are ``xyxy`` pixels of that frame, masks COCO RLEs at that size.
 """
 
 from __future__ import annotations
@@ -23,17 +19,12 @@ from autolabel.geometry import Size
 
 @runtime_checkable
 class Preprocessor(Protocol):
-    """Decoded pixels -> one image's model input. Chosen once, when the model is loaded: the exact
-    one (full decode + the stock transformers processor) or the fast one (JPEG draft decode +
-    the same operations in torch)."""
+    """Decoded pixels -> one image's model input; chosen when the model is loaded (exact or fast)."""
 
-    on_device: bool
-    """True when ``__call__`` can run on the model's device (then a GPU makes its own inputs);
-    False: it runs on the CPU, in the decode workers."""
+    on_device: bool  # False: runs on the CPU, in the decode workers
 
     def decode_side(self, size: Size) -> int | None:
-        """The long side to decode an image of ``size`` at (``images.load_image(max_side=)``); None:
-        full size."""
+        """The long side to decode an image of ``size`` at; None: full size."""
 
     def __call__(self, pixels: torch.Tensor, size: Size, device: str | torch.device = "cpu") -> torch.Tensor:
         """``(h, w, 3)`` uint8 pixels (the original, or a reduced copy with its aspect ratio) of an
@@ -47,6 +38,11 @@ class Detector(Protocol):
     name: str  # the checkpoint it was loaded from (hub id or folder): recorded with a run
     device: str
     preprocessor: Preprocessor
+    yields_masks: bool  # postprocess gives masks too, so segment mode needs no segmenter
+    compiled: bool
+
+    def compile_vision(self, **options) -> None:
+        """``torch.compile`` the prompt-independent vision part (opt-in, once)."""
 
     def encode_text(self, queries: tuple[str, ...] | list[str]) -> Any:
         """Encode prompts once (cached per prompt list)."""
@@ -88,11 +84,8 @@ class Segmenter(Protocol):
 
 def model_inputs(preprocessor: Preprocessor, images, sizes: list[Size] | None = None,
                  device: str | torch.device = "cpu") -> torch.Tensor:
-    """In-memory images -> ``(B, 3, S, S)`` float32 model inputs on ``device``.
-
-    images: RGB PIL images or ``(h, w, 3)`` uint8 arrays/tensors, EXIF-oriented; sizes: each one's
-    original size when it is a reduced copy (default: its own size).
-    """
+    """RGB PIL images or ``(h, w, 3)`` uint8 arrays -> ``(B, 3, S, S)`` float32 model inputs on
+    ``device``. ``sizes``: each one's original size when it is a reduced copy."""
     from autolabel.models.preprocess import as_hwc_uint8
 
     pixels = [as_hwc_uint8(image) for image in images]

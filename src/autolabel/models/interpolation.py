@@ -1,10 +1,6 @@
-"""Exact bilinear resampling weights, as ATen computes them.
-
-``F.interpolate(mode="bilinear", align_corners=False)`` reads, for every output pixel along an axis,
-two source cells with two weights. Reproducing those per axis lets us compute a resize only where
-it matters (SAM2 masks inside their box region, ``models/sam2.py``) or fold it into other linear
-operations (OWLv2's pad + blur + resize, ``models/preprocess.py``), with the same values.
-"""
+"""Exact bilinear resampling weights, as ATen computes them, so a resize can be computed only where
+it matters (SAM2 masks in their region) or folded into other linear operations (OWLv2's pad + blur
++ resize) with the same values."""
 
 from __future__ import annotations
 
@@ -14,11 +10,8 @@ import torch
 
 
 class BilinearAxis(NamedTuple):
-    """Per output pixel along one axis: the two source cells and their weights, as ATen computes
-    them for ``F.interpolate(mode="bilinear", align_corners=False)`` with an output size.
-
-    ``index0``, ``index1``: ``(out,)`` int64 source cells; ``weight0``, ``weight1``: ``(out,)`` float32.
-    """
+    """Per output pixel along one axis, the two source cells (int64) and their float32 weights that
+    ``F.interpolate(mode="bilinear", align_corners=False)`` reads."""
 
     index0: torch.Tensor
     index1: torch.Tensor

@@ -8,11 +8,9 @@ from autolabel.errors import ModelLoadError
 
 
 def load_pretrained(loader, name_or_path: str, what: str, **kwargs):
-    """Call ``loader.from_pretrained`` with the project's safety rules and readable errors.
-
-    ``loader`` is a transformers model or processor class. Models get ``use_safetensors=True`` so a
-    pickled ``.bin`` checkpoint is refused rather than unpickled.
-    """
+    """Call ``loader.from_pretrained`` (a transformers model or processor class) with the project's
+    safety rules and readable errors. Models get ``use_safetensors=True`` so a pickled ``.bin``
+    checkpoint is refused rather than unpickled."""
     is_model = hasattr(loader, "config_class") and hasattr(loader, "base_model_prefix")
     if is_model:
         kwargs.setdefault("use_safetensors", True)
@@ -26,3 +24,13 @@ def load_pretrained(loader, name_or_path: str, what: str, **kwargs):
                     " set HF_HUB_OFFLINE=0 and check the name)")
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load {what} from {name_or_path!r}{hint}: {first_line}") from exc
+
+
+def load_checkpoint(model_class, processor_class, name_or_path: str, family: str, plan,
+                    attention: str | dict | None = None) -> tuple:
+    """A model family's ``(model, processor)`` from one checkpoint, the model in the precision of
+    ``plan`` (``models.precision.PrecisionPlan``) with ``attention`` if the family needs its own;
+    ``family`` names it in errors."""
+    processor = load_pretrained(processor_class, name_or_path, f"the {family} processor")
+    model = load_pretrained(model_class, name_or_path, f"the {family} model", **plan.load_kwargs(attention))
+    return plan.apply(model.eval()), processor

@@ -1,54 +1,34 @@
 """Model input preprocessing in torch that reproduces the transformers processors, from full or
 draft-decoded (reduced) pixels, on the CPU or the GPU.
 
-OWLv2 (``Owlv2ImageProcessor``, transformers 5.x) turns an ``(H, W)`` uint8 image into ``(3, O, O)``
-pixel values (``O`` = 960 for B/16, 1008 for L/14):
+OWLv2 (``Owlv2ImageProcessor``, transformers 5.x), ``(H, W)`` uint8 -> ``(3, O, O)`` (O = 960 or 1008):
+rescale to [0, 1]; pad bottom/right with 0 to a square of side ``S = max(H, W)``; gaussian blur with
+``sigma = max(0, (S/O - 1) / 2)``, kernel ``2 * ceil(3 sigma) + 1``, reflect padding; bilinear resize
+to ``O x O`` (no antialias); CLIP normalisation. All but the last step are linear and separable, so
+per channel the result is ``Ry @ image @ Rx.T``; each row has about ``2 * ceil(3 sigma) + 2``
+non-zero weights, so the matrices are stored as bands and applied with row gathers (about 0.2 GFLOP
+for a 12 MP photo, where the processor blurs all 48 M padded pixels). Weights are cached per size.
 
-1. rescale to ``[0, 1]`` (``* 1/255``);
-2. pad bottom/right with 0 to a square of side ``S = max(H, W)``;
-3. gaussian blur with ``sigma = max(0, (S/O - 1) / 2)``, kernel ``2 * ceil(3 sigma) + 1``, reflect
-   padding at the square's edges (skipped when ``S <= O``);
-4. bilinear resize to ``O x O`` (``align_corners=False``, no antialias);
-5. normalise with the CLIP mean/std.
+A JPEG drafted at 1/k scale has one pixel per ``k x k`` block, close to the block's mean: each
+full-resolution weight row is integrated over every reduced pixel's footprint (``_aggregate``), so
+the result is exact when the original is constant inside each block and close otherwise
+(BENCHMARKS.md). The original size decides the square, the blur and the box frame.
 
-Steps 1-4 are linear and separable, so per channel the result is ``Ry @ image @ Rx.T`` with one
-``(O, H)`` and one ``(O, W)`` matrix per image size. Each row holds about ``2 * ceil(3 sigma) + 2``
-non-zero weights (the blur kernel seen through the two bilinear taps), so we store the matrices as
-bands (``index``, ``weight``: ``(O, T)``) and apply them with ``T`` row gathers per axis instead of a
-full-resolution 2-D convolution: about 0.2 GFLOP for a 12 MP photo where the stock processor blurs
-all 48 M padded pixels with an 11 x 11 kernel. Weights are computed once per image size (cached).
-
-Reduced (draft-decoded) images: a JPEG decoded at 1/k scale (``Image.draft``) has one pixel per
-``k x k`` block of the original, close to the block's mean. Each full-resolution weight row is
-integrated over every reduced pixel's footprint in the original frame (``_aggregate``), so the
-result is exactly what the processor computes on the original whenever the original is constant
-inside each block, and close otherwise (the measured difference is in BENCHMARKS.md and
-``tests/models/test_preprocess.py``). The original size, not the reduced one, decides the padding
-square, the blur and the box frame, so boxes stay in original pixels.
-
-SAM2 (``Sam2ImageProcessor``) stretches the image to ``1024 x 1024`` with torchvision's
-antialiased bilinear resize on uint8 and normalises with the ImageNet mean/std; ``sam2_pixel_values``
-makes the same calls (bit-exact on the same pixels and device). From a reduced image it resizes
-the reduced pixels, which is close when the reduced image is at least 1024 on both sides.
+SAM2 (``Sam2ImageProcessor``): antialiased bilinear stretch of the uint8 image to 1024 x 1024, then
+ImageNet normalisation; ``sam2_pixel_values`` makes the same calls (bit-exact on the same pixels), as
+``sam_pixel_values`` does for SAM v1's aspect-keeping resize and padding.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = [
-    "Owlv2Preprocessor",
-    "as_hwc_uint8",
-    "draft_side",
-    "owlv2_axis_weights",
-    "sam2_pixel_values",
-]
+from autolabel.geometry import Size
 
 
 class Band(NamedTuple):
@@ -66,14 +46,54 @@ def as_hwc_uint8(image) -> torch.Tensor:
         from PIL import Image
 
         if isinstance(image, Image.Image):
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            tensor = torch.from_numpy(np.array(image))
+            tensor = torch.from_numpy(_pil_rgb_array(image if image.mode == "RGB" else image.convert("RGB")))
         else:
             tensor = torch.from_numpy(np.ascontiguousarray(image))
     if tensor.dtype != torch.uint8 or tensor.ndim != 3 or tensor.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {tuple(tensor.shape)} {tensor.dtype}")
     return tensor
+
+
+def _pil_rgb_array(image) -> np.ndarray:
+    """An RGB PIL image's pixels as a new ``(H, W, 3)`` array, filled in strips of rows:
+    ``np.array(image)`` goes through ``tobytes()``, which holds the bytes twice more than the array
+    (on a 108 MP PNG, 0.6 GB more at the peak); a strip's copies are small."""
+    width, height = image.size
+    array = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, (1 << 22) // max(1, width * 3))  # about 4 MB a strip
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        array[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
+    return array
+    flat = array.reshape(-1)
+    encoder = Image._getencoder("RGB", "raw", "RGB")
+    encoder.setimage(image.im, (0, 0, width, height))
+    filled, status = 0, 0
+    while status == 0:
+        _, status, piece = encoder.encode(max(1 << 20, width * 4))
+        flat[filled : filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+        filled += len(piece)
+    if status < 0 or filled != flat.size:
+        raise RuntimeError(f"raw encoder error {status} after {filled} of {flat.size} bytes")
+    return array
+
+
+class StockPreprocessor:
+    """A model's own transformers image processor on fully decoded pixels (the plain recipe), on the CPU."""
+
+    on_device = False
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def decode_side(self, size: Size) -> None:
+        return None
+
+    def __call__(self, pixels: torch.Tensor, size: Size, device="cpu") -> torch.Tensor:
+        if (int(pixels.shape[1]), int(pixels.shape[0])) != tuple(size):
+            raise ValueError("the stock processor needs the original pixels, not a reduced decode")
+        values = self.image_processor(images=[pixels.cpu().numpy()], return_tensors="pt")["pixel_values"][0]
+        return values.to(device=device, dtype=torch.float32)
 
 
 # -- OWLv2 ----------------------------------------------------------------------------------------
@@ -90,11 +110,7 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
 
 def owlv2_axis_weights(length: int, side: int, out_size: int) -> np.ndarray:
     """``(out_size, length)`` float64 weights of the OWLv2 processor's pad + blur + resize along one
-    axis (each row sums to 1 where it lies inside the image).
-
-    ``length``: the image's pixels along this axis; ``side``: the padded square's side
-    (``max(H, W)``); the pixels ``length..side-1`` are the zero padding and get no weight.
-    """
+    axis of ``length`` pixels, padded to ``side`` (the padding gets no weight)."""
     from autolabel.models.interpolation import BilinearAxis  # ATen's exact bilinear indices and weights
 
     if not 0 < length <= side:
@@ -121,11 +137,8 @@ def owlv2_axis_weights(length: int, side: int, out_size: int) -> np.ndarray:
 
 
 def _aggregate(weights: np.ndarray, reduced: int) -> np.ndarray:
-    """Full-resolution weights ``(O, N)`` -> weights over ``reduced`` pixels spanning the same extent.
-
-    Reduced pixel ``m`` stands for the original interval ``[m N / n, (m + 1) N / n)``; its weight is
-    the integral of the (piecewise-constant) full-resolution weight over that interval.
-    """
+    """Full-resolution weights ``(O, N)`` -> weights over ``reduced`` pixels spanning the same extent:
+    reduced pixel ``m`` gets the integral of the weights over ``[m N / n, (m + 1) N / n)``."""
     out_size, length = weights.shape
     if reduced == length:
         return weights
@@ -153,37 +166,11 @@ def _band(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return index.astype(np.int64), weight.astype(np.float32)
 
 
-class _BandCache:
-    """Bands per (axis length, square side, reduced length, output size) and device; thread-safe."""
-
-    def __init__(self, size: int = 64):
-        self._size = size
-        self._cpu: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._device: OrderedDict[tuple, Band] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, length: int, side: int, reduced: int, out_size: int, device, scale: float = 1.0) -> Band:
-        key = (length, side, reduced, out_size, scale)
-        dkey = (*key, str(device))
-        with self._lock:
-            band = self._device.get(dkey)
-            if band is not None:
-                self._device.move_to_end(dkey)
-                return band
-            arrays = self._cpu.get(key)
-        if arrays is None:
-            arrays = _band(_aggregate(owlv2_axis_weights(length, side, out_size), reduced) * scale)
-        band = Band(torch.from_numpy(arrays[0]).to(device), torch.from_numpy(arrays[1]).to(device))
-        with self._lock:
-            self._cpu[key] = arrays
-            self._device[dkey] = band
-            for cache in (self._cpu, self._device):
-                while len(cache) > self._size:
-                    cache.popitem(last=False)
-        return band
-
-
-_BANDS = _BandCache()
+@lru_cache(maxsize=64)
+def _axis_band(device: str, length: int, side: int, reduced: int, out_size: int, scale: float = 1.0) -> Band:
+    """The band of one axis on ``device``, per image geometry (cached: it depends only on the sizes)."""
+    index, weight = _band(_aggregate(owlv2_axis_weights(length, side, out_size), reduced) * scale)
+    return Band(torch.from_numpy(index).to(device), torch.from_numpy(weight).to(device))
 
 
 def _apply_rows(image: torch.Tensor, band: Band) -> torch.Tensor:
@@ -202,12 +189,8 @@ def _apply_rows(image: torch.Tensor, band: Band) -> torch.Tensor:
 
 
 class Owlv2Preprocessor:
-    """OWLv2 pixel values in torch, equal to ``Owlv2ImageProcessor`` within float rounding (see the
-    module docstring; ``tests/models/test_preprocess.py`` states the tolerance).
-
-    Build with ``from_processor``, which returns None for processor settings it does not reproduce
-    (then use the stock processor).
-    """
+    """OWLv2 pixel values in torch, equal to ``Owlv2ImageProcessor`` within float rounding. Build with
+    ``from_processor``: None for processor settings it does not reproduce."""
 
     def __init__(self, size: int, mean, std):
         self.size = int(size)
@@ -237,60 +220,113 @@ class Owlv2Preprocessor:
     def __call__(self, pixels: torch.Tensor, original_size: tuple[int, int] | None = None,
                  device: str | torch.device = "cpu") -> torch.Tensor:
         """``(h, w, 3)`` uint8 pixels -> ``(3, O, O)`` float32 pixel values on ``device``.
+        ``original_size``: ``(width, height)`` when ``pixels`` is a reduced copy (same aspect ratio)."""
+        import torchvision.transforms.v2.functional as tvF
 
-        ``original_size``: ``(width, height)`` of the original image when ``pixels`` is a reduced
-        (draft-decoded or shrunk) version of it, same aspect ratio; None when they are the original.
-        """
         h, w = int(pixels.shape[0]), int(pixels.shape[1])
         width, height = original_size if original_size is not None else (w, h)
         if w > width or h > height:
             raise ValueError(f"pixels {w}x{h} are larger than the original size {width}x{height}")
         side = max(width, height)
         # The 1/255 rescale is folded into the row weights.
-        rows = _BANDS.get(height, side, h, self.size, device, scale=1 / 255)
-        cols = _BANDS.get(width, side, w, self.size, device)
+        rows = _axis_band(str(device), height, side, h, self.size, scale=1 / 255)
+        cols = _axis_band(str(device), width, side, w, self.size)
         image = pixels.to(device=device, non_blocking=True)
         out = _apply_rows(image, rows).transpose(0, 1).contiguous()  # (w, O, 3)
         out = _apply_rows(out, cols)  # (O columns, O rows, 3), in [0, 1]
-        return _normalize(out.permute(2, 1, 0), self.mean, self.std)
+        return tvF.normalize(out.permute(2, 1, 0).contiguous(), self.mean, self.std)
 
 
-def _normalize(image: torch.Tensor, mean, std) -> torch.Tensor:
+# -- stretch and aspect-keeping resizes (SAM2, SAM 3, EdgeTAM, SAM v1, OWL-ViT) -----------------
+
+
+def resize_normalize(pixels: torch.Tensor, out_hw: list[int], interpolation, mean, std, rescale_factor: float,
+                     device: str | torch.device = "cpu") -> torch.Tensor:
+    """``(h, w, 3)`` uint8 -> ``(1, 3, H, W)`` float32 on ``device`` with the calls the torchvision
+    image processors make: a uint8 antialiased resize to ``out_hw``, then rescale fused into the
+    normalisation (mean and std scaled by ``1 / rescale_factor``), so the same pixels give the same
+    values bit for bit."""
     import torchvision.transforms.v2.functional as tvF
 
-    return tvF.normalize(image.contiguous(), mean, std)
+    image = pixels.to(device=device, non_blocking=True).permute(2, 0, 1).contiguous().unsqueeze(0)
+    image = tvF.resize(image, out_hw, interpolation=interpolation, antialias=True)
+    mean = torch.tensor(mean, device=image.device) * (1.0 / rescale_factor)
+    std = torch.tensor(std, device=image.device) * (1.0 / rescale_factor)
+    return tvF.normalize(image.to(torch.float32), mean.tolist(), std.tolist())
 
 
-# -- SAM2 -----------------------------------------------------------------------------------------
-
-
-def sam2_pixel_values(pixels: torch.Tensor, image_processor, device: str | torch.device = "cpu") -> torch.Tensor:
-    """``(h, w, 3)`` uint8 pixels -> ``(3, S, S)`` float32 SAM2 pixel values on ``device``, with the
-    calls ``Sam2ImageProcessor`` makes (uint8 antialiased bilinear stretch to the model size, then the
-    fused rescale + normalise), so the same pixels on the CPU give the same values bit for bit."""
+def sam2_pixel_values(image_processor, pixels: torch.Tensor, size: Size | None = None,
+                      device: str | torch.device = "cpu") -> torch.Tensor:
+    """``(h, w, 3)`` uint8 pixels -> ``(3, S, S)`` float32 pixel values of ``Sam2ImageProcessor`` (also
+    SAM 3's and EdgeTAM's): a bilinear stretch to the model's square (``size`` is not needed)."""
     import torchvision.transforms.v2.functional as tvF
 
     ip = image_processor
     size = [int(ip.size["height"]), int(ip.size["width"])]
-    image = pixels.to(device=device, non_blocking=True).permute(2, 0, 1).contiguous().unsqueeze(0)
-    image = tvF.resize(image, size, interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
-    # Sam2ImageProcessor fuses rescale into normalise: mean and std scaled by 1 / rescale_factor.
-    mean = torch.tensor(ip.image_mean, device=image.device) * (1.0 / ip.rescale_factor)
-    std = torch.tensor(ip.image_std, device=image.device) * (1.0 / ip.rescale_factor)
-    return tvF.normalize(image.to(torch.float32), mean.tolist(), std.tolist())[0]
+    return resize_normalize(pixels, size, tvF.InterpolationMode.BILINEAR, ip.image_mean, ip.image_std,
+                            ip.rescale_factor, device)[0]
+
+
+def reshaped_size(size: Size, longest_edge: int) -> tuple[int, int]:
+    """``(height, width)`` of an image of ``size`` after SAM v1's aspect-keeping resize, with its
+    rounding (``SamImageProcessor._get_preprocess_shape``)."""
+    width, height = size
+    scale = longest_edge * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def sam_pixel_values(image_processor, pixels: torch.Tensor, size: Size, device="cpu") -> torch.Tensor:
+    """``(h, w, 3)`` uint8 pixels of an image of original ``size`` -> ``(3, P, P)`` float32 pixel
+    values of ``SamImageProcessor``: bilinear resize to the reshaped size, zero padding bottom/right."""
+    import torch.nn.functional as F
+    import torchvision.transforms.v2.functional as tvF
+
+    ip = image_processor
+    rh, rw = reshaped_size(size, int(ip.size["longest_edge"]))
+    ph, pw = int(ip.pad_size["height"]), int(ip.pad_size["width"])
+    image = resize_normalize(pixels, [rh, rw], tvF.InterpolationMode.BILINEAR, ip.image_mean, ip.image_std,
+                             ip.rescale_factor, device)
+    return F.pad(image, (0, pw - rw, 0, ph - rh))[0]
+
+
+class DraftPreprocessor:
+    """The fast path: JPEGs draft-decoded to at least ``min_long`` x ``min_short`` (what the model's
+    resize needs to stay close to the processor, see BENCHMARKS.md), then ``convert(pixels, size,
+    device)`` (picklable: Ray ships preprocessors), the processor's operations in torch, on the model's device when it has one."""
+
+    on_device = True
+
+    def __init__(self, convert, min_long: int, min_short: int = 0):
+        self.convert = convert
+        self.min_long = int(min_long)
+        self.min_short = int(min_short)
+
+    def decode_side(self, size: Size) -> int | None:
+        return draft_side(*size, min_long=self.min_long, min_short=self.min_short)
+
+    def __call__(self, pixels: torch.Tensor, size: Size, device="cpu") -> torch.Tensor:
+        return self.convert(pixels, Size(*size), device)
+
+
+def stretch_preprocessor(image_processor, exact: bool):
+    """SAM2's (and SAM 3's, EdgeTAM's) preprocessor: the torch stretch from a draft decode to at least
+    the square on both sides (each axis is stretched), or the processor itself when ``exact`` or
+    for settings the torch version does not reproduce."""
+    ip = image_processor
+    standard = ip.do_resize and ip.do_rescale and ip.do_normalize and not getattr(ip, "do_pad", None)
+    if exact or not standard:
+        return StockPreprocessor(ip)
+    side = int(ip.size["height"])
+    return DraftPreprocessor(partial(sam2_pixel_values, ip), min_long=side, min_short=side)
 
 
 # -- decode planning ------------------------------------------------------------------------------
 
 
 def draft_side(width: int, height: int, min_long: int = 0, min_short: int = 0) -> int | None:
-    """The ``max_side`` to pass to ``images.load_image`` so that a JPEG is decoded by the DCT at the
-    largest reduction (1/2, 1/4, 1/8) whose size is still at least ``min_long`` on the long side and
-    ``min_short`` on the short side; None when no reduction fits (decode at full size).
-
-    The side is the exact size the draft produces where Pillow allows it, so ``load_image`` does
-    not resample the pixels again after the DCT (it does when the sides do not divide evenly).
-    """
+    """The ``max_side`` for ``images.load_image`` that makes the DCT decode a JPEG at the largest
+    reduction (1/2, 1/4, 1/8) still at least ``min_long`` x ``min_short``; None: full size. It is
+    the exact size the draft produces where Pillow allows it, so the pixels are not resampled again."""
     long_side, short_side = max(width, height), min(width, height)
     for k in (8, 4, 2):
         if -(-long_side // k) < min_long or -(-short_side // k) < min_short:

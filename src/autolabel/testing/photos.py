@@ -35,7 +35,8 @@ def synthetic_photo(width: int, height: int, seed: int = 0) -> Image.Image:
     texture = np.zeros((height, width, 3), dtype=np.float32)
     for factor, amplitude in ((8, 18.0), (2, 10.0)):
         h, w = max(1, height // factor), max(1, width // factor)
-        noise = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).resize((width, height), Image.Resampling.BILINEAR)
+        noise = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        noise = noise.resize((width, height), Image.Resampling.BILINEAR)
         texture += (np.asarray(noise, dtype=np.float32) - 127.5) * (amplitude / 127.5)
     texture += rng.normal(0, 3.0, (height, width, 1)).astype(np.float32)
     pixels = np.asarray(base.filter(ImageFilter.GaussianBlur(0.6)), dtype=np.float32) + texture

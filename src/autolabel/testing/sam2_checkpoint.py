@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from autolabel.testing.checkpoints import save_random_checkpoint
+
 
 def sam2_config(
     *,
@@ -23,14 +25,10 @@ def sam2_config(
     decoder_heads: int = 2,
     decoder_mlp_dim: int = 64,
 ):
-    """A ``Sam2Config`` whose backbone, prompt encoder and processor sizes agree.
-
-    Defaults are tiny: 128 px input, four hiera stages (1, 1, 2, 1 blocks) of width 16..128, a
-    32-wide neck and decoder, 32x32 low-res masks. Stage widths and heads double at each stage, as
-    in the released models (``embed_dim * 2**i``, ``heads * 2**i``). A global-attention block must
-    not be the first block of a pooling stage (transformers divides its window size, 0, by the
-    query stride).
-    """
+    """A ``Sam2Config`` whose backbone, prompt encoder and processor sizes agree; tiny by default (128
+    px, four hiera stages of width 16..128, 32x32 low-res masks). Widths and heads double per stage,
+    as in the released models. A global-attention block must not be the first block of a pooling
+    stage (transformers divides its window size, 0, by the query stride)."""
     from transformers import Sam2Config, Sam2HieraDetConfig
 
     n_stages = len(blocks_per_stage)
@@ -64,29 +62,25 @@ def sam2_config(
     )
 
 
+def sam2_processor(image_size: int):
+    """SAM2's processor for a model of ``image_size`` (also EdgeTAM's): the stretch to that square,
+    low-res masks of a quarter of it."""
+    from transformers import Sam2ImageProcessor, Sam2Processor
+
+    quarter = image_size // 4
+    image_processor = Sam2ImageProcessor(size={"height": image_size, "width": image_size},
+                                         mask_size={"height": quarter, "width": quarter})
+    return Sam2Processor(image_processor=image_processor)
+
+
 def build_sam2_checkpoint(save_dir: str | Path, *, seed: int = 0, **sizes) -> Path:
-    """Save a random SAM2 checkpoint + processor to ``save_dir`` and return the path.
+    """Save a random SAM2 checkpoint + processor to ``save_dir`` and return the path. ``sizes``:
+    ``sam2_config`` keywords (``FULL_SIZE_SAM2[name]`` for the released architectures)."""
+    from transformers import Sam2Model
 
-    ``sizes`` are ``sam2_config`` keywords (tiny by default; ``FULL_SIZE_SAM2[name]`` for the
-    released architectures). Weights are ``torch.manual_seed(seed)`` random, saved as safetensors.
-    """
-    import torch
-    from transformers import Sam2ImageProcessor, Sam2Model, Sam2Processor
-
-    save_dir = Path(save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
     config = sam2_config(**sizes)
-    image_size = config.prompt_encoder_config.image_size
-    torch.manual_seed(seed)
-    model = Sam2Model(config).eval()
-    image_processor = Sam2ImageProcessor(
-        size={"height": image_size, "width": image_size},
-        mask_size={"height": image_size // 4, "width": image_size // 4},
-    )
-    processor = Sam2Processor(image_processor=image_processor)
-    model.save_pretrained(save_dir, safe_serialization=True)
-    processor.save_pretrained(save_dir)
-    return save_dir
+    processor = sam2_processor(config.prompt_encoder_config.image_size)
+    return save_random_checkpoint(save_dir, Sam2Model, config, processor, seed=seed)
 
 
 # Sizes of the released architectures (facebook/sam2.1-hiera-tiny, facebook/sam2.1-hiera-large), from
