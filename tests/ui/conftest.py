@@ -16,8 +16,12 @@ def photos(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def corrupt_image(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("bad") / "broken.jpg"
-    path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    """A JPEG cut in half: its header passes the upload check, its decoding fails."""
+    folder = tmp_path_factory.mktemp("bad")
+    (whole,) = write_photos(folder, 1, seed=9)
+    path = folder / "broken.jpg"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    whole.unlink()
     return path
 
 

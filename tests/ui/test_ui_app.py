@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from autolabel.ui.app import AutolabelApp
 from autolabel.ui.events import ui_errors
-from autolabel.ui.tab_review import ADD_MODE, MOVE_MODE, ReviewState
+from autolabel.ui.tab_review import ReviewState
 
 from ui_helpers import live_server, make_config
 
@@ -36,8 +36,9 @@ def app(tiny_owlv2, tiny_sam2, tmp_path):
 def test_build_keeps_element_ids_and_private_listeners(app):
     ids = [block.elem_id for block in app.demo.blocks.values() if getattr(block, "elem_id", None)]
     assert len(ids) == len(set(ids))  # the browser tests and the keyboard shortcuts find them by id
-    for elem_id in ("model-status", "test-upload", "test-threshold", "batch-start", "batch-progress", "review-image",
-                    "review-next", "review-accept-image", "export-button", "eval-gt-run"):
+    for elem_id in ("model-status", "test-upload", "test-threshold", "batch-start", "batch-progress", "batch-stop",
+                    "batch-failed", "batch-retry", "review-next", "review-accept-image", "export-button",
+                    "eval-gt-run"):
         assert elem_id in ids
     assert app.demo.fns and all(fn.api_visibility == "private" for fn in app.demo.fns.values())
 
@@ -67,6 +68,15 @@ def test_test_query_shows_loading_then_result(app, photos):
     assert "no backbone pass" in again[tab.timing] and app.models.detector.backbone_calls == 1
 
 
+def test_test_tab_calls_of_different_users_run_side_by_side(app):
+    """Gradio's default runs one call per event at a time: a slow image would hold up every user."""
+    from autolabel.ui.tab_test import TEST_CONCURRENCY
+
+    calls = [fn for fn in app.demo.fns.values() if fn.name in ("query", "requery", "preview")]
+    assert len(calls) == 7 and TEST_CONCURRENCY > 1  # query, 4 requery events, upload and clear
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in calls} == {("test-tab", TEST_CONCURRENCY)}
+
+
 def test_test_query_without_image_or_prompts(app, photos):
     tab = app.test
     with pytest.raises(gr.Error, match="upload an image"):
@@ -82,17 +92,13 @@ def test_model_load_failure_updates_status_then_errors(tmp_path, photos):
     app = AutolabelApp(make_config(tmp_path, tmp_path / "missing-owl", tmp_path / "missing-sam"))
     app.build()
     steps = []
-    with pytest.raises(gr.Error, match="cannot load the OWLv2"):
+    with pytest.raises(gr.Error, match="cannot load .*missing-owl"):
         for step in ui_errors(app.test.query)(str(photos[0]), "person", 0.1, "detect"):
             steps.append(step)
     assert "failed to load" in steps[-1][app.status_box]
 
 
 # -- Batch -> Review -> Export ----------------------------------------------------------------------
-
-
-def _select(x, y):
-    return gr.SelectData(None, {"index": [x, y], "value": None})
 
 
 def test_batch_review_export_handlers(app, photos):
@@ -108,35 +114,17 @@ def test_batch_review_export_handlers(app, photos):
 
     out = rev.load("flow", "all", 0.3)
     state = out[rev.state]
-    assert out[rev.position].startswith("Image 1 of 3") and "flow" in out[rev.summary]
-    assert state.selected is not None
-    out = rev.edit(state, state.selected, action="reject")
-    state = out[rev.state]
-    assert "Saved: reject" in out[rev.hint]
-    # Two clicks on the displayed image draw a box (display px -> original px).
+    assert "flow" in out[rev.summary] and state.selected is not None
     with app.open_run("flow") as store:
-        _, scale = app.display.get(store.image(state.image_id))
-    out = rev.click(state, state.selected, ADD_MODE, "person", _select(30, 40))
-    state = out[rev.state]
-    assert state.pending == (30.0, 40.0) and "opposite corner" in out[rev.hint]
-    out = rev.click(state, state.selected, ADD_MODE, "person", _select(150, 200))
-    state = out[rev.state]
-    assert "Saved: added" in out[rev.hint] and state.pending is None
-    added = state.selected
-    state = rev.click(state, added, MOVE_MODE, "person", _select(60, 60))[rev.state]
-    out = rev.click(state, added, MOVE_MODE, "person", _select(120, 150))
-    assert f"moved #{added}" in out[rev.hint]
-    assert rev.accept_image(out[rev.state])[rev.state].pos == 1
+        labels_before = sum(len(store.labels(r.id)) for r in store.images("done"))
+    rev.edit(state, state.selected, action="reject")  # the Review tab's own tests cover its editing
 
     out = exp.export("flow", "coco", "", "polygon")
     path = Path(out[exp.download]["value"])
     assert path.is_relative_to(app.config.work_dir) and "rejected labels excluded" in out[exp.summary]
     with zipfile.ZipFile(path) as z:
         coco = json.loads(z.read("coco_export.json"))
-    human = [a for a in coco["annotations"] if "score" not in a]
-    assert len(human) == 1
-    x, y, w, h = human[0]["bbox"]
-    assert (x, y, x + w, y + h) == pytest.approx((60 / scale, 60 / scale, 120 / scale, 150 / scale), abs=0.02)
+    assert len(coco["annotations"]) == labels_before - 1
 
 
 def test_export_prunes_old_export_folders(app, photos):
@@ -266,7 +254,7 @@ def test_server_serves_its_work_folder_but_not_our_files(live, photos):
     # The launch really used our options.
     demo = live.app.demo
     assert demo.ssr_mode is False and demo.share is False
-    assert demo.allowed_paths == [str(live.config.work_dir)]
+    assert demo.allowed_paths == [str(live.config.work_dir / "exports")]
     assert str(live.config.runs_dir) in demo.blocked_paths
 
 
@@ -300,3 +288,39 @@ def test_cli_ui_port_in_use_is_one_line(tiny_owlv2, tmp_path, monkeypatch, gradi
         result = CliRunner().invoke(main, ["ui", "--model", str(tiny_owlv2), "--port", str(port)])
     assert result.exit_code == 1, result.output
     assert f"cannot start the UI on 127.0.0.1:{port}" in result.output and "Traceback" not in result.output
+
+
+def test_cli_ui_removes_its_work_folder_on_sigterm(tiny_owlv2, tmp_path):
+    """A service manager stops the UI with SIGTERM: uploads and exports must not stay behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ui_helpers import free_port
+
+    port, tmp = free_port(), tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")} | {"TMPDIR": str(tmp)}
+    process = subprocess.Popen([sys.executable, "-m", "autolabel", "ui", "--model", str(tiny_owlv2), "--port",
+                                str(port), "--runs-dir", str(tmp_path / "runs")], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read().decode()[-2000:]
+            time.sleep(0.3)
+        assert [p.name for p in tmp.iterdir() if p.name.startswith("autolabel-ui-")]  # the work folder exists
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-2000:]
+    assert not [p.name for p in tmp.iterdir() if p.name.startswith("autolabel-ui-")], output[-2000:]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import zipfile
+from dataclasses import replace
 
 import pytest
 from PIL import Image
 
 from autolabel.errors import ConfigError, StoreError
 from autolabel.store import open_store
-from autolabel.ui.batch import BatchRunner, copy_uploads
+from autolabel.ui.batch import BatchRunner, copy_uploads, failed_images
 from autolabel.ui.runs import list_runs, open_run, read_sidecar, run_dir
 from autolabel.ui.session import parse_prompts
 
@@ -46,7 +48,7 @@ def test_copy_uploads_sanitizes_and_reuses(tmp_path, uploads):
     dest = tmp_path / "run" / "uploads"
     copied = copy_uploads(uploads, dest)
     assert all(p.parent == dest for p in copied)
-    assert sorted(p.name for p in copied) == ["My_Photo_2.jpg", "escape.jpg", "img_000.jpg"]
+    assert sorted(p.name for p in copied) == ["My Photo (2).JPG", "_.._escape.jpg", "img_000.jpg"]
     # The same files again: reused, not duplicated; a different file with a taken name: renamed.
     assert copy_uploads(uploads, dest) == copied
     other = tmp_path / "other" / "img_000.jpg"
@@ -60,7 +62,7 @@ def test_batch_run_is_a_store_run_with_a_zip(ui_config, models, uploads):
     runner = BatchRunner(ui_config, models)
     job = _wait(runner.start_new("street", parse_prompts(PROMPTS), "detect", 0.0, uploads, [], "64"))
     assert (job.total, job.processed) == (3, 3) and job.images_per_second > 0
-    assert "finished 3/3" in job.status_text() and job.fraction == 1.0
+    assert "finished 3/3" in job.status_text()
     assert list_runs(ui_config.runs_dir) == ["street"]
     # Everything the run owns is in its folder: store, uploaded copies, sidecar.
     folder = run_dir(ui_config.runs_dir, "street")
@@ -146,13 +148,26 @@ def test_bad_requests_are_user_errors(ui_config, models, uploads, kwargs, messag
 
 def test_folder_input_and_failed_images(ui_config, models, photos, corrupt_image, tmp_path):
     folder = tmp_path / "allowed"
-    folder.mkdir()
+    (folder / "sub").mkdir(parents=True)
     for p in photos[:2]:
         shutil.copyfile(p, folder / p.name)
     shutil.copyfile(corrupt_image, folder / "broken.jpg")
-    runner = BatchRunner(ui_config, models)
+    # Links that lead out of the allowed folder are left out and reported, files and folders alike.
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    shutil.copyfile(photos[2], secret / "private.jpg")
+    os.symlink(secret / "private.jpg", folder / "linked.jpg")
+    os.symlink(secret, folder / "sub" / "linked-folder")
+    os.symlink(folder / "img_000.jpg", folder / "sub" / "inside.jpg")  # a link that stays inside is fine
+    runner = BatchRunner(replace(ui_config, allow_folders=(folder.resolve(),)), models)
     job = _wait(runner.start_new("folder-run", parse_prompts("person"), "segment", 0.0, [], [folder], "32"))
     assert (job.summary.done, job.summary.failed) == (2, 1) and "1 failed" in job.status_text()
+    assert [p.name for p in job.refused] == ["private.jpg"] and "1 left out" in job.status_text()
+    with open_store(run_dir(ui_config.runs_dir, "folder-run"), create=False) as store:
+        assert not any("secret" in r.path for r in store.images(None))
+        failed = failed_images(store, job.refused)
+    assert [name for name, _ in failed] == ["broken.jpg", "private.jpg"]
+    assert "outside the allowed folders" in failed[1][1]
     with open_store(run_dir(ui_config.runs_dir, "folder-run"), create=False) as store:
         assert store.config["mode"] == "segment"
         for r in store.images("done"):
@@ -169,7 +184,7 @@ def test_resume_refuses_runs_of_another_model(ui_config, models):
                            "ontology": Ontology.from_prompts(["person"]).to_dict(),
                            "detect": {"threshold": 0.1, "nms_iou": 0.5, "agnostic_nms_iou": None,
                                       "min_area_frac": 0.0, "max_area_frac": 1.0}})
-    with pytest.raises(ConfigError, match="made with model"):
+    with pytest.raises(ConfigError, match="another detection model .*cannot be resumed here"):
         BatchRunner(ui_config, models).resume("cli-run", None)
 
 
@@ -183,5 +198,39 @@ def test_resume_of_a_cli_run_without_recorded_inputs_explains(ui_config, models,
                                        "--model", ui_config.model, "--quiet"])
     assert result.exit_code == 0, result.output
     assert "from-cli" in list_runs(ui_config.runs_dir)  # CLI runs under the runs root are listed
-    with pytest.raises(ConfigError, match="autolabel label"):
+    with pytest.raises(ConfigError, match="made on the command line"):
         BatchRunner(ui_config, models).resume("from-cli", None)
+
+
+def test_a_stopped_batch_keeps_what_is_done_and_resume_continues(ui_config, models, tmp_path):
+    from ui_helpers import write_photos
+
+    photos = write_photos(tmp_path / "many", count=8)
+    runner = BatchRunner(ui_config, models)
+    job = runner.start_new("stop-me", parse_prompts("person"), "detect", 0.0, [str(p) for p in photos], [], "")
+    assert runner.stop() is job  # asked at once: the run ends at its next committed batch
+    job.thread.join(120)
+    assert job.stopped and job.error is None and job.zip_path is None
+    assert "stopped after" in job.status_text() and "Resume" in job.status_text()
+    with open_run(ui_config.runs_dir, "stop-me") as store:
+        done = store.counts()["done"]
+    assert done < len(photos)
+    resumed = _wait(runner.resume("stop-me", ""))
+    assert resumed.summary.skipped == done and resumed.summary.done == len(photos) - done
+    assert resumed.zip_path.exists()
+
+
+def test_progress_text_estimates_the_time_left(monkeypatch):
+    from pathlib import Path
+
+    from autolabel.ui import batch
+    from autolabel.ui.batch import BatchJob, format_duration
+
+    monkeypatch.setattr(batch.time, "perf_counter", lambda: 100.0)
+    job = BatchJob("r", Path("r"), None, started=0.0, total=100)
+    assert job.eta_seconds is None  # nothing done yet: no estimate
+    job.processed = 25  # 0.25 images/s, 75 to go
+    assert job.eta_seconds == pytest.approx(300) and "about 5 min left" in job.status_text()
+    job.stop_requested = True
+    assert "stopping after the current batch" in job.status_text()
+    assert [format_duration(s) for s in (42, 180, 7500)] == ["42 s", "3 min", "2 h 05 min"]

@@ -47,6 +47,22 @@ def test_mask_is_a_translucent_overlay_at_display_size():
     assert tuple(out[5, 5]) == GREY  # outside
 
 
+@pytest.mark.parametrize("display", [(200, 100), (67, 33), (513, 257), (7, 3)])  # same, smaller, larger, tiny
+def test_display_masks_are_sampled_from_the_runs_as_a_nearest_resize(display):
+    """Masks are drawn without a full-size decode, and look as OpenCV's nearest resize of one."""
+    import cv2
+
+    from autolabel.geometry import rle_to_mask
+    from autolabel.ui.draw import _mask_for_display
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((100, 200), dtype=bool)
+    mask[10:90, 30:170] = rng.random((80, 140)) < 0.7  # many runs, long and short
+    rle = mask_to_rle(mask)
+    expected = cv2.resize(rle_to_mask(rle).astype(np.uint8), display, interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(_mask_for_display(rle, *display), expected.astype(bool))
+
+
 def test_labels_are_drawn_and_input_is_not_modified():
     image = _canvas()
     before = np.asarray(image).copy()

@@ -42,10 +42,18 @@ def test_filters(store):
     assert review.image_ids(store, "all") == [first, second, third]
     assert review.image_ids(store, "low score", 0.3) == [first, second]
     assert review.image_ids(store, "low score", 0.21) == [first]
-    review.accept_image(store, first)
+    store.accept_image(first)
     assert review.image_ids(store, "unreviewed") == [second, third]
     with pytest.raises(StoreError, match="filter"):
         review.image_ids(store, "everything")
+
+
+def test_most_uncertain_first_follows_the_review_queue(store):
+    first, second, third = _ids(store)
+    # The third image has no box where the run's median is one; the first has two, slightly overlapping.
+    assert review.image_ids(store, "most uncertain first") == [third, first, second]
+    store.accept_image(third)  # reviewed images go last
+    assert review.image_ids(store, "most uncertain first") == [first, second, third]
 
 
 def test_rejected_low_score_label_no_longer_flags_the_image(store):
@@ -68,9 +76,13 @@ def test_actions_write_to_the_store(store, tmp_path):
     review.set_class(store, second, doubt, "person")
     review.move_box(store, second, doubt, (2, 3, 40, 45))
     moved = review.labels(store, second)
-    assert (moved.class_ids.tolist(), moved.xyxy.tolist(), moved.reviews.tolist()) == ([1], [[2, 3, 40, 45]], ["accepted"])
+    assert (moved.class_ids.tolist(), moved.xyxy.tolist()) == ([1], [[2, 3, 40, 45]])
+    assert moved.reviews.tolist() == ["accepted"]
+    # Changed by a person: a human label without score; the model's prediction is kept for evaluation.
+    assert moved.sources.tolist() == ["human"] and not moved.has_score.any()
+    assert store.model_predictions(second).scores.tolist() == [0.25]
 
-    new_id = review.add_box(store, third, "car", (10, 20, 30, 40))
+    new_id = review.add_box(store, third, "car", (10, 20, 30, 40)).label_id
     added = review.labels(store, third)
     assert (added.ids.tolist(), added.sources.tolist(), added.reviews.tolist(), added.has_score.tolist()) == \
         ([new_id], ["human"], ["accepted"], [False])
@@ -87,7 +99,7 @@ def test_accept_image_accepts_pending_and_marks_reviewed(store):
     first, *_ = _ids(store)
     car, person = review.labels(store, first).ids.tolist()
     review.reject(store, first, person)
-    assert review.accept_image(store, first) == 1
+    assert store.accept_image(first) == 1
     assert review.labels(store, first).reviews.tolist() == ["accepted", "rejected"]
     assert store.image(first).reviewed
 
@@ -111,17 +123,57 @@ def test_actions_refuse_a_label_of_another_image(store):
         review.add_box(store, first, "", (1, 1, 5, 5))
 
 
-def test_corner_clicks_make_a_box_in_original_pixels():
-    pending, box = review.corner_click(None, (90, 30), scale=3.0, width=120, height=170)
-    assert pending == (90.0, 30.0) and box is None
-    # Second click up-left of the first: corners are ordered; display px / 3 = original px.
-    pending, box = review.corner_click(pending, [30, 150], scale=3.0, width=120, height=170)
-    assert pending is None and box == pytest.approx((10.0, 10.0, 30.0, 50.0))
-    # Clicks beyond the image are clipped to it.
-    _, box = review.corner_click((-30, -30), (600, 900), scale=3.0, width=120, height=170)
-    assert box == (0.0, 0.0, 120.0, 170.0)
-    with pytest.raises(StoreError, match="empty box"):
-        review.corner_click((10, 10), (10.5, 40), scale=1.0, width=100, height=100)
+def test_undo_and_redo_put_labels_back_exactly(store):
+    first, *_ = _ids(store)
+    car, person = review.labels(store, first).ids.tolist()
+    original = store.detection_row(car)
+    moved = review.move_box(store, first, car, (1, 2, 30, 40))
+    deleted = review.delete(store, first, person)
+    added = review.add_box(store, first, "person", (3, 3, 9, 9))
+    for change in (added, deleted, moved):  # undo, newest first
+        review.revert(store, change)
+    assert store.detection_row(car) == original and store.detection_row(person) == deleted.before
+    assert store.detection_row(added.label_id) is None
+    redo = review.revert(store, review.Change(moved.after, moved.before))  # redo the move
+    assert store.detection_row(car) == moved.after and redo == review.Change(original, moved.after)
+
+
+def test_undo_refuses_to_overwrite_a_later_edit(store):
+    first, *_ = _ids(store)
+    car, _ = review.labels(store, first).ids.tolist()
+    moved = review.move_box(store, first, car, (1, 2, 30, 40))
+    review.set_class(store, first, car, "person")  # edited again, e.g. in another browser tab
+    with pytest.raises(StoreError, match="changed since"):
+        review.revert(store, moved)
+    assert review.labels(store, first)[review.labels(store, first).ids == car].class_ids.tolist() == [1]
+
+
+def test_markdown_text_is_escaped():
+    text = review.md_text("<img src=x onerror=alert(1)> *car* [a](b)")
+    assert "<" not in text and "&lt;img" in text and "\\*car\\*" in text and "\\[a\\]" in text
+
+
+def test_canvas_value_has_boxes_legend_and_masks(store):
+    from PIL import Image
+
+    from autolabel.geometry import box_to_rle
+
+    first, second, _ = _ids(store)
+    record = store.image(first)
+    labels = review.labels(store, first)
+    review.reject(store, first, int(labels.ids[1]))
+    labels = review.labels(store, first)
+    value = review.canvas_value(record, labels, ["<b>car</b>", "person"], Image.new("RGB", (60, 85)), None, [],
+                                True, False)
+    assert [b["id"] for b in value["boxes"]] == labels.ids.tolist() and value["boxes"][1]["rejected"]
+    assert value["boxes"][0]["xyxy"] == [10.0, 10.0, 60.0, 80.0] and value["image"].startswith("data:image/jpeg")
+    assert [(c["name"], c["count"]) for c in value["legend"]] == [("<b>car</b>", 1), ("person", 0)]
+    assert value["masks"] is None and (value["can_undo"], value["can_redo"]) == (True, False)
+    with_mask = labels[:1]
+    with_mask.masks = [box_to_rle((10, 10, 60, 80), record.height, record.width)]
+    value = review.canvas_value(record, with_mask, ["car", "person"], Image.new("RGB", (60, 85)), None, [], False,
+                                False)
+    assert value["masks"].startswith("data:image/png")
 
 
 def test_table_rows_and_choice_labels(store):
@@ -158,9 +210,10 @@ def test_export_reflects_the_review(store, tmp_path):
 
 
 def test_every_export_format_makes_a_zip(store, tmp_path):
-    from autolabel.ui.exporting import export_formats, run_export
+    from autolabel.export import FORMATS
+    from autolabel.ui.exporting import run_export
 
-    formats = export_formats()
+    formats = list(FORMATS)
     assert formats[0] == "coco"
     for fmt in formats:
         summary = run_export(store, fmt, tmp_path / fmt, image_size="64", masks="rle", zip_name=f"{fmt}.zip")

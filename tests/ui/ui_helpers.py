@@ -41,7 +41,7 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(config, auth=None, max_file_size="5mb"):
+def live_server(config, auth=None, max_file_size="5mb", **launch_options):
     """The real app (``ui.app.launch``) serving on a free localhost port in this process, so tests
     can both drive it over HTTP/a browser and look at its model counters. The environment
     variables ``launch`` sets are registered with a monkeypatch first, so they are undone after."""
@@ -52,7 +52,8 @@ def live_server(config, auth=None, max_file_size="5mb"):
     with pytest.MonkeyPatch.context() as mp:
         for key, value in gradio_environment(config.work_dir).items():
             mp.setenv(key, value)
-        app = launch(config, host="127.0.0.1", port=port, auth=auth, max_file_size=max_file_size, block=False)
+        app = launch(config, host="127.0.0.1", port=port, auth=auth, max_file_size=max_file_size, block=False,
+                     **launch_options)
         try:
             yield LiveServer(app, f"http://127.0.0.1:{port}/", config)
         finally:

@@ -1,11 +1,6 @@
-"""The Gradio app: the state shared by every browser session, the page's frame, and the wiring
-between tabs. Each tab is a module of its own (``tab_test``, ``tab_batch``, ``tab_review``,
-``tab_export``) that builds its components and handles their events; the work happens in
-``session``, ``batch``, ``review``, ``exporting`` and ``draw``; ``security`` decides what the server
-binds, serves and accepts.
-
-Errors a user can fix (``AutolabelError``) show as one-line messages; anything else shows as a
-generic error (``show_error=False``) while the traceback goes to the server log.
+"""The Gradio app: the state shared by every browser session, the page's frame and the wiring between
+the tabs (``tab_*``: components and event handlers). User-fixable errors show as one-line messages;
+anything else as a generic error, with the traceback in the server log.
 """
 
 from __future__ import annotations
@@ -16,8 +11,9 @@ from autolabel.ui.batch import BatchRunner
 from autolabel.ui.events import listen
 from autolabel.ui.review import DisplayImages
 from autolabel.ui.runs import list_runs, open_run
-from autolabel.ui.security import launch_kwargs, prepare_gradio_environment
-from autolabel.ui.session import FeatureCache, ModelHandles, PromptTester, UiConfig
+from autolabel.ui.guard import LoginThrottle, RequestGuard, parse_size
+from autolabel.ui.security import gradio_environment, launch_kwargs, prepare_gradio_environment
+from autolabel.ui.session import ModelHandles, PromptTester, UiConfig
 from autolabel.ui.tab_batch import BatchTab
 from autolabel.ui.tab_export import ExportTab
 from autolabel.ui.tab_review import KEYBOARD_JS, ReviewTab
@@ -35,8 +31,8 @@ class AutolabelApp:
 
     def __init__(self, config: UiConfig, models: ModelHandles | None = None):
         self.config = config
-        self.models = models or ModelHandles(config.model, config.sam_model, config.device, config.dtype)
-        self.tester = PromptTester(config, self.models, FeatureCache(config.feature_cache_size))
+        self.models = models or ModelHandles(config.model, config.sam_model, config.device, config.precision)
+        self.tester = PromptTester(config, self.models)
         self.runner = BatchRunner(config, self.models)
         self.display = DisplayImages(config.display_side, max_pixels=config.max_image_pixels)
         # Made by build(): the page, its status line (every tab updates it) and the tabs.
@@ -51,11 +47,13 @@ class AutolabelApp:
         models = self.models.status()
         if loading:
             models = models.replace("not loaded", "loading…")
-        return f"{models} · runs in `{self.config.runs_dir}`"
+        return f"{models} · runs in `{self.config.runs_dir.name}`"
 
     def models_to_load(self, mode: str | None) -> bool:
         """Whether a call in ``mode`` loads a model first (the UI then says so while it waits)."""
-        return not self.models.is_loaded("owlv2") or (mode == "segment" and not self.models.is_loaded("sam2"))
+        if not self.models.is_loaded("detector"):
+            return True
+        return mode == "segment" and not self.models.makes_masks() and not self.models.is_loaded("segmenter")
 
     def open_run(self, run: str | None):
         """The store of run ``run`` under the runs root, for one action (a context manager)."""
@@ -90,7 +88,9 @@ class AutolabelApp:
                                    (self.test.mode, self.batch.mode)):
                 listen(source.change, lambda value: value, [source], [target], queue=False, show_progress="hidden")
             on_load_outputs = [self.status_box, self.batch.progress, self.batch.run_state, self.batch.timer,
-                               self.batch.resume_picker, self.review.run, self.export.run, self.export.gt_run]
+                               self.batch.stop_button, self.batch.resume_picker, self.batch.gallery, self.batch.zip,
+                               self.batch.failed_box, self.batch.failed, self.review.run, self.export.run,
+                               self.export.gt_run]
             listen(demo.load, self.on_load, None, on_load_outputs)
         self.demo = demo
         return demo
@@ -102,17 +102,25 @@ class AutolabelApp:
 
 
 def launch(config: UiConfig, *, host: str, port: int | None, auth=None, max_file_size="200mb",
+           max_work_size="20gb", login_throttle: LoginThrottle | None = None,
            models: ModelHandles | None = None, block: bool = True) -> AutolabelApp:
-    """Build and start the server with the secure launch options (``security.launch_kwargs``).
+    """Build and start the server with the secure launch options (``security.launch_kwargs``) and
+    the request guard (``guard.RequestGuard``: same-site uploads of images only, the work folder
+    capped at ``max_work_size``, downloads as attachments, failed logins throttled).
 
     Points Gradio's folders into ``config.work_dir`` through environment variables: a process-wide
     change, so only entry points (``autolabel ui``, tests that undo it) call this.
     """
+    from starlette.middleware import Middleware
+
     prepare_gradio_environment(config.work_dir)
     app = AutolabelApp(config, models)
     app.build()
     kwargs = launch_kwargs(work_dir=config.work_dir, runs_dir=config.runs_dir, host=host, port=port, auth=auth,
                            max_file_size=max_file_size, model_paths=(config.model, config.sam_model))
+    guard = Middleware(RequestGuard, work_dir=config.work_dir, upload_dir=gradio_environment(config.work_dir)[
+        "GRADIO_TEMP_DIR"], max_work_bytes=parse_size(max_work_size), throttle=login_throttle or LoginThrottle())
     # quiet: the command prints the address itself (Gradio's banner also suggests share=True).
-    app.demo.launch(prevent_thread_lock=not block, head=KEYBOARD_JS, css=CSS, quiet=True, **kwargs)
+    app.demo.launch(prevent_thread_lock=not block, head=KEYBOARD_JS, css=CSS, quiet=True,
+                    app_kwargs={"middleware": [guard]}, **kwargs)
     return app

@@ -1,10 +1,6 @@
-"""The Batch tab's engine: a labelling run in a background thread, into a run folder under the runs
-root, through the same ``labeling.label_into_store`` and store the CLI uses.
-
-The job lives in the server, not in the browser: a refresh (or a second tab) finds it running and
-follows its progress; when it finishes, the run is in the store like any CLI run, so it can be
-resumed (finished images are skipped), reviewed and exported. One job runs at a time: it shares the
-one loaded model with the Test tab.
+"""The Batch tab's engine: one labelling run at a time in a background thread, into a run folder
+under the runs root, through ``labeling.label_into_store`` like the CLI. The job lives in the server:
+a refreshed page finds it running; a finished run is a store like any CLI run (resume, review, export).
 """
 
 from __future__ import annotations
@@ -19,42 +15,12 @@ from pathlib import Path
 from autolabel.errors import AutolabelError, ConfigError
 from autolabel.ontology import Ontology
 from autolabel.ui.runs import read_sidecar, run_dir, write_sidecar
-from autolabel.ui.security import sanitize_filename, sanitize_run_name, unique_child
-from autolabel.ui.session import ModelHandles, UiConfig
+from autolabel.ui.security import images_inside, sanitize_filename, sanitize_run_name, unique_child
+from autolabel.ui.session import ModelHandles, UiConfig, make_labeler
 
 log = logging.getLogger(__name__)
 
 UPLOADS = "uploads"
-
-
-def default_run_name() -> str:
-    return time.strftime("ui-%Y%m%d-%H%M%S")
-
-
-def make_labeler(config: UiConfig, models: ModelHandles, ontology: Ontology, mode: str, threshold: float,
-                 detect: dict | None = None):
-    """A ``Labeler`` that uses the UI's already loaded (shared) models.
-
-    ``detect``: a stored ``DetectConfig`` dict (resuming a run); otherwise the UI's threshold and
-    the configured NMS IoU. Loads the models now, so a load failure is reported at once.
-    """
-    from autolabel.pipeline import DetectConfig, Labeler
-
-    detect_config = DetectConfig(**detect) if detect else DetectConfig(threshold=float(threshold), nms_iou=config.nms_iou)
-    return Labeler(ontology, detector=models.detector, segmenter=models.segmenter if mode == "segment" else None,
-                   mode=mode, config=detect_config)
-
-
-def labeler_for_run(config: UiConfig, models: ModelHandles, stored: dict):
-    """Rebuild the ``Labeler`` a run was made with (to resume it); refuses another model."""
-    if stored.get("model") != models.model:
-        raise ConfigError(f"this run was made with model {stored.get('model')!r} but the UI serves {models.model!r}: "
-                          "resume it with `autolabel label`, or start the UI with that --model")
-    if stored.get("mode") == "segment" and stored.get("sam_model") != models.sam_model:
-        raise ConfigError(f"this run was made with SAM2 model {stored.get('sam_model')!r} but the UI serves "
-                          f"{models.sam_model!r}: resume it with `autolabel label`, or start the UI with that --sam-model")
-    ontology = Ontology.from_data(stored["ontology"])
-    return make_labeler(config, models, ontology, stored["mode"], 0.0, detect=stored.get("detect"))
 
 
 def copy_uploads(files: list[str], dest: Path) -> list[Path]:
@@ -81,9 +47,15 @@ def copy_uploads(files: list[str], dest: Path) -> list[Path]:
     return out
 
 
+class BatchStopped(Exception):
+    """Raised from the progress callback when the user stops the run: the labelling loop commits
+    the batches it finished and ends."""
+
+
 @dataclass
 class BatchJob:
-    """Progress of one run. ``processed`` counts finished images (labelled or failed) this job."""
+    """Progress of one run. ``processed`` counts finished images (labelled or failed) this job;
+    ``refused`` the images left out because their links lead outside the allowed folders."""
 
     run: str
     run_dir: Path
@@ -95,6 +67,9 @@ class BatchJob:
     error: str | None = None
     summary: object = None
     zip_path: Path | None = None
+    refused: list[Path] = field(default_factory=list)
+    stop_requested: bool = False
+    stopped: bool = False
     thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
@@ -109,23 +84,43 @@ class BatchJob:
     def images_per_second(self) -> float:
         return self.processed / self.elapsed if self.elapsed > 0 else 0.0
 
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the rate so far (None until an image is done)."""
+        if not self.running or self.total is None or not self.processed:
+            return None
+        return max(self.total - self.processed, 0) / self.images_per_second
+
     def status_text(self) -> str:
         total = "?" if self.total is None else self.total
         rate = f"{self.images_per_second:.2f} images/s"
         if self.error:
             return f"run {self.run}: stopped: {self.error}"
         if self.running:
-            return f"run {self.run}: {self.processed}/{total} images · {rate}"
+            if self.stop_requested:
+                return f"run {self.run}: {self.processed}/{total} images · stopping after the current batch…"
+            eta = self.eta_seconds
+            left = f" · about {format_duration(eta)} left" if eta is not None else ""
+            return f"run {self.run}: {self.processed}/{total} images · {rate}{left}"
         s = self.summary
         skipped = f", {s.skipped} already done" if s is not None and s.skipped else ""
         failed = f", {s.failed} failed" if s is not None and s.failed else ""
-        return f"run {self.run}: finished {self.processed}/{total} images{failed}{skipped} in {self.elapsed:.1f} s · {rate}"
+        refused = f", {len(self.refused)} left out" if self.refused else ""
+        if self.stopped:
+            return (f"run {self.run}: stopped after {self.processed}/{total} images{failed}; "
+                    "Resume continues where it stopped")
+        return (f"run {self.run}: finished {self.processed}/{total} images{failed}{skipped}{refused} in "
+                f"{self.elapsed:.1f} s · {rate}")
 
-    @property
-    def fraction(self) -> float:
-        if not self.total:
-            return 0.0 if self.running else 1.0
-        return min(1.0, self.processed / self.total)
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``2 h 05 min``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 class BatchRunner:
@@ -149,7 +144,7 @@ class BatchRunner:
                   uploads: list[str] | None, folders: list[Path] | None, image_size: str | None) -> BatchJob:
         """Start labelling uploads and/or server folders into run ``run_name`` (new, or the same set-up)."""
         self._check_idle()
-        name = sanitize_run_name(run_name) if run_name and run_name.strip() else default_run_name()
+        name = sanitize_run_name(run_name) if run_name and run_name.strip() else time.strftime("ui-%Y%m%d-%H%M%S")
         if not uploads and not folders:
             raise ConfigError("add images: upload files or enter a folder on the server")
         _check_size(image_size)  # fails now, not after the run or with a half-made run folder
@@ -180,22 +175,42 @@ class BatchRunner:
             stored = store.config
         if not stored:
             raise ConfigError(f"run {run} has no configuration yet")
-        labeler = labeler_for_run(self.config, self.models, stored)
+        if stored.get("model") != self.models.model:
+            raise ConfigError(f"run {run} was made with another detection model ({_model_name(stored.get('model'))}) "
+                              f"than this UI serves ({_model_name(self.models.model)}): it cannot be resumed here")
+        if stored.get("mode") == "segment" and stored.get("sam_model") != self.models.sam_model:
+            raise ConfigError(f"run {run} was made with another segmentation model "
+                              f"({_model_name(stored.get('sam_model'))}) than this UI serves "
+                              f"({_model_name(self.models.sam_model)}): it cannot be resumed here")
+        labeler = make_labeler(self.config, self.models, Ontology.from_data(stored["ontology"]), stored["mode"], 0.0,
+                               detect=stored.get("detect"))
         inputs = [Path(p) for p in read_sidecar(folder).get("inputs", []) if Path(p).exists()]
         if not inputs:
-            raise ConfigError(f"run {run} has no inputs the UI can find (runs made by the CLI resume with the same "
-                              "`autolabel label` command)")
+            raise ConfigError(f"run {run} has no images the UI can find: it was made on the command line, or its "
+                              "folders are gone")
         return self._start(run, folder, labeler, inputs, image_size)
+
+    def stop(self) -> BatchJob | None:
+        """Ask the running job to stop after the batch in progress (what is done stays; Resume
+        continues). Returns the current job."""
+        job = self._current
+        if job is not None and job.running:
+            job.stop_requested = True
+        return job
 
     def _check_idle(self) -> None:
         job = self._current
         if job is not None and job.running:
-            raise ConfigError(f"batch {job.run} is still running: wait for it to finish")
+            raise ConfigError(f"batch {job.run} is still running: wait for it to finish or stop it")
 
     def _start(self, name: str, folder: Path, labeler, inputs: list[Path], image_size: str | None) -> BatchJob:
+        # Links that lead out of the allowed folders (or out of the run's uploads) are left out and reported.
+        inputs, refused = images_inside(inputs, [*self.config.allow_folders, folder / UPLOADS])
+        if not inputs and refused:
+            raise ConfigError(f"every image links outside the allowed folders ({len(refused)} left out)")
         with self._lock:
             self._check_idle()
-            job = BatchJob(name, folder, image_size or None)
+            job = BatchJob(name, folder, image_size or None, refused=refused)
             job.thread = threading.Thread(target=self._run, args=(job, labeler, inputs), name=f"batch-{name}",
                                           daemon=True)
             self._jobs[name] = job
@@ -206,20 +221,30 @@ class BatchRunner:
     def _run(self, job: BatchJob, labeler, inputs: list[Path]) -> None:
         from autolabel.labeling import label_into_store
         from autolabel.store import open_store
+        from autolabel.ui.downloads import export_dir
+        from autolabel.ui.exporting import run_export
 
         def on_total(n: int) -> None:
             job.total = n
+            if job.stop_requested:
+                raise BatchStopped
 
         def on_progress(k: int) -> None:
             job.processed += k
+            if job.stop_requested:
+                raise BatchStopped
 
         try:
             with open_store(job.run_dir) as store:
                 job.summary = label_into_store(labeler, inputs, store, batch_size=self.config.batch_size,
                                                max_pixels=self.config.max_image_pixels,
                                                on_total=on_total, on_progress=on_progress)
-                job.zip_path = build_zip(store, self.config.work_dir, job.run, job.image_size,
-                                         self.config.max_image_pixels)
+                # The batch's download: the run as one COCO ZIP (``autolabel export --zip``).
+                job.zip_path = run_export(store, "coco", export_dir(self.config.work_dir, job.run),
+                                          image_size=job.image_size, zip_name=f"{job.run}_coco.zip",
+                                          max_pixels=self.config.max_image_pixels).path
+        except BatchStopped:
+            job.stopped = True
         except AutolabelError as exc:
             job.error = str(exc)
         except Exception as exc:  # a bug: keep the traceback in the log, a line in the UI
@@ -229,28 +254,18 @@ class BatchRunner:
             job.finished = time.perf_counter()
 
 
+def failed_images(store, refused: list[Path] = (), limit: int = 500) -> list[tuple[str, str]]:
+    """``(file name, reason)`` for the run's failed images (at most ``limit``), then the images left
+    out of this job; names only, no server paths."""
+    rows = [(Path(r.path).name, r.error or "failed") for r in store.images("failed")][:limit]
+    return rows + [(p.name, "links outside the allowed folders") for p in refused][: max(limit - len(rows), 0)]
+
+
+def _model_name(model: str | None) -> str:
+    return Path(str(model)).name or str(model)
+
+
 def _check_size(image_size: str | None) -> None:
     from autolabel.export.package import ImageSize
 
     ImageSize.parse((image_size or "").strip() or None)
-
-
-def export_dir(work_dir: Path, run: str) -> Path:
-    """A fresh folder for one export of ``run`` inside the UI's work folder (older ones pruned)."""
-    import tempfile
-
-    from autolabel.ui.downloads import EXPORTS, prune_exports
-
-    prune_exports(work_dir)
-    base = Path(work_dir) / EXPORTS
-    base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{run}-", dir=base))
-
-
-def build_zip(store, work_dir: Path, run: str, image_size: str | None, max_pixels: int,
-              fmt: str = "coco", masks: str = "polygon") -> Path:
-    """Export ``store`` as one ZIP (same layout as ``autolabel export --zip``) in the work folder."""
-    from autolabel.ui.exporting import run_export
-
-    return run_export(store, fmt, export_dir(work_dir, run), image_size=image_size, masks=masks,
-                      zip_name=f"{run}_{fmt}.zip", max_pixels=max_pixels).path

@@ -1,13 +1,10 @@
-"""Pruning of the export folders under the UI's work folder (``work_dir/exports/<run>-xxxx``).
-
-Each export and each batch ZIP gets a folder there. Once Gradio has served a ZIP it keeps its own
-copy in its cache, so old export folders are only disk use: before each new export or batch, all
-but the newest few are removed. No Gradio import here.
-"""
+"""The export folders under the UI's work folder (``work_dir/exports/<run>-xxxx``), one per export
+and batch ZIP. Gradio keeps its own copy of a served ZIP, so all but the newest few are removed."""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,3 +30,11 @@ def prune_exports(work_dir: Path, keep: int = KEEP_EXPORTS, min_age_s: float = M
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
+
+
+def export_dir(work_dir: Path, run: str) -> Path:
+    """A fresh folder for one export of ``run`` (older ones pruned first)."""
+    prune_exports(work_dir)
+    base = Path(work_dir) / EXPORTS
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{run}-", dir=base))

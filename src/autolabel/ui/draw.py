@@ -1,8 +1,6 @@
-"""Annotation rendering for the UI: boxes with class and score, masks as translucent overlays.
-
-Everything is drawn on a display-size copy of the image (long side ~1024 px), never on the full
-12 MP frame: boxes and masks given in original pixels are scaled by ``scale`` (display pixels =
-original pixels * scale). Pure functions of (image, labels): no Gradio, unit-tested directly.
+"""Annotation rendering for the UI: boxes with class and score, masks as translucent overlays, drawn
+on a display-size copy of the image (boxes and masks in original pixels are scaled by ``scale`` =
+display / original pixels). Pure functions of (image, labels), no Gradio.
 """
 
 from __future__ import annotations
@@ -46,15 +44,34 @@ def _font(size: int):
 
 
 def _mask_for_display(rle: dict, width: int, height: int) -> np.ndarray:
-    """A COCO RLE at original resolution -> a (height, width) bool mask at display resolution."""
-    import cv2
+    """A COCO RLE at original resolution -> a (height, width) bool mask at display resolution: the
+    runs are sampled at the display's nearest pixels, so no full-resolution mask is ever made (a
+    mask of a 108 MP image would be 108 MB, each)."""
+    full_height, full_width = rle["size"]
+    counts = rle["counts"]
+    ends = np.cumsum(counts if isinstance(counts, list) else _rle_counts(counts))
+    # Nearest pixels as OpenCV's INTER_NEAREST picks them (the same float steps).
+    rows = np.minimum((np.arange(height) * (1 / (height / full_height))).astype(np.int64), full_height - 1)
+    cols = np.minimum((np.arange(width) * (1 / (width / full_width))).astype(np.int64), full_width - 1)
+    # Runs go down the columns and alternate background / foreground.
+    return np.searchsorted(ends, cols[None, :] * full_height + rows[:, None], side="right") % 2 == 1
 
-    from autolabel.geometry import rle_to_mask
 
-    mask = rle_to_mask(rle).astype(np.uint8)
-    if mask.shape != (height, width):
-        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-    return mask.astype(bool)
+def _rle_counts(counts: str | bytes) -> np.ndarray:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, vectorised;
+    pycocotools itself only decodes to a full-frame mask)."""
+    chars = np.frombuffer(counts.encode() if isinstance(counts, str) else counts, np.uint8).astype(np.int64) - 48
+    last = (chars & 0x20) == 0  # the last 5-bit group of a number
+    number = np.cumsum(last) - last
+    shift = 5 * (np.arange(len(chars)) - np.flatnonzero(np.r_[True, last[:-1]])[number])
+    values = np.zeros(int(last.sum()), np.int64)
+    np.add.at(values, number, (chars & 0x1F) << shift)
+    negative = (chars[last] & 0x10) != 0
+    values[negative] -= np.int64(1) << (shift[last][negative] + 5)
+    # From the fourth number on, each is stored as the difference to the number two places back.
+    values[1::2] = np.cumsum(values[1::2])
+    values[2::2] = np.cumsum(values[2::2])
+    return values
 
 
 def _dashed_rectangle(draw: ImageDraw.ImageDraw, box, color, width: int, dash: int = 6) -> None:
@@ -72,11 +89,8 @@ def _dashed_rectangle(draw: ImageDraw.ImageDraw, box, color, width: int, dash: i
 
 def draw_shapes(image: Image.Image, shapes: list[Shape], scale: float = 1.0,
                 marker: tuple[float, float] | None = None) -> Image.Image:
-    """A new RGB image: ``image`` (display size) with every shape drawn on it.
-
-    Masks are blended first (``MASK_ALPHA``), then boxes and labels on top so labels stay legible.
-    ``marker`` (display pixels) draws a cross, e.g. the first corner of a box being placed.
-    """
+    """A new RGB image: ``image`` (display size) with masks blended first, then boxes and labels on
+    top so labels stay legible; ``marker`` (display pixels): a cross, e.g. a box's first corner."""
     canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
     height, width = canvas.shape[:2]
     for shape in shapes:
@@ -113,6 +127,19 @@ def draw_shapes(image: Image.Image, shapes: list[Shape], scale: float = 1.0,
         draw.line([(mx - r, my), (mx + r, my)], fill=MARKER_COLOR, width=line)
         draw.line([(mx, my - r), (mx, my + r)], fill=MARKER_COLOR, width=line)
     return out
+
+
+def mask_overlay(size: tuple[int, int], shapes: list[Shape]) -> Image.Image | None:
+    """The shapes' masks alone, as an RGBA image of ``size`` (display pixels), transparent elsewhere,
+    for a viewer that shows or hides masks over the image; None when no shape has a mask."""
+    with_masks = [shape for shape in shapes if shape.rle is not None]
+    if not with_masks:
+        return None
+    width, height = size
+    rgba = np.zeros((height, width, 4), dtype=np.uint8)
+    for shape in with_masks:
+        rgba[_mask_for_display(shape.rle, width, height)] = (*shape.color, round(255 * MASK_ALPHA))
+    return Image.fromarray(rgba, "RGBA")
 
 
 def detection_shapes(detections, class_names: list[str], selected_id: int | None = None) -> list[Shape]:

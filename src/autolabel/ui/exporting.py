@@ -1,21 +1,11 @@
-"""The Export tab's engine: which formats exist, and one export of a run into a ZIP.
-
-Formats and mask formats come from one place, the export package (``autolabel.export.FORMATS``,
-``MASK_FORMATS``); an export is ``export_dataset(store, out_dir, fmt, ExportOptions)``.
-"""
+"""The Export tab's engine: one export of a run (``autolabel.export``'s formats and
+``export_dataset``), and its evaluation against a ground-truth run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from autolabel.export import FORMATS, MASK_FORMATS, ExportOptions, export_dataset
-
-__all__ = ["MASK_FORMATS", "evaluate_against", "evaluation_available", "export_formats", "run_export", "summary_rows"]
-
-
-def export_formats() -> tuple[str, ...]:
-    """Names of the export formats, in the export package's order (COCO first)."""
-    return tuple(FORMATS)
 
 
 def run_export(store, fmt: str, out_dir: Path, *, image_size: str | None = None, masks: str = ExportOptions.masks,
@@ -27,19 +17,12 @@ def run_export(store, fmt: str, out_dir: Path, *, image_size: str | None = None,
     if spec is not None and masks in MASK_FORMATS and masks not in spec.mask_formats:
         masks = ExportOptions.masks
     size = (image_size or "").strip() or None
-    options = ExportOptions.build(image_size=size, masks=masks, zip_name=zip_name, max_pixels=max_pixels)
+    options = ExportOptions.build(image_size=size, masks=masks, zip_name=zip_name, max_pixels=max_pixels,
+                                  source_root=store.run_dir)
     return export_dataset(store, out_dir, fmt, options)
 
 
-def summary_rows(summary) -> list[list]:
-    """``[[class, annotations], ...]`` of an export summary."""
-    return [[name, int(count)] for name, count in sorted(getattr(summary, "per_class", {}).items())]
-
-
-# -- evaluation (optional: shown when ``autolabel.evaluation`` is installed) -----------------------
-
-
-def evaluation_available() -> bool:
+def evaluation_available() -> bool:  # the Export tab shows evaluation only when it is installed
     try:
         from autolabel.evaluation import evaluate_run  # noqa: F401
     except ImportError:

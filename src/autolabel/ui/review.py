@@ -1,42 +1,42 @@
-"""The Review tab's engine: which images to step through, and each edit written to the store.
-
-Every action is one store call, one transaction, durable at once (the store commits review edits with
-``synchronous=FULL``): accept / reject / delete a label, change its class, move its box, draw a new
-box, accept a whole image. Exports then use the reviewed labels (rejected ones are excluded).
-
-Boxes are drawn with two clicks on the displayed image (opposite corners); ``corner_click`` turns
-clicks in display pixels into a box in original pixels. No Gradio import here.
+"""The Review tab's engine: which images to step through, each edit written to the store (one
+store call, one durable transaction each; exports leave rejected labels out) and returned as a
+:class:`Change` that ``revert`` undoes, and what the canvas shows (``canvas_value``). No Gradio here.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field
+import base64
+import functools
+import html
+import io
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from autolabel.detections import Detections
-from autolabel.errors import StoreError
+from autolabel.errors import ImageLoadError, StoreError
 from autolabel.images import DEFAULT_MAX_PIXELS
+from autolabel.review_queue import build_queue
 from autolabel.store import ImageRecord, Store
+from autolabel.ui.draw import class_color, detection_shapes, mask_overlay
 
-FILTERS = ("all", "unreviewed", "low score")
+FILTERS = ("all", "unreviewed", "low score", "most uncertain first")
 TABLE_HEADERS = ["id", "class", "score", "review", "source", "x0", "y0", "x1", "y1"]
-
-
-# -- which images ----------------------------------------------------------------------------------
 
 
 def image_ids(store: Store, filter: str = "all", low_score: float = 0.3) -> list[int]:
     """Ids of the run's labelled images in path order, filtered.
 
     ``unreviewed``: images not yet accepted as a whole (``Accept image``). ``low score``: images
-    with a model label that is not rejected and scores below ``low_score``.
+    with a model label that is not rejected and scores below ``low_score``. ``most uncertain first``:
+    every image, in the review queue's order (``autolabel.review_queue``; reviewed ones last).
     """
     if filter not in FILTERS:
         raise StoreError(f"filter must be one of {', '.join(FILTERS)}, got {filter!r}")
+    if filter == "most uncertain first":
+        return [entry.image_id for entry in build_queue(store)]
     ids = []
     for record in store.images("done"):
         if filter == "unreviewed" and record.reviewed:
@@ -71,9 +71,6 @@ def label_choices(labels: Detections, class_names: list[str]) -> list[tuple[str,
     return choices
 
 
-# -- edits -----------------------------------------------------------------------------------------
-
-
 def _owned(store: Store, image_id: int, detection_id) -> int:
     """The detection id as int, checked to belong to ``image_id`` (ids come from the client)."""
     if detection_id is None or detection_id == "":
@@ -87,95 +84,140 @@ def _owned(store: Store, image_id: int, detection_id) -> int:
     return detection_id
 
 
-def accept(store: Store, image_id: int, detection_id) -> None:
-    store.set_review(_owned(store, image_id, detection_id), "accepted")
+@dataclass(frozen=True)
+class Change:
+    """One edit of one label: its store row before and after (``Store.detection_row``; None: absent)."""
+
+    before: dict | None
+    after: dict | None
+
+    @property
+    def label_id(self) -> int:
+        return int((self.after or self.before)["id"])
 
 
-def reject(store: Store, image_id: int, detection_id) -> None:
-    store.set_review(_owned(store, image_id, detection_id), "rejected")
+def _tracked(store: Store, detection_id: int, edit) -> Change:
+    before = store.detection_row(detection_id)
+    edit(detection_id)
+    return Change(before, store.detection_row(detection_id))
 
 
-def delete(store: Store, image_id: int, detection_id) -> None:
-    store.delete_detection(_owned(store, image_id, detection_id))
+def accept(store: Store, image_id: int, detection_id) -> Change:
+    return _tracked(store, _owned(store, image_id, detection_id), lambda i: store.set_review(i, "accepted"))
 
 
-def set_class(store: Store, image_id: int, detection_id, class_name: str) -> None:
-    store.update_detection(_owned(store, image_id, detection_id), class_name=class_name)
+def reject(store: Store, image_id: int, detection_id) -> Change:
+    return _tracked(store, _owned(store, image_id, detection_id), lambda i: store.set_review(i, "rejected"))
 
 
-def move_box(store: Store, image_id: int, detection_id, xyxy) -> None:
-    store.update_detection(_owned(store, image_id, detection_id), xyxy=xyxy)
+def delete(store: Store, image_id: int, detection_id) -> Change:
+    return _tracked(store, _owned(store, image_id, detection_id), store.delete_detection)
 
 
-def add_box(store: Store, image_id: int, class_name: str, xyxy) -> int:
+def set_class(store: Store, image_id: int, detection_id, class_name: str) -> Change:
+    return _tracked(store, _owned(store, image_id, detection_id),
+                    lambda i: store.update_detection(i, class_name=class_name))
+
+
+def move_box(store: Store, image_id: int, detection_id, xyxy) -> Change:
+    """A moved or resized box (original pixels): it becomes a person's label (``update_detection``)."""
+    return _tracked(store, _owned(store, image_id, detection_id), lambda i: store.update_detection(i, xyxy=xyxy))
+
+
+def add_box(store: Store, image_id: int, class_name: str, xyxy) -> Change:
     if not class_name:
         raise StoreError("choose the class of the new box")
-    return store.add_detection(image_id, class_name, xyxy)
+    new_id = store.add_detection(image_id, class_name, xyxy)
+    return Change(None, store.detection_row(new_id))
 
 
-def accept_image(store: Store, image_id: int) -> int:
-    """Accept every pending label of the image and mark it reviewed (one transaction); returns how
-    many were accepted."""
-    return store.accept_image(image_id)
+def revert(store: Store, change: Change) -> Change:
+    """Undo ``change`` (one durable transaction) and return the change that redoes it. Refused when the
+    label is no longer as the change left it (edited elsewhere since), so no edit is overwritten."""
+    current = store.detection_row(change.label_id)
+    if current != change.after:
+        raise StoreError(f"label #{change.label_id} was changed since; it cannot be undone")
+    if change.before is None:
+        store.delete_detection(change.label_id)
+    else:
+        store.put_detection_row(change.before)
+    return Change(change.after, change.before)
 
 
-# -- drawing boxes with clicks ---------------------------------------------------------------------
+def md_text(text: str) -> str:
+    """``text`` safe inside Markdown: HTML escaped, Markdown's punctuation backslashed."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>])", r"\\\1", html.escape(str(text), quote=False))
 
 
-def corner_click(pending: tuple[float, float] | None, point, scale: float, width: int, height: int):
-    """One click on the displayed image: the first click of a box, or the second one.
-
-    ``point``: ``(x, y)`` in display pixels; ``scale``: display / original. Returns
-    ``(pending, box)``: after a first click ``((x, y), None)`` with the corner in display pixels;
-    after a second ``(None, (x0, y0, x1, y1))`` in original pixels, ordered and clipped to the
-    image. Raises ``StoreError`` if both clicks give an empty box.
-    """
-    x, y = float(point[0]), float(point[1])
-    if pending is None:
-        return (x, y), None
-    (px, py) = pending
-    x0, x1 = sorted((px / scale, x / scale))
-    y0, y1 = sorted((py / scale, y / scale))
-    box = (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
-    if not (box[2] - box[0] >= 1 and box[3] - box[1] >= 1):
-        raise StoreError("the two corners give an empty box: click two opposite corners")
-    return None, box
+def data_url(image, fmt: str = "JPEG") -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 88} if fmt == "JPEG" else {}))
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-# -- display images --------------------------------------------------------------------------------
+def _hex(color) -> str:
+    return "#%02x%02x%02x" % tuple(color)
 
 
-@dataclass
+def canvas_value(record: ImageRecord, labels: Detections, class_names: list[str], display,
+                 selected: int | None, strip: list[dict], can_undo: bool, can_redo: bool) -> dict:
+    """What the canvas shows (``ui.canvas``): the display image and the masks as data URLs, boxes in
+    original pixels with their colours and captions, the class legend with counts of the labels not
+    rejected, the image strip and whether undo / redo can be used."""
+    shapes = detection_shapes(labels, class_names, selected)
+    overlay = mask_overlay(display.size, shapes)
+    live = labels.reviews != "rejected"
+    counts = np.bincount(labels.class_ids[live], minlength=len(class_names)) if len(labels) else [0] * len(class_names)
+    return {
+        "key": f"{record.id}:{record.path}", "image": data_url(display.convert("RGB")),
+        "masks": data_url(overlay, "PNG") if overlay is not None else None,
+        "width": record.width, "height": record.height, "selected": selected,
+        "boxes": [{"id": int(labels.ids[i]), "xyxy": [float(v) for v in labels.xyxy[i]], "text": shape.label,
+                   "color": _hex(shape.color), "dark_text": sum(shape.color) > 380, "rejected": shape.dashed}
+                  for i, shape in enumerate(shapes)],
+        "legend": [{"name": name, "color": _hex(class_color(k)), "count": int(counts[k])}
+                   for k, name in enumerate(class_names)],
+        "strip": strip, "can_undo": can_undo, "can_redo": can_redo,
+    }
+
+
+class Thumbnails:
+    """Small JPEG data URLs of run images for the image strip (an LRU keyed by path and mtime)."""
+
+    def __init__(self, side: int = 96, max_pixels: int = DEFAULT_MAX_PIXELS, capacity: int = 256):
+        from autolabel.ui.session import display_image
+
+        def thumbnail(path: str, mtime: int) -> str | None:
+            try:
+                image, _ = display_image(path, side, max_pixels, min_side=side)
+            except ImageLoadError:
+                return None
+            image.thumbnail((side, side))
+            return data_url(image.convert("RGB"))
+
+        self._make = functools.lru_cache(maxsize=capacity)(thumbnail)
+
+    def get(self, path: str) -> str | None:
+        try:
+            return self._make(path, Path(path).stat().st_mtime_ns)
+        except OSError:
+            return None
+
+
 class DisplayImages:
-    """A small LRU of display-size decodes of run images: ``(image, scale)`` keyed by path + mtime."""
+    """A small LRU of display-size decodes of run images (``session.display_image``), keyed by path
+    and modification time."""
 
-    side: int = 1024
-    capacity: int = 8
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    _items: OrderedDict = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, side: int = 1024, max_pixels: int = DEFAULT_MAX_PIXELS, capacity: int = 8):
+        from autolabel.ui.session import display_image
+
+        self._decode = functools.lru_cache(maxsize=capacity)(
+            lambda path, mtime: display_image(path, side, max_pixels))
 
     def get(self, record: ImageRecord):
         """``(PIL image, scale)`` with scale = display / original size. Raises ``ImageLoadError``."""
-        from autolabel.errors import ImageLoadError
-        from autolabel.images import load_image
-
         try:
-            key = (record.path, Path(record.path).stat().st_mtime_ns)
+            mtime = Path(record.path).stat().st_mtime_ns
         except OSError as exc:
             raise ImageLoadError(f"{record.path}: the image file is gone ({exc.strerror})") from None
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
-        from autolabel.ui.session import display_copy
-
-        loaded = load_image(record.path, max_pixels=self.max_pixels, max_side=self.side)
-        image, enlarge = display_copy(loaded.image, self.side)
-        scale = loaded.scale * enlarge
-        with self._lock:
-            self._items[key] = (image, scale)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return image, scale
+        return self._decode(record.path, mtime)

@@ -1,11 +1,9 @@
-"""Run folders under the runs root, as the UI sees them (the CLI's runs placed there included).
-
-A run is a folder directly under the runs root holding ``autolabel.db``. Names come from the
-client, so every name is checked to be a plain folder name before it touches the disk.
-"""
+"""Run folders under the runs root: folders holding ``autolabel.db`` (CLI runs placed there included).
+Names come from the client: each is checked to be a plain folder name before it touches the disk."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import tempfile
@@ -37,25 +35,28 @@ def run_dir(runs_dir: Path, name: str | None) -> Path:
 
 
 def open_run(runs_dir: Path, name: str | None) -> Store:
-    """Open the store of an existing run (use as a context manager: ``with open_run(...) as store``).
-
-    Each UI action opens its own connection (about a millisecond): no SQLite connection is shared
-    between Gradio's worker threads, and the batch thread writes through its own. WAL lets readers
-    and the one writer work at the same time.
-    """
+    """The store of an existing run, for one UI action (``with open_run(...) as store``): a connection
+    per action (about a millisecond), never shared between Gradio's threads; WAL lets them read while
+    the batch thread writes."""
     return open_store(run_dir(runs_dir, name), create=False)
 
 
 def run_summary(store: Store) -> str:
-    """A Markdown summary of a run: mode, classes, images, labels per class, review progress."""
+    """A Markdown summary of a run: mode, classes, images, labels per class, review progress. Names
+    come from users (run folders, class names): escaped, so they show as text."""
     config = store.config or {}
     counts = store.counts()
     images = list(store.images("done"))
     reviewed = sum(1 for r in images if r.reviewed)
-    classes = ", ".join(f"{name}: {counts['per_class'].get(name, 0)}" for name in store.ontology.names) \
+    classes = ", ".join(f"{_text(name)}: {counts['per_class'].get(name, 0)}" for name in store.ontology.names) \
         if config else "–"
-    return (f"**{store.run_dir.name}** · mode `{config.get('mode', '?')}` · {counts['done']} images"
+    return (f"**{_text(store.run_dir.name)}** · mode `{config.get('mode', '?')}` · {counts['done']} images"
             f" ({counts['failed']} failed) · {reviewed} reviewed · labels: {classes}")
+
+
+def _text(name: str) -> str:
+    """``name`` for Markdown: HTML escaped and Markdown's emphasis/link characters backslashed."""
+    return "".join("\\" + ch if ch in "\\`*_[]()#!|~" else ch for ch in html.escape(name))
 
 
 def read_sidecar(path: Path) -> dict:

@@ -1,15 +1,13 @@
 """What the web server may see and serve: launch options, login, upload names, server folders.
 
-Nearly every Gradio advisory is a client-controlled string becoming a server path or URL, so:
-
-- the server binds 127.0.0.1 unless told otherwise, never opens a share tunnel, never renders on the
-  server (``ssr_mode=False``: Gradio 6.27-6.31 have an auth bypass through SSR), and caps uploads;
-- Gradio's upload/cache folder is our own temporary work folder, which is the only allowed path;
-  the runs root, model caches, checkpoint folders and ``.env`` are blocked (blocked wins);
-- an uploaded file's name is reduced to a safe base name before it names anything on disk, and a
-  folder typed into the UI is used only if it lies inside a folder the operator allowed.
-
-No Gradio import here: these are plain functions, unit-tested directly.
+Nearly every Gradio advisory is a client-controlled string becoming a server path or URL, so: the
+server binds 127.0.0.1 unless told otherwise, never opens a share tunnel, never renders on the server
+(``ssr_mode=False``: Gradio 6.27-6.31 have an auth bypass through SSR) and caps uploads; only the
+exports in our temporary work folder are an allowed path (Gradio's uploads beside them are served as
+downloads); the runs root, model caches, checkpoint folders and ``.env`` are blocked (blocked wins);
+``guard`` checks each request; a client's file name names nothing on disk until its path separators
+and control characters are gone; a folder typed into the UI is used only inside a folder the
+operator allowed. No Gradio import here.
 """
 
 from __future__ import annotations
@@ -22,24 +20,14 @@ from pathlib import Path
 
 from autolabel.errors import ConfigError
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
-DEFAULT_MAX_FILE_SIZE = "200mb"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 120
 
 
-# -- login ------------------------------------------------------------------------------------------
-
-
 def parse_auth(text: str | None) -> tuple[str, str] | None:
-    """``"user:password"`` -> ``("user", "password")``; None or blank -> None (no login).
-
-    The password may contain ``:`` (the first one separates). Raises ``ConfigError`` when either
-    part is empty, so a typo never silently disables the login.
-    """
+    """``"user:password"`` -> ``("user", "password")`` (the first ``:`` separates); None or blank ->
+    None (no login). ``ConfigError`` when either part is empty: a typo never disables the login."""
     if text is None or not text.strip():
         return None
     user, sep, password = text.strip().partition(":")
@@ -48,33 +36,35 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return user.strip(), password
 
 
-# -- names ------------------------------------------------------------------------------------------
+def _plain_name(text: str) -> str:
+    """``text`` in NFC with path separators and control characters (``Cc``, ``Cf``: e.g. the bidi
+    overrides that disguise an extension) replaced by ``_``; letters of every script stay."""
+    text = unicodedata.normalize("NFC", text)
+    return "".join("_" if ch in "/\\" or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text)
 
 
 def sanitize_filename(name: str | None, default: str = "image") -> str:
-    """A client-supplied file name -> a safe base name for a file in one of our folders.
-
-    Drops any directory part (``/`` and ``\\``), normalises Unicode (NFKC), keeps only
-    ``[A-Za-z0-9._-]``, removes leading dots (no hidden files, no ``..``), lower-cases the extension
-    and bounds the length. The result never contains a path separator and is never empty.
-    """
+    """A client-supplied file name -> a safe, non-empty base name that keeps the user's name: no
+    directory part, no control characters, no leading dots (no hidden files, no ``..``), bounded
+    length (the extension kept)."""
     base = re.split(r"[\\/]", str(name or ""))[-1]
-    base = unicodedata.normalize("NFKC", base).replace("\x00", "")
+    base = _plain_name(base).strip()
     stem, dot, ext = base.rpartition(".")
     if not dot:
         stem, ext = base, ""
-    stem = _SAFE_CHARS.sub("_", stem).strip("._-")
-    ext = _SAFE_CHARS.sub("", ext).lower()[:10]
-    stem = stem[: _MAX_NAME - len(ext) - 1] or default
+    stem = stem.lstrip(". ")
+    ext = ext.strip()[:10]
+    stem = stem[: _MAX_NAME - len(ext) - 1].rstrip() or default
     return f"{stem}.{ext}" if ext else stem
 
 
 def sanitize_run_name(name: str | None) -> str:
-    """A run name typed in the UI -> one folder name under the runs root (``[A-Za-z0-9._-]``, no
-    leading dot). Raises ``ConfigError`` when nothing usable is left."""
-    cleaned = _SAFE_CHARS.sub("-", unicodedata.normalize("NFKC", str(name or "")).strip()).strip(".-_")[:64]
-    if not cleaned:
-        raise ConfigError(f"run name {name!r} has no usable characters: use letters, digits, '.', '-' or '_'")
+    """A run name typed in the UI -> one folder name under the runs root: the user's name with path
+    separators and control characters replaced, no leading dot, bounded. ``ConfigError`` when
+    nothing usable is left."""
+    cleaned = _plain_name(str(name or "")).strip().lstrip(".").strip()[:64].rstrip()
+    if not cleaned.strip("._- "):
+        raise ConfigError(f"run name {name!r} has no usable characters: use letters or digits")
     return cleaned
 
 
@@ -105,13 +95,11 @@ def unique_child(root: Path, name: str) -> Path:
 
 
 def resolve_server_folder(text: str, allowed: Iterable[str | Path]) -> Path:
-    """A folder path typed in the UI -> the resolved folder, only if it lies inside an allowed one.
-
-    ``allowed`` are the ``--allow-folder`` directories; with none, typed folders are refused.
-    """
+    """A folder path typed in the UI -> the resolved folder, only if it lies inside one of the
+    ``--allow-folder`` directories (with none, typed folders are refused)."""
     allowed = [Path(a).resolve() for a in allowed]
     if not allowed:
-        raise ConfigError("reading folders on the server is off: start the UI with --allow-folder DIR")
+        raise ConfigError("reading folders on the server is off: upload the images instead")
     text = (text or "").strip()
     if not text:
         raise ConfigError("enter a folder path")
@@ -127,27 +115,22 @@ def resolve_server_folder(text: str, allowed: Iterable[str | Path]) -> Path:
     return resolved
 
 
-# -- launch -----------------------------------------------------------------------------------------
+def images_inside(inputs: Iterable[str | Path], roots: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """The images under ``inputs`` (``images.discover_images``: links resolved) split into those that
+    really lie inside one of ``roots`` and those refused: links that lead out of them."""
+    from autolabel.images import discover_images
 
-
-def model_cache_dirs() -> list[Path]:
-    """Folders where checkpoints are cached (Hugging Face hub, transformers, torch)."""
-    home = Path.home()
-    dirs = [Path(os.environ.get("HF_HOME", home / ".cache" / "huggingface"))]
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "TORCH_HOME"):
-        if os.environ.get(var):
-            dirs.append(Path(os.environ[var]))
-    dirs.append(home / ".cache" / "torch")
-    return dirs
+    roots = [Path(r).resolve() for r in roots]
+    inside, refused = [], []
+    for path in discover_images(list(inputs)):
+        (inside if any(is_within(path, root) for root in roots) else refused).append(path)
+    return inside, refused
 
 
 def blocked_paths(runs_dir: Path, work_dir: Path, model_paths: Iterable[str | None] = ()) -> list[str]:
-    """Absolute paths the server must never serve (Gradio's ``blocked_paths``; blocked wins).
-
-    The runs root is blocked as a whole (its databases, uploaded copies and exports are never served
-    from there: downloads are copied into the work folder first) unless the work folder lies inside
-    it, in which case the databases of the runs that exist now are blocked one by one.
-    """
+    """Absolute paths the server must never serve (Gradio's ``blocked_paths``; blocked wins): model
+    caches and checkpoints, ``.env``, and the runs root (downloads are copied into the work folder
+    first), or, when the work folder lies inside it, the databases of the runs that exist now."""
     runs_dir, work_dir = Path(runs_dir).resolve(), Path(work_dir).resolve()
     paths: list[Path] = []
     if is_within(work_dir, runs_dir):
@@ -157,8 +140,10 @@ def blocked_paths(runs_dir: Path, work_dir: Path, model_paths: Iterable[str | No
             paths += [db, db.with_name(DB_NAME + "-wal"), db.with_name(DB_NAME + "-shm")]
     else:
         paths.append(runs_dir)
-    paths += model_cache_dirs()
-    paths.append(Path.cwd() / ".env")
+    cache = Path.home() / ".cache"
+    paths += [Path(os.environ.get("HF_HOME", cache / "huggingface")), cache / "torch", Path.cwd() / ".env"]
+    paths += [Path(os.environ[var]) for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE",
+                                                "TORCH_HOME") if os.environ.get(var)]
     for model in model_paths:
         if model and Path(model).exists():
             paths.append(Path(model))
@@ -170,22 +155,15 @@ def blocked_paths(runs_dir: Path, work_dir: Path, model_paths: Iterable[str | No
     return out
 
 
-def launch_kwargs(
-    *,
-    work_dir: Path,
-    runs_dir: Path,
-    host: str = DEFAULT_HOST,
-    port: int | None = DEFAULT_PORT,
-    auth: tuple[str, str] | None = None,
-    max_file_size: str | int = DEFAULT_MAX_FILE_SIZE,
-    model_paths: Iterable[str | None] = (),
-) -> dict:
-    """Keyword arguments for ``gr.Blocks.launch`` with every security-relevant option explicit.
+def launch_kwargs(*, work_dir: Path, runs_dir: Path, host: str = "127.0.0.1", port: int | None = 7860,
+                  auth: tuple[str, str] | None = None, max_file_size: str | int = "200mb",
+                  model_paths: Iterable[str | None] = ()) -> dict:
+    """Keyword arguments for ``gr.Blocks.launch`` with every security-relevant option explicit (so
+    ``GRADIO_SHARE``-style environment variables cannot widen anything). Only the work folder's
+    exports are allowed: Gradio serves an allowed file inline with its own type, so the upload
+    folder must stay outside (there an uploaded HTML or SVG file would be a page on our origin)."""
+    from autolabel.ui.downloads import EXPORTS
 
-    ``allowed_paths`` is only the work folder (absolute): Gradio's uploads and our exports live
-    there. Explicit values also keep ``GRADIO_SHARE``/``GRADIO_ALLOWED_PATHS``-style environment
-    variables from widening anything.
-    """
     work_dir = Path(work_dir).resolve()
     return {
         "server_name": host,
@@ -194,7 +172,7 @@ def launch_kwargs(
         "ssr_mode": False,
         "auth": auth,
         "max_file_size": max_file_size,
-        "allowed_paths": [str(work_dir)],
+        "allowed_paths": [str(work_dir / EXPORTS)],
         "blocked_paths": blocked_paths(runs_dir, work_dir, model_paths),
         "show_error": False,  # unexpected exceptions show as a generic error, never a traceback
         "enable_monitoring": False,
@@ -216,11 +194,8 @@ def gradio_environment(work_dir: Path) -> dict[str, str]:
 
 
 def prepare_gradio_environment(work_dir: Path) -> None:
-    """Set ``gradio_environment(work_dir)`` in this process, before the Blocks are built.
-
-    A process-wide change: only the UI's entry points make it (``autolabel ui``, ``app.launch``),
-    never an import.
-    """
+    """Set ``gradio_environment(work_dir)`` in this process, before the Blocks are built: a
+    process-wide change, made only by the UI's entry points (``autolabel ui``, ``app.launch``)."""
     env = gradio_environment(work_dir)
     Path(env["GRADIO_TEMP_DIR"]).mkdir(parents=True, exist_ok=True)
     os.environ.update(env)

@@ -1,14 +1,8 @@
-"""The UI's engine side: configuration, shared model handles, the per-image feature cache and the
-Test tab's query. No Gradio import: everything here is unit-tested directly.
-
-Caching (the Test tab's promise that moving the threshold or editing prompts is near-instant):
-an uploaded image is decoded once and run through the vision backbones once, by the labelling
-engine's own steps (``Labeler.prepare`` + ``Labeler.encode``, as a batch runs them). The result is
-kept in a small LRU keyed by the file's SHA-256. A change of prompts, threshold or mode then costs
-only the text tower (LRU-cached itself), the class head, post-processing and, in segment mode,
-the SAM2 decoder (``Labeler.label``).
-``SharedDetector.backbone_calls`` / ``SharedSegmenter.embed_calls`` count the expensive passes, so
-tests (and the timing line in the UI) can prove it.
+"""The UI's engine side (no Gradio import): configuration, shared model handles, display copies and
+the Test tab's query. The Test tab runs the engine's own steps as a batch does: ``Labeler.prepare``
+and ``encode`` once per image (keyed by the file's SHA-256), ``Labeler.label`` for every change of
+prompts, threshold or mode. Its cache keeps the encodings, model inputs not encoded yet and a display
+copy, never decoded pixels; an image whose decode would exceed ``DECODE_BUDGET`` is refused first.
 """
 
 from __future__ import annotations
@@ -17,34 +11,37 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from autolabel.detections import Detections
-from autolabel.errors import AutolabelError, ConfigError
-from autolabel.ontology import Ontology
+from autolabel.errors import AutolabelError, ConfigError, ImageLoadError, ModelLoadError
+from autolabel.geometry import Size
 from autolabel.images import DEFAULT_MAX_PIXELS
-from autolabel.pipeline import DEFAULT_BATCH_SIZE, MODES, DetectConfig
+from autolabel.ontology import Ontology
+from autolabel.pipeline import DEFAULT_BATCH_SIZE, DetectConfig
 
 log = logging.getLogger(__name__)
+
+# Measured peak of decoding a PNG (Pillow's 4-byte pixels, their RGB conversion, the pixel array and
+# its transient copy): 12000 x 9000 (108 MP) takes about 1 GB and fits; PNGs over ~160 MP are refused.
+DECODE_BYTES_PER_PIXEL = 10
+DECODE_BUDGET = 3 << 29  # 1.5 GiB
 
 
 @dataclass(frozen=True)
 class UiConfig:
-    """Everything the UI needs to know at start-up (from ``Settings`` and ``autolabel ui`` flags).
-
-    runs_dir: the runs root; every batch is a run folder directly under it (the CLI's ``--out``
-    folders placed there are listed too). work_dir: a private temporary folder for Gradio's uploads
-    and our downloads; nothing is written into the source checkout. allow_folders: server folders
-    the Batch tab may read (``--allow-folder``); empty means uploads only.
-    """
+    """What the UI needs at start-up (``Settings`` and ``autolabel ui`` flags). ``runs_dir``: every
+    batch is a run folder in it; ``work_dir``: a private temporary folder for uploads and downloads;
+    ``allow_folders``: server folders the Batch tab may read (empty: uploads only)."""
 
     model: str
     sam_model: str | None
     runs_dir: Path
     work_dir: Path
     device: str = "auto"
-    dtype: str = "auto"
+    precision: str = "auto"  # models.precision: auto, fp32, bf16, fp16, int8
     threshold: float = DetectConfig.threshold
     nms_iou: float = DetectConfig.nms_iou
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -54,13 +51,9 @@ class UiConfig:
     feature_cache_size: int = 4
 
 
-# -- prompts ----------------------------------------------------------------------------------------
-
-
 def parse_prompts(text: str | None) -> Ontology:
-    """The prompt box -> an Ontology. One class per line, the CLI's ``--prompt`` syntax:
-    ``person`` or ``car=car,automobile,van``. Blank lines and lines starting with ``#`` are ignored.
-    """
+    """The prompt box -> an Ontology, one class per line in the CLI's ``--prompt`` syntax (``person``
+    or ``car=car,automobile,van``); blank lines and ``#`` comments are ignored."""
     lines = [line.strip() for line in (text or "").splitlines()]
     specs = [line for line in lines if line and not line.startswith("#")]
     if not specs:
@@ -68,45 +61,34 @@ def parse_prompts(text: str | None) -> Ontology:
     return Ontology.from_prompts(specs)
 
 
-def ontology_to_text(ontology: Ontology) -> str:
-    """The inverse of ``parse_prompts`` (per-class thresholds are not shown)."""
-    lines = []
-    for cls in ontology.classes:
-        lines.append(cls.name if cls.prompts == (cls.name,) else f"{cls.name}={','.join(cls.prompts)}")
-    return "\n".join(lines)
-
-
 # -- model handles ----------------------------------------------------------------------------------
 
 
 class _Shared:
-    """A model object shared by the tabs and the batch thread.
-
-    The calls that run the network (listed by subclasses) take one lock: the text LRU is not
-    thread-safe, and two CPU forward passes at once are slower than one after the other. Everything
-    else (``preprocess``, ``pixel_values``, ``image_size``, ``device``, ...) is forwarded as is, so
-    the labelling loop sees the model's full API (its fast path included) and decode workers are
-    never serialised behind the model.
-    """
+    """A model shared by the tabs and the batch thread. Only its forward passes take the lock (the
+    text LRU is not thread-safe, and two passes at once are slower than one after the other):
+    decoding and post-processing never wait for another user's model work."""
 
     def __init__(self, inner):
         self.inner = inner
-        self.lock = threading.RLock()
-
-    def __getattr__(self, name):
-        if name == "inner":  # not set yet (e.g. during unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+        self.name, self.device, self.preprocessor = inner.name, inner.device, inner.preprocessor
+        self.lock = threading.Lock()
 
 
 class SharedDetector(_Shared):
-    """A detector (see ``_Shared``). ``backbone_calls`` counts vision-backbone passes
-    (``encode_images`` calls) and ``backbone_images`` the images they covered."""
+    """A shared ``models.base.Detector``; ``backbone_calls`` counts vision-backbone passes."""
+
+    backbone_calls = 0
 
     def __init__(self, inner):
         super().__init__(inner)
-        self.backbone_calls = 0
-        self.backbone_images = 0
+        self.yields_masks = getattr(inner, "yields_masks", False)  # families that predate it give none
+        self.compiled = inner.compiled
+
+    def compile_vision(self, **options) -> None:
+        with self.lock:
+            self.inner.compile_vision(**options)
+        self.compiled = self.inner.compiled
 
     def encode_text(self, queries):
         with self.lock:
@@ -115,23 +97,23 @@ class SharedDetector(_Shared):
     def encode_images(self, pixel_values):
         with self.lock:
             self.backbone_calls += 1
-            self.backbone_images += int(pixel_values.shape[0])
             return self.inner.encode_images(pixel_values)
 
     def score(self, features, text):
         with self.lock:
             return self.inner.score(features, text)
 
+    def postprocess(self, scores, sizes, ontology, config):
+        return self.inner.postprocess(scores, sizes, ontology, config)
+
     def detect(self, features, text, sizes, ontology, config):
         return self.postprocess(self.score(features, text), sizes, ontology, config)
 
 
 class SharedSegmenter(_Shared):
-    """A segmenter (see ``_Shared``); ``embed_calls`` counts image-encoder passes."""
+    """A shared ``models.base.Segmenter``; ``embed_calls`` counts image-encoder passes."""
 
-    def __init__(self, inner):
-        super().__init__(inner)
-        self.embed_calls = 0
+    embed_calls = 0
 
     def embed(self, pixel_values, sizes):
         with self.lock:
@@ -142,64 +124,59 @@ class SharedSegmenter(_Shared):
         with self.lock:
             return self.inner.predict_logits(embedding, boxes_xyxy)
 
+    def encode_masks(self, logits, size):
+        return self.inner.encode_masks(logits, size)
+
     def predict(self, embedding, boxes_xyxy):
         return self.encode_masks(self.predict_logits(embedding, boxes_xyxy), embedding.size)
 
 
 class ModelHandles:
-    """OWLv2 and SAM2, each loaded on first use (thread-safe), with a status line for the UI.
+    """The detector and the segmenter (any family, ``models.registry``), each loaded on first use
+    (thread-safe), with a status line for the UI. ``loaders`` replaces the registry's loaders in
+    tests: ``{"detector": fn, "segmenter": fn}``, ``fn(name, device, precision) -> model``."""
 
-    ``loaders`` replaces the real ``from_pretrained`` calls in tests: ``{"owlv2": fn, "sam2": fn}``
-    with ``fn(name, device, dtype) -> model object``.
-    """
-
-    def __init__(self, model: str, sam_model: str | None, device: str = "auto", dtype: str = "auto",
+    def __init__(self, model: str, sam_model: str | None, device: str = "auto", precision: str = "auto",
                  loaders: dict | None = None):
         self.model = model
         self.sam_model = sam_model
         self.device = device
-        self.dtype = dtype
+        self.precision = precision
         self._loaders = loaders or {}
         self._lock = threading.Lock()
         self._detector: SharedDetector | None = None
         self._segmenter: SharedSegmenter | None = None
-        self._state = {"owlv2": "not loaded", "sam2": "not loaded"}
-
-    # -- status -------------------------------------------------------------------------------------
+        self._state = {"detector": "not loaded", "segmenter": "not loaded"}
 
     def status(self) -> str:
-        """One Markdown line: what is loaded, loading or failed."""
-        parts = [f"**OWLv2** `{self.model}`: {self._state['owlv2']}"]
+        """One Markdown line: what is loaded, loading or failed (checkpoint names, not server paths)."""
+        parts = [f"**Detector** `{_shown(self.model)}`: {self._state['detector']}"]
         if self.sam_model:
-            parts.append(f"**SAM2** `{self.sam_model}`: {self._state['sam2']}")
+            parts.append(f"**Segmenter** `{_shown(self.sam_model)}`: {self._state['segmenter']}")
         return " · ".join(parts)
 
     def is_loaded(self, which: str) -> bool:
-        return (self._detector if which == "owlv2" else self._segmenter) is not None
+        return (self._detector if which == "detector" else self._segmenter) is not None
 
-    # -- loading ------------------------------------------------------------------------------------
+    def makes_masks(self) -> bool:
+        """Whether the detector makes masks itself (SAM 3): segment mode then needs no segmenter."""
+        return self.detector.yields_masks
 
-    def _device_dtype(self):
-        from autolabel.settings import resolve_device, resolve_dtype
+    def _load(self, which: str, name: str, registry_loader):
+        from autolabel.settings import resolve_device
 
-        device = resolve_device(self.device)
-        return device, resolve_dtype(self.dtype, device)
-
-    def _load(self, which: str, name: str, default_loader):
         self._state[which] = "loading…"
         started = time.perf_counter()
         try:
-            device, dtype = self._device_dtype()
-            loader = self._loaders.get(which, default_loader)
-            obj = loader(name, device, dtype)
+            device = resolve_device(self.device)
+            loader = self._loaders.get(which, registry_loader)
+            obj = loader(name, device, self.precision)
         except AutolabelError as exc:
             self._state[which] = f"failed to load: {exc}"
             raise
         except Exception as exc:  # e.g. a transformers error on a broken config: still one line
             log.exception("loading %s from %s failed", which, name)
             self._state[which] = f"failed to load: {type(exc).__name__}: {exc}"
-            from autolabel.errors import ModelLoadError
-
             raise ModelLoadError(f"cannot load {which} from {name!r}: {type(exc).__name__}: {exc}") from exc
         self._state[which] = f"ready on {device} ({time.perf_counter() - started:.1f} s to load)"
         return obj
@@ -208,9 +185,9 @@ class ModelHandles:
     def detector(self) -> SharedDetector:
         with self._lock:
             if self._detector is None:
-                from autolabel.models.owlv2 import Owlv2Detector
+                from autolabel.models.registry import load_detector
 
-                self._detector = SharedDetector(self._load("owlv2", self.model, Owlv2Detector.from_pretrained))
+                self._detector = SharedDetector(self._load("detector", self.model, load_detector))
             return self._detector
 
     @property
@@ -218,39 +195,80 @@ class ModelHandles:
         with self._lock:
             if self._segmenter is None:
                 if not self.sam_model:
-                    raise ConfigError("segment mode needs a SAM2 model: start the UI with --sam-model")
+                    raise ConfigError("segment mode needs a segmentation model: start the UI with --sam-model")
+                from autolabel.models.registry import load_segmenter
 
-                def default(name, device, dtype):
-                    from autolabel.models.sam2 import Sam2Segmenter
-
-                    return Sam2Segmenter.from_pretrained(name, device, dtype)
-
-                self._segmenter = SharedSegmenter(self._load("sam2", self.sam_model, default))
+                self._segmenter = SharedSegmenter(self._load("segmenter", self.sam_model, load_segmenter))
             return self._segmenter
 
 
-# -- feature cache ----------------------------------------------------------------------------------
+def make_labeler(config: UiConfig, models: ModelHandles, ontology: Ontology, mode: str, threshold: float,
+                 detect: dict | None = None):
+    """A ``Labeler`` on the UI's shared models, loaded now (a load failure shows at once). ``detect``:
+    a stored ``DetectConfig`` dict (resuming a run); otherwise the threshold and the configured NMS IoU."""
+    from autolabel.pipeline import Labeler
+
+    detect_config = (DetectConfig(**detect) if detect
+                     else DetectConfig(threshold=float(threshold), nms_iou=config.nms_iou))
+    segment_with_model = mode == "segment" and not models.makes_masks()
+    return Labeler(ontology, detector=models.detector, segmenter=models.segmenter if segment_with_model else None,
+                   mode=mode, config=detect_config, precision=models.precision)
+
+
+def _shown(checkpoint: str) -> str:
+    """A hub id as is; a local checkpoint by its folder name (the server's folders stay private)."""
+    return Path(checkpoint).name if Path(checkpoint).exists() else checkpoint
+
+
+def display_copy(image, side: int = 1024, min_side: int = 512):
+    """The copy of a PIL image the UI draws on: long side at most ``side``; small images are enlarged
+    to ``min_side`` so that labels stay legible. Returns ``(image, scale)``, scale = display / input."""
+    from PIL import Image
+
+    long_side = max(image.size)
+    scale = min_side / long_side if long_side < min_side else min(1.0, side / long_side)
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if scale > 1.0:
+        return image.resize(size, Image.Resampling.NEAREST), scale
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0), scale
+
+
+def display_image(path: str | Path, side: int, max_pixels: int, min_side: int = 512):
+    """``display_copy`` of an image file from a reduced decode (JPEG draft); ``(image, scale)`` with
+    scale = display / original pixels. Raises ``ImageLoadError``."""
+    from autolabel.images import load_image
+
+    loaded = load_image(path, max_pixels=max_pixels, max_side=side)
+    image, enlarge = display_copy(loaded.image, side, min_side)
+    return image, loaded.scale * enlarge
+
+
+# -- the Test tab's query ---------------------------------------------------------------------------
 
 
 @dataclass
 class CachedImage:
-    """One decoded image and its prompt-independent model outputs.
-
-    prepared: the engine's ``PreparedImage`` (decoded as a batch decodes it, pixels kept);
-    decode_side: the decode it was made with (``Labeler.decode_side``); size: the original
-    oriented size. display / display_scale: a copy to draw on, long side at most
-    ``UiConfig.display_side`` (display pixels = original * display_scale). encoded: the engine's
-    ``Encoded`` for this one image (OWLv2 features, SAM2 embedding once needed).
-    """
+    """One image of the Test tab: ``encoded``, the engine's ``Encoded`` for it (its one
+    ``PreparedImage``, features and embeddings once computed), made with ``decode_side``
+    (``Labeler.decode_side``); ``display``, the copy to draw on (display = original * ``display_scale``)."""
 
     key: str
-    name: str
-    prepared: object
+    size: Size
     decode_side: int | None
-    size: tuple[int, int]
+    encoded: object
     display: object
     display_scale: float
-    encoded: object = None
+
+    def serves(self, labeler) -> bool:
+        """Whether ``labeler`` gets the decode a batch would make, and each of its models either its
+        output or its input."""
+        prepared, encoded = self.encoded.batch[0], self.encoded
+        return (labeler.decode_side(self.size) == self.decode_side
+                and (encoded.features is not None or prepared.detector_input is not None)
+                and (labeler.mode != "segment" or encoded.embeddings is not None
+                     or prepared.segmenter_input is not None))
 
 
 class FeatureCache:
@@ -262,9 +280,6 @@ class FeatureCache:
         self.capacity = capacity
         self._items: OrderedDict[str, CachedImage] = OrderedDict()
         self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
     def get(self, key: str) -> CachedImage | None:
         with self._lock:
@@ -280,33 +295,6 @@ class FeatureCache:
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
             return item
-
-
-def display_copy(image, side: int = 1024, min_side: int = 512):
-    """The copy of an image the UI draws on: long side at most ``side``; small images are enlarged
-    to ``min_side`` so that labels stay legible. Returns ``(image, scale)``, scale = display / input."""
-    from PIL import Image
-
-    long_side = max(image.size)
-    if long_side >= min_side:
-        return shrink(image, side)
-    scale = min_side / long_side
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.NEAREST), scale
-
-
-def shrink(image, long_side: int):
-    """A copy of a PIL image with its long side at most ``long_side`` (and the scale used)."""
-    from PIL import Image
-
-    scale = min(1.0, long_side / max(image.size))
-    if scale >= 1.0:
-        return image, 1.0
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0), scale
-
-
-# -- the Test tab's query ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -328,93 +316,107 @@ class QueryResult:
         if self.backbone_seconds is None:
             parts.append(f"re-queried cached image features in {self.query_seconds * 1000:.0f} ms (no backbone pass)")
         else:
-            parts.append(f"vision backbone {self.backbone_seconds * 1000:.0f} ms (new image)")
-            parts.append(f"query {self.query_seconds * 1000:.0f} ms")
+            parts += [f"vision backbone {self.backbone_seconds * 1000:.0f} ms (new image)",
+                      f"query {self.query_seconds * 1000:.0f} ms"]
         if self.sam_embed_seconds is not None:
             parts.append(f"SAM2 image embedding {self.sam_embed_seconds * 1000:.0f} ms")
-        parts.append(f"{len(self.detections)} detections")
-        parts.append(f"backbone passes so far: {self.backbone_calls}")
+        parts += [f"{len(self.detections)} detections", f"backbone passes so far: {self.backbone_calls}"]
         return " · ".join(parts)
 
 
 class PromptTester:
-    """The Test tab: one image, any prompts, thresholds and modes, backbone once per image.
+    """The Test tab: one image, any prompts, thresholds and modes, backbone once per image, through
+    the engine's own steps, so it gives exactly the detections of a batch or ``autolabel label``.
+    Work on one image is done once however many events ask for it at once; work on another image
+    waits for nothing but the model's forward passes."""
 
-    It runs the labelling engine's own steps (``Labeler.prepare`` -> ``encode`` -> ``label``) with
-    the shared models, so an image, prompts and threshold give exactly the detections a batch or
-    ``autolabel label`` gives (same decode, same model inputs, same post-processing).
-    """
-
-    def __init__(self, config: UiConfig, models: ModelHandles, cache: FeatureCache | None = None):
+    def __init__(self, config: UiConfig, models: ModelHandles):
         self.config = config
         self.models = models
-        self.cache = cache or FeatureCache(config.feature_cache_size)
-        self._encode_lock = threading.Lock()
-        self._load_lock = threading.Lock()
+        self.cache = FeatureCache(config.feature_cache_size)
+        self._guard = threading.Lock()
+        self._image_locks: dict[str, list] = {}  # key -> [lock, threads holding or waiting for it]
 
-    def labeler(self, ontology: Ontology, threshold: float, mode: str = "detect"):
-        """The engine as a batch with these settings would run it, on the shared models."""
-        from autolabel.pipeline import DetectConfig, Labeler
+    @contextmanager
+    def _image_lock(self, key: str):
+        with self._guard:
+            entry = self._image_locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._image_locks[key]
 
-        if mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        return Labeler(ontology, detector=self.models.detector,
-                       segmenter=self.models.segmenter if mode == "segment" else None, mode=mode,
-                       config=DetectConfig(threshold=float(threshold), nms_iou=self.config.nms_iou))
-
-    def load(self, path: str | Path, labeler=None) -> CachedImage:
-        """Decode (or fetch from the cache) the image at ``path`` as ``labeler`` (default: detect
-        mode) decodes it in a batch. Raises ``ImageLoadError``."""
-        from PIL import Image
-
+    def load(self, path: str | Path, labeler, times=None) -> CachedImage:
+        """The image at ``path`` as ``labeler`` decodes it in a batch, with the encodings it needs.
+        Raises ``ImageLoadError``."""
         from autolabel.images import file_sha256
         from autolabel.pipeline import Encoded
 
-        labeler = labeler or self.labeler(Ontology.from_prompts(["object"]), 0.0)
         key = file_sha256(path)
-        with self._load_lock:  # one decode per new image, however many events ask at once
+        with self._image_lock(key):
             cached = self.cache.get(key)
-            if cached is not None and labeler.decode_side(cached.size) == cached.decode_side:
-                return cached
-            prepared = labeler.prepare(path, self.config.max_image_pixels, keep_pixels=True)
-            pixels = Image.fromarray(prepared.pixels.numpy())
-            display, scale = display_copy(pixels, self.config.display_side)
-            return self.cache.put(CachedImage(
-                key, Path(path).name, prepared, labeler.decode_side(prepared.size), prepared.size, display,
-                scale * pixels.width / prepared.size.width, Encoded([prepared])))
+            if cached is None or not cached.serves(labeler):
+                check_decode_budget(path, labeler.decode_side)
+                prepared = labeler.prepare(path, self.config.max_image_pixels)
+                side = labeler.decode_side(prepared.size)
+                if cached is not None and cached.decode_side == side:  # same decode: its encodings hold
+                    encoded = Encoded([prepared], cached.encoded.features, cached.encoded.embeddings)
+                    display, scale = cached.display, cached.display_scale
+                else:
+                    encoded = Encoded([prepared])
+                    display, scale = display_image(path, self.config.display_side, self.config.max_image_pixels)
+                cached = CachedImage(key, prepared.size, side, encoded, display, scale)
+            labeler.encode(cached.encoded.batch, times=times, encoded=cached.encoded)
+            # Keep only what a later query may need: the encodings and any model input not encoded yet.
+            prepared = cached.encoded.batch[0]
+            prepared.pixels = None
+            if cached.encoded.features is not None:
+                prepared.detector_input = None
+            if cached.encoded.embeddings is not None:
+                prepared.segmenter_input = None
+            return self.cache.put(cached)
 
     def query(self, path: str | Path, prompts: str, threshold: float, mode: str = "detect") -> QueryResult:
         """Detections (and masks in segment mode) for the image at ``path``."""
         from autolabel.pipeline import StageTimes
 
         ontology = parse_prompts(prompts)
-        labeler = self.labeler(ontology, threshold, mode)  # loads (or fails) before any backbone time
-        cached = self.load(path, labeler)
+        labeler = make_labeler(self.config, self.models, ontology, mode, threshold)  # loads before any decode
         times = StageTimes()
-        # One lock: two events for the same new image (e.g. a prompt box losing focus as Detect is
-        # clicked) must not both run the backbone; the second waits and finds the features cached.
-        with self._encode_lock:
-            labeler.encode(cached.encoded.batch, times=times, encoded=cached.encoded)
+        cached = self.load(path, labeler, times)
         spent = times.as_dict()
         started = time.perf_counter()
         (dets,) = labeler.label(cached.encoded)
-        query_seconds = time.perf_counter() - started
         return QueryResult(cached, ontology, dets, mode, spent.get("vision"), spent.get("sam2_encoder"),
-                           query_seconds, self.models.detector.backbone_calls, float(threshold))
+                           time.perf_counter() - started, self.models.detector.backbone_calls, float(threshold))
+
+
+def check_decode_budget(path: str | Path, draft) -> None:
+    """Refuse, from the header alone, an image whose decode would take more than ``DECODE_BUDGET``.
+    ``draft(size)``: the long side JPEGs are decoded at (None: full size, as every other format)."""
+    from autolabel.images import oriented_size
+
+    size = Size(*oriented_size(path))
+    with open(path, "rb") as fh:
+        side = draft(size) if fh.read(3) == b"\xff\xd8\xff" else None
+    reduction = min(1.0, side / max(size)) if side else 1.0
+    needed = size.width * size.height * reduction**2 * DECODE_BYTES_PER_PIXEL
+    if needed > DECODE_BUDGET:
+        raise ImageLoadError(f"{Path(path).name} is {size.width}x{size.height} pixels: decoding it takes about "
+                             f"{needed / 2**30:.1f} GB, more than the Test tab's {DECODE_BUDGET / 2**30:.1f} GB; "
+                             "try a smaller copy")
 
 
 def detection_rows(result: QueryResult) -> list[list]:
     """Rows of the Test tab's table: index, class, prompt, score, box (original pixels)."""
-    d = result.detections
-    queries = result.ontology.queries
-    names = result.ontology.names
-    rows = []
-    for i in range(len(d)):
-        x0, y0, x1, y1 = (round(float(v), 1) for v in d.xyxy[i])
-        rows.append([i + 1, names[int(d.class_ids[i])], queries[int(d.prompt_ids[i])],
-                     round(float(d.scores[i]), 3), x0, y0, x1, y1])
-    return rows
+    d, names, queries = result.detections, result.ontology.names, result.ontology.queries
+    return [[i + 1, names[int(d.class_ids[i])], queries[int(d.prompt_ids[i])], round(float(d.scores[i]), 3),
+             *(round(float(v), 1) for v in d.xyxy[i])] for i in range(len(d))]
 
 
 DETECTION_HEADERS = ["#", "class", "prompt", "score", "x0", "y0", "x1", "y1"]
-

@@ -1,8 +1,6 @@
-"""The Batch tab: a run in the shared runs root with live progress, a gallery and a ZIP.
-
-The job runs in the server (``batch.BatchRunner``); a timer polls it, so a refreshed page finds a
-running batch and follows it to the end.
-"""
+"""The Batch tab: a run in the shared runs root with live progress (and an estimate of the time
+left), a Stop button, a gallery, the failed images with a retry, and a ZIP. A timer polls the job
+(``batch.BatchRunner``); a refreshed page shows the running or last batch as it was."""
 
 from __future__ import annotations
 
@@ -11,13 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import gradio as gr
+import pandas as pd
 
 from autolabel.errors import AutolabelError
-from autolabel.ui.batch import BatchJob
+from autolabel.pipeline import MODES
+from autolabel.ui.batch import BatchJob, failed_images
 from autolabel.ui.draw import detection_shapes, draw_shapes
-from autolabel.ui.events import listen
+from autolabel.ui.events import listen, user_message, without_paths
 from autolabel.ui.security import resolve_server_folder
-from autolabel.ui.session import MODES, display_copy, parse_prompts
+from autolabel.ui.session import display_image, parse_prompts
 from autolabel.ui.tab_test import EXAMPLE_PROMPTS, LOADING
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 GALLERY_SIZE = 12
 THUMB_SIDE = 320
+FAILED_HEADERS = ["image", "reason"]
 
 
 class BatchTab:
@@ -38,40 +39,60 @@ class BatchTab:
         self.timer = gr.Timer(1.0, active=False)
         with gr.Row():
             with gr.Column(scale=1):
+                # A fixed height keeps Run and the progress in view with hundreds of files; the count says how many.
                 self.files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath",
-                                     elem_id="batch-files")
+                                     height=140, elem_id="batch-files")
+                self.file_count = gr.Markdown("", elem_id="batch-file-count", elem_classes="autolabel-hint")
                 self.folder = gr.Textbox(label="…or a folder on the server", visible=bool(cfg.allow_folders),
                                          elem_id="batch-folder",
                                          info="inside: " + ", ".join(str(p) for p in cfg.allow_folders))
-                self.prompts = gr.Textbox(label="Classes and prompts", lines=4, placeholder=EXAMPLE_PROMPTS,
+                self.prompts = gr.Textbox(label="Classes and prompts", lines=3, placeholder=EXAMPLE_PROMPTS,
                                           elem_id="batch-prompts", info="copied from the Test tab as you type")
                 self.threshold = gr.Slider(0.0, 1.0, value=cfg.threshold, step=0.01, label="Score threshold",
                                            elem_id="batch-threshold")
                 self.mode = gr.Radio(list(MODES), value="detect", label="Mode", elem_id="batch-mode")
-                self.name = gr.Textbox(label="Run name", placeholder="ui-YYYYMMDD-HHMMSS", elem_id="batch-run-name")
-                self.image_size = gr.Textbox(label="Training image size for the ZIP", value="640",
-                                             info="N: longest side; WxH: exact; empty: original size",
-                                             elem_id="batch-image-size")
-                self.start_button = gr.Button("Run batch", variant="primary", elem_id="batch-start")
+                with gr.Row():
+                    self.name = gr.Textbox(label="Run name", placeholder="ui-YYYYMMDD-HHMMSS",
+                                           elem_id="batch-run-name")
+                    self.image_size = gr.Textbox(label="Image size for the ZIP", value="640",
+                                                 info="N: longest side; WxH: exact; empty: original",
+                                                 elem_id="batch-image-size")
                 with gr.Accordion("Resume a run", open=False):
                     self.resume_picker = gr.Dropdown(label="Run", choices=app.runs(), elem_id="batch-resume-run")
                     self.resume_button = gr.Button("Resume", elem_id="batch-resume")
             with gr.Column(scale=2):
+                # Run, Stop and the progress at the top: in view however long the form on the left gets.
+                with gr.Row():
+                    self.start_button = gr.Button(start_label("detect"), variant="primary", elem_id="batch-start")
+                    self.stop_button = gr.Button("Stop", variant="stop", visible=False, elem_id="batch-stop")
                 self.progress = gr.HTML(progress_html(None), elem_id="batch-progress")
-                self.zip = gr.DownloadButton("Download ZIP", visible=False, elem_id="batch-zip")
+                with gr.Row():
+                    self.zip = gr.DownloadButton("Download ZIP", visible=False, elem_id="batch-zip")
+                with gr.Column(visible=False, elem_id="batch-failed-box") as self.failed_box:
+                    self.failed = gr.Dataframe(headers=FAILED_HEADERS, interactive=False, label="Failed images",
+                                               elem_id="batch-failed")
+                    self.retry_button = gr.Button("Retry failed images", elem_id="batch-retry")
                 self.gallery = gr.Gallery(label="Annotated images", columns=4, height="auto", object_fit="contain",
                                           elem_id="batch-gallery")
-        self.run_pickers: list[gr.Dropdown] = []  # other tabs' run lists, refreshed when a batch ends
+        self.run_pickers: list[gr.Dropdown] = []  # other tabs' run lists, refreshed when a batch starts and ends
 
     def wire(self, run_pickers: list[gr.Dropdown]) -> None:
         self.run_pickers = run_pickers
-        outputs = [self.progress, self.run_state, self.shown_state, self.timer, self.zip, self.app.status_box]
+        pickers = [self.resume_picker, *run_pickers]
+        outputs = [self.progress, self.run_state, self.shown_state, self.timer, self.zip, self.stop_button,
+                   self.failed_box, self.failed, self.app.status_box, *pickers]
         listen(self.start_button.click, self.start_new,
                [self.files, self.folder, self.prompts, self.threshold, self.mode, self.name, self.image_size], outputs)
         listen(self.resume_button.click, self.resume, [self.resume_picker, self.image_size], outputs)
+        listen(self.retry_button.click, self.resume, [self.run_state, self.image_size], outputs)
+        listen(self.stop_button.click, self.stop, None, [self.progress, self.stop_button], queue=False)
+        listen(self.files.change, file_count_text, [self.files], [self.file_count], queue=False,
+               show_progress="hidden")
+        listen(self.mode.change, lambda mode: gr.Button(start_label(mode)), [self.mode], [self.start_button],
+               queue=False, show_progress="hidden")
         listen(self.timer.tick, self.tick, [self.run_state, self.shown_state],
-               [self.progress, self.gallery, self.shown_state, self.timer, self.zip, self.resume_picker, *run_pickers,
-                self.app.status_box], show_progress="hidden")
+               [self.progress, self.gallery, self.shown_state, self.timer, self.zip, self.stop_button,
+                self.failed_box, self.failed, *pickers, self.app.status_box], show_progress="hidden")
 
     def start_new(self, files, folder, prompts, threshold, mode, run_name, image_size):
         """Generator: validate, say so if the models load now, then start the run in the background."""
@@ -92,38 +113,58 @@ class BatchTab:
     def resume(self, run, image_size):
         return self._started(self.app.runner.resume(run, image_size))
 
+    def stop(self):
+        job = self.app.runner.stop()
+        return {self.progress: progress_html(job), self.stop_button: gr.Button(visible=False)}
+
     def _started(self, job: BatchJob) -> dict:
         return {self.progress: progress_html(job), self.run_state: job.run, self.shown_state: -1,
                 self.timer: gr.Timer(active=True), self.zip: gr.update(value=None, visible=False),
-                self.app.status_box: self.app.status()}
+                self.stop_button: gr.Button(visible=True), self.failed_box: gr.Column(visible=False),
+                self.app.status_box: self.app.status(), **self._pickers(job.run)}
+
+    def _pickers(self, run: str) -> dict:
+        """Every run list, with ``run`` (now in the runs root) among the choices."""
+        return {picker: self.app.run_dropdown(run) for picker in (self.resume_picker, *self.run_pickers)}
 
     def tick(self, run, shown):
-        """Timer tick while a batch runs: progress, the gallery when it changed, the ZIP at the end."""
+        """Timer tick while a batch runs: progress, the gallery when it changed; at the end the ZIP,
+        the failed images and the run lists."""
         job = self.app.runner.job(run) or self.app.runner.current()
         if job is None:
             return {self.timer: gr.Timer(active=False)}
         out = {self.progress: progress_html(job), self.shown_state: job.processed,
                self.app.status_box: self.app.status()}
         if job.processed != shown or not job.running:
-            try:
-                out[self.gallery] = self.gallery_items(job.run)
-            except AutolabelError:  # the run's store is not there yet (job still starting)
-                pass
+            out.update(self._gallery(job))
         if job.running:
             return out
         if job.error:
-            gr.Warning(html.escape(job.error))
+            gr.Warning(user_message(job.error))
         out[self.timer] = gr.Timer(active=False)
-        if job.zip_path:
-            out[self.zip] = gr.update(value=str(job.zip_path), visible=True)
-        for picker in (self.resume_picker, *self.run_pickers):
-            out[picker] = self.app.run_dropdown(job.run)
-        return out
+        return {**out, **self._finished(job), **self._pickers(job.run)}
+
+    def _gallery(self, job: BatchJob) -> dict:
+        try:
+            return {self.gallery: self.gallery_items(job.run)}
+        except AutolabelError:  # the run's store is not there yet (job still starting)
+            return {}
+
+    def _finished(self, job: BatchJob) -> dict:
+        """What a finished (or stopped) job shows: its ZIP, its failed images, no Stop button."""
+        try:
+            with self.app.open_run(job.run) as store:
+                rows = [(name, without_paths(reason)) for name, reason in failed_images(store, job.refused)]
+        except AutolabelError:
+            rows = [(p.name, "links outside the allowed folders") for p in job.refused]
+        zip_update = gr.update(value=str(job.zip_path), visible=True) if job.zip_path and job.zip_path.exists() \
+            else gr.update(value=None, visible=False)
+        return {self.zip: zip_update, self.stop_button: gr.Button(visible=False),
+                self.failed_box: gr.Column(visible=bool(rows)),
+                self.failed: pd.DataFrame(rows, columns=FAILED_HEADERS)}
 
     def gallery_items(self, run: str) -> list[tuple]:
         """Annotated thumbnails of the run's first ``GALLERY_SIZE`` labelled images."""
-        from autolabel.images import load_image
-
         items = []
         with self.app.open_run(run) as store:
             names = store.ontology.names
@@ -131,30 +172,49 @@ class BatchTab:
                 if len(items) >= GALLERY_SIZE:
                     break
                 try:
-                    loaded = load_image(record.path, max_pixels=self.app.config.max_image_pixels, max_side=THUMB_SIDE)
+                    thumb, scale = display_image(record.path, THUMB_SIDE, self.app.config.max_image_pixels,
+                                                 min_side=THUMB_SIDE)
                 except AutolabelError:
                     continue
                 labels = store.labels(record.id)
-                thumb, enlarge = display_copy(loaded.image, THUMB_SIDE, min_side=THUMB_SIDE)
-                image = draw_shapes(thumb, detection_shapes(labels, names), loaded.scale * enlarge)
+                image = draw_shapes(thumb, detection_shapes(labels, names), scale)
                 items.append((image, f"{Path(record.path).name} · {len(labels)} labels"))
         return items
 
     def on_load(self) -> dict:
-        """A (re)loaded page follows the running batch, or shows the last one."""
+        """A (re)loaded page follows the running batch, or shows the last one as it ended: progress,
+        gallery, failed images and ZIP."""
         job = self.app.runner.current()
-        return {self.progress: progress_html(job), self.run_state: job.run if job else None,
-                self.timer: gr.Timer(active=job is not None and job.running),
-                self.resume_picker: self.app.run_dropdown()}
+        out = {self.progress: progress_html(job), self.run_state: job.run if job else None,
+               self.timer: gr.Timer(active=job is not None and job.running),
+               self.stop_button: gr.Button(visible=job is not None and job.running),
+               self.resume_picker: self.app.run_dropdown(), self.gallery: [],
+               self.zip: gr.update(value=None, visible=False), self.failed_box: gr.Column(visible=False),
+               self.failed: pd.DataFrame([], columns=FAILED_HEADERS)}
+        if job is not None:
+            out.update(self._gallery(job))
+            if not job.running:
+                out.update(self._finished(job))
+        return out
+
+
+def start_label(mode: str) -> str:
+    """The Run button's label: what the batch will do."""
+    return "Segment batch" if mode == "segment" else "Detect batch"
+
+
+def file_count_text(files) -> str:
+    n = len(files or [])
+    return "" if not n else f"{n} file{'s' if n != 1 else ''} ready"
 
 
 def progress_html(job: BatchJob | None) -> str:
     """The progress box; its ``data-*`` attributes let the browser tests wait on the state."""
     if job is None:
         return "<div id='batch-progress-inner' data-state='idle'>No batch running.</div>"
-    state = "running" if job.running else ("failed" if job.error else "finished")
+    state = ("running" if job.running else "failed" if job.error else "stopped" if job.stopped else "finished")
     total = job.total if job.total is not None else 0
     return (f"<div id='batch-progress-inner' data-run='{html.escape(job.run, quote=True)}' data-state='{state}'"
             f" data-done='{job.processed}' data-total='{total}'>"
             f"<progress value='{job.processed}' max='{max(total, 1) if job.total is not None else ''}'></progress>"
-            f"<div>{html.escape(job.status_text())}</div></div>")
+            f"<div>{html.escape(without_paths(job.status_text()))}</div></div>")

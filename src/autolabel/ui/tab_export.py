@@ -9,16 +9,10 @@ import gradio as gr
 import pandas as pd
 
 from autolabel.errors import StoreError
-from autolabel.ui.batch import export_dir
+from autolabel.ui.downloads import export_dir
 from autolabel.ui.events import listen
-from autolabel.ui.exporting import (
-    MASK_FORMATS,
-    evaluate_against,
-    evaluation_available,
-    export_formats,
-    run_export,
-    summary_rows,
-)
+from autolabel.export import FORMATS, MASK_FORMATS
+from autolabel.ui.exporting import evaluate_against, evaluation_available, run_export
 
 if TYPE_CHECKING:
     from autolabel.ui.app import AutolabelApp
@@ -31,7 +25,7 @@ class ExportTab:
 
     def __init__(self, app: AutolabelApp):
         self.app = app
-        formats = list(export_formats())
+        formats = list(FORMATS)  # COCO first
         with gr.Row():
             self.run = gr.Dropdown(label="Run", choices=app.runs(), elem_id="export-run")
             self.format = gr.Dropdown(label="Format", choices=formats, value=formats[0], elem_id="export-format")
@@ -64,7 +58,7 @@ class ExportTab:
         text = (f"Exported **{run}** as {fmt}: {summary.images} images, {summary.annotations} annotations"
                 f" (rejected labels excluded).")
         return {self.download: gr.update(value=str(summary.path), visible=True), self.summary: text,
-                self.table: pd.DataFrame(summary_rows(summary), columns=SUMMARY_HEADERS)}
+                self.table: pd.DataFrame(sorted(summary.per_class.items()), columns=SUMMARY_HEADERS)}
 
     def evaluate(self, run, gt_run) -> dict:
         if not gt_run:

@@ -1,5 +1,6 @@
-"""The Review tab: step through a run's images; accept, reject, relabel, delete, draw or move boxes.
-Every edit is saved at once (``review``); keyboard shortcuts click the buttons (``KEYBOARD_JS``)."""
+"""The Review tab: step through a run's images on an annotation canvas (``canvas``): draw, move and
+resize boxes with the mouse, accept, reject, relabel or delete labels, undo and redo. Every edit is
+saved at once (``review``); keyboard shortcuts click the buttons (``KEYBOARD_JS``) or act on the canvas."""
 
 from __future__ import annotations
 
@@ -13,25 +14,25 @@ import pandas as pd
 
 from autolabel.errors import StoreError
 from autolabel.ui import review
-from autolabel.ui.draw import detection_shapes, draw_shapes
+from autolabel.ui.canvas import review_canvas
 from autolabel.ui.events import listen
 from autolabel.ui.runs import run_summary
 
 if TYPE_CHECKING:
     from autolabel.ui.app import AutolabelApp
 
-ADD_MODE = "add a new box"
-MOVE_MODE = "move the selected box"
+STRIP_SPAN = 7  # images either side of the current one in the strip
+UNDO_DEPTH = 100
 
 # keys -> elem_id of the button they click; only while the Review tab is shown and the focus is not
-# in a text field.
+# in a text field. The canvas handles its own keys (zoom, toggles, undo, help).
 KEYBOARD_JS = """
 <script>
 (() => {
   const keys = {
     "ArrowRight": "review-next", "n": "review-next", "ArrowLeft": "review-prev", "p": "review-prev",
     "a": "review-accept-image", "y": "review-accept", "r": "review-reject", "x": "review-delete",
-    "Delete": "review-delete", "Escape": "review-cancel"
+    "Delete": "review-delete"
   };
   document.addEventListener("keydown", (event) => {
     const target = event.target;
@@ -51,17 +52,22 @@ KEYBOARD_JS = """
 
 @dataclass(frozen=True)
 class ReviewState:
-    """Per-browser-session position in the Review tab (Gradio keeps one per session)."""
+    """Per-browser-session position in the Review tab (Gradio keeps one per session); ``undo`` and
+    ``redo``: this session's edits of the run, newest last."""
 
     run: str | None = None
     ids: tuple[int, ...] = ()
     pos: int = 0
-    pending: tuple[float, float] | None = None  # first corner of a box being drawn, display pixels
     selected: int | None = None
+    undo: tuple[review.Change, ...] = ()
+    redo: tuple[review.Change, ...] = ()
 
     @property
     def image_id(self) -> int | None:
         return self.ids[self.pos] if self.ids else None
+
+    def edited(self, change: review.Change) -> "ReviewState":
+        return replace(self, undo=(*self.undo, change)[-UNDO_DEPTH:], redo=())
 
 
 class ReviewTab:
@@ -69,6 +75,7 @@ class ReviewTab:
 
     def __init__(self, app: AutolabelApp):
         self.app = app
+        self.thumbnails = review.Thumbnails(max_pixels=app.config.max_image_pixels)
         self.state = gr.State(ReviewState())
         with gr.Row():
             self.run = gr.Dropdown(label="Run", choices=app.runs(), elem_id="review-run", scale=2)
@@ -84,30 +91,25 @@ class ReviewTab:
                                                  size="sm")
         self.position = gr.Markdown(elem_id="review-position")
         with gr.Row():
-            with gr.Column(scale=3):
-                self.image = gr.Image(label="Click two opposite corners to draw a box", interactive=False,
-                                      elem_id="review-image", format="png")
+            with gr.Column(scale=4):
+                self.canvas = review_canvas()
                 self.hint = gr.Markdown(elem_id="review-hint", elem_classes="autolabel-hint")
-            with gr.Column(scale=2):
+            with gr.Column(scale=2, min_width=300):
+                self.class_name = gr.Dropdown(label="Class (of new boxes, or to change the selected one to)",
+                                              choices=[], elem_id="review-class")
                 self.select = gr.Dropdown(label="Selected label", choices=[], elem_id="review-select")
                 with gr.Row():
                     self.accept_button = gr.Button("Accept (y)", elem_id="review-accept", size="sm")
                     self.reject_button = gr.Button("Reject (r)", elem_id="review-reject", size="sm", variant="stop")
                     self.delete_button = gr.Button("Delete (x)", elem_id="review-delete", size="sm")
-                self.class_name = gr.Dropdown(label="Class (for a change or a new box)", choices=[],
-                                              elem_id="review-class")
                 self.set_class_button = gr.Button("Change class of selected", elem_id="review-set-class", size="sm")
-                self.draw_mode = gr.Radio([ADD_MODE, MOVE_MODE], value=ADD_MODE, label="Clicks on the image",
-                                          elem_id="review-draw-mode")
-                self.cancel_button = gr.Button("Cancel box (Esc)", elem_id="review-cancel", size="sm")
                 self.table = gr.Dataframe(value=_labels_table([]), label="Labels", interactive=False,
-                                          elem_id="review-table")
-        gr.Markdown("Shortcuts: **n**/→ next · **p**/← previous · **a** accept image · **y** accept label ·"
-                    " **r** reject label · **x** delete label · **Esc** cancel box", elem_classes="autolabel-hint")
+                                          elem_id="review-table", max_height=320)
 
     def wire(self) -> None:
-        outputs = [self.state, self.image, self.table, self.select, self.class_name, self.position, self.hint]
-        listen(self.load_button.click, self.load, [self.run, self.filter, self.low_score], [*outputs, self.summary])
+        outputs = [self.state, self.canvas, self.table, self.select, self.position, self.hint]
+        listen(self.load_button.click, self.load, [self.run, self.filter, self.low_score],
+               [*outputs, self.summary, self.class_name])
         listen(self.prev_button.click, functools.partial(self.step, delta=-1), [self.state], outputs)
         listen(self.next_button.click, functools.partial(self.step, delta=+1), [self.state], outputs)
         listen(self.accept_image_button.click, self.accept_image, [self.state], outputs)
@@ -118,33 +120,45 @@ class ReviewTab:
             listen(button.click, functools.partial(self.edit, action=action), [self.state, self.select], outputs)
         listen(self.set_class_button.click, functools.partial(self.edit, action="class"),
                [self.state, self.select, self.class_name], outputs)
-        listen(self.image.select, self.click, [self.state, self.select, self.draw_mode, self.class_name], outputs)
-        listen(self.cancel_button.click, self.cancel, [self.state], outputs)
+        # "multiple": a drag's own select event may still run when its move arrives; Gradio's default
+        # ("once") would drop the move. Gestures run one at a time, in order.
+        listen(self.canvas.edit, self.on_canvas, [self.state, self.class_name], outputs, trigger_mode="multiple")
 
     def render(self, state: ReviewState, message: str | None = None) -> dict:
-        """Every output that shows ``state``: image, table, selection, position and hint."""
+        """Every output that shows ``state``: canvas, table, selection, position and hint."""
         if state.run is None or not state.ids:
             position = "No images to review with this filter." if state.run else "Choose a run and press Load."
-            return {self.state: state, self.image: None, self.table: _labels_table([]),
-                    self.select: gr.Dropdown(choices=[], value=None), self.position: position, self.hint: message or ""}
+            return {self.state: state, self.canvas: None, self.table: _labels_table([]),
+                    self.select: gr.Dropdown(choices=[], value=None), self.position: position,
+                    self.hint: review.md_text(message or "")}
         with self.app.open_run(state.run) as store:
             record = store.image(state.image_id)
             labels = review.labels(store, record.id)
             names = store.ontology.names
-        image, scale = self.app.display.get(record)
+            strip = self._strip(store, state)
+        image, _ = self.app.display.get(record)
         ids = [int(i) for i in labels.ids]
         selected = state.selected if state.selected in ids else (ids[0] if ids else None)
         state = replace(state, selected=selected)
         done = "reviewed" if record.reviewed else "not reviewed yet"
         if message is None:
-            message = ("First corner placed: click the opposite corner." if state.pending else
-                       "Click two opposite corners on the image to draw a box.")
-        return {self.state: state,
-                self.image: draw_shapes(image, detection_shapes(labels, names, selected), scale, state.pending),
+            message = "Drag on the image to draw a box; drag a box or its corners to change it; ? for help."
+        value = review.canvas_value(record, labels, names, image, selected, strip, bool(state.undo), bool(state.redo))
+        return {self.state: state, self.canvas: value,
                 self.table: _labels_table(review.table_rows(labels, names)),
                 self.select: gr.Dropdown(choices=review.label_choices(labels, names), value=selected),
-                self.position: f"Image {state.pos + 1} of {len(state.ids)} · `{Path(record.path).name}` · {done}",
-                self.hint: message}
+                self.position: f"Image {state.pos + 1} of {len(state.ids)} · {review.md_text(Path(record.path).name)}"
+                               f" · {done}",
+                self.hint: review.md_text(message)}
+
+    def _strip(self, store, state: ReviewState) -> list[dict]:
+        lo = max(0, state.pos - STRIP_SPAN)
+        strip = []
+        for pos in range(lo, min(len(state.ids), lo + 2 * STRIP_SPAN + 1)):
+            record = store.image(state.ids[pos])
+            strip.append({"pos": pos, "name": Path(record.path).name, "thumb": self.thumbnails.get(record.path),
+                          "current": pos == state.pos, "reviewed": record.reviewed})
+        return strip
 
     def load(self, run, filter, low_score) -> dict:
         with self.app.open_run(run) as store:
@@ -156,8 +170,7 @@ class ReviewTab:
 
     def step(self, state: ReviewState, delta: int) -> dict:
         state = _loaded(state)
-        pos = min(max(0, state.pos + delta), len(state.ids) - 1)
-        return self.render(replace(state, pos=pos, pending=None, selected=None))
+        return self.render(replace(state, pos=min(max(0, state.pos + delta), len(state.ids) - 1), selected=None))
 
     def choose(self, state: ReviewState, selected) -> dict:
         if state is None or not state.ids:
@@ -175,40 +188,55 @@ class ReviewTab:
         state = _loaded(state)
         with self.app.open_run(state.run) as store:
             if action == "class":
-                review.set_class(store, state.image_id, selected, class_name)
+                change = review.set_class(store, state.image_id, selected, class_name)
             else:
-                _EDITS[action](store, state.image_id, selected)
-        return self.render(replace(state, pending=None), f"Saved: {action} #{selected}.")
+                change = _EDITS[action](store, state.image_id, selected)
+        return self.render(state.edited(change), f"Saved: {action} #{selected}.")
 
     def accept_image(self, state: ReviewState) -> dict:
         state = _loaded(state)
         with self.app.open_run(state.run) as store:
-            n = review.accept_image(store, state.image_id)
+            n = store.accept_image(state.image_id)
         pos = min(state.pos + 1, len(state.ids) - 1)
-        return self.render(replace(state, pos=pos, pending=None, selected=None),
-                           f"Image accepted ({n} labels accepted).")
+        return self.render(replace(state, pos=pos, selected=None), f"Image accepted ({n} labels accepted).")
 
-    def click(self, state: ReviewState, selected, draw_mode, class_name, evt: gr.SelectData) -> dict:
-        """A click on the image: the first or second corner of a new box, or of the selected box's new place."""
+    def on_canvas(self, state: ReviewState, class_name, evt: gr.EventData) -> dict:
+        """One finished gesture on the canvas (``canvas.JS``): select, add, move, undo, redo or jump."""
         state = _loaded(state)
-        if evt.index is None:
-            return self.render(state)
+        data = getattr(evt, "_data", None) or {}
+        action = data.get("action")
+        if action == "jump":
+            return self.render(replace(state, pos=min(max(0, int(data["pos"])), len(state.ids) - 1), selected=None))
+        if action == "select":
+            return self.render(replace(state, selected=int(data["id"])))
         with self.app.open_run(state.run) as store:
-            record = store.image(state.image_id)
-            _, scale = self.app.display.get(record)
-            pending, box = review.corner_click(state.pending, evt.index, scale, record.width, record.height)
-            if box is None:
-                return self.render(replace(state, pending=pending))
-            if draw_mode == MOVE_MODE:
-                review.move_box(store, state.image_id, selected, box)
-                new_selected, message = selected, f"Saved: moved #{selected}."
+            if action in ("undo", "redo"):
+                return self._replay(store, state, action)
+            box = _box(data.get("box"))
+            if action == "add":
+                change = review.add_box(store, state.image_id, class_name, box)
+                message = f"Saved: added #{change.label_id} ({class_name})."
+            elif action == "move":
+                change = review.move_box(store, state.image_id, data.get("id"), box)
+                message = f"Saved: moved #{change.label_id}."
             else:
-                new_selected = review.add_box(store, state.image_id, class_name, box)
-                message = f"Saved: added #{new_selected} ({class_name})."
-        return self.render(replace(state, pending=None, selected=int(new_selected)), message)
+                raise StoreError(f"unknown canvas action {action!r}")
+        return self.render(replace(state.edited(change), selected=change.label_id), message)
 
-    def cancel(self, state: ReviewState) -> dict:
-        return self.render(replace(state or ReviewState(), pending=None), "Cancelled.")
+    def _replay(self, store, state: ReviewState, action: str) -> dict:
+        """Undo the newest edit (or redo the newest undone one); it may be on another image."""
+        stack = state.undo if action == "undo" else state.redo
+        if not stack:
+            return self.render(state, f"Nothing to {action}.")
+        inverse = review.revert(store, stack[-1])
+        if action == "undo":
+            state = replace(state, undo=state.undo[:-1], redo=(*state.redo, inverse))
+        else:
+            state = replace(state, redo=state.redo[:-1], undo=(*state.undo, inverse))
+        image_id = int((inverse.before or inverse.after)["image_id"])
+        pos = state.ids.index(image_id) if image_id in state.ids else state.pos
+        label_id = inverse.label_id
+        return self.render(replace(state, pos=pos, selected=label_id), f"{action.capitalize()}: label #{label_id}.")
 
     def on_load(self) -> dict:
         return {self.run: self.app.run_dropdown()}
@@ -221,6 +249,15 @@ def _loaded(state: ReviewState | None) -> ReviewState:
     if state is None or not state.ids:
         raise StoreError("load a run first")
     return state
+
+
+def _box(value) -> tuple[float, float, float, float]:
+    """A box from the browser: four numbers, original pixels."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise StoreError(f"not a box: {value!r}") from None
+    return x0, y0, x1, y1
 
 
 def _labels_table(rows: list[list]) -> pd.DataFrame:

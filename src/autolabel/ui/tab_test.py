@@ -9,15 +9,17 @@ import gradio as gr
 import pandas as pd
 
 from autolabel.errors import AutolabelError, ConfigError
+from autolabel.pipeline import MODES
 from autolabel.ui.draw import detection_shapes, draw_shapes
-from autolabel.ui.events import listen
-from autolabel.ui.session import DETECTION_HEADERS, MODES, detection_rows
+from autolabel.ui.events import listen, model_warnings
+from autolabel.ui.session import DETECTION_HEADERS, check_decode_budget, detection_rows, display_image
 
 if TYPE_CHECKING:
     from autolabel.ui.app import AutolabelApp
 
 EXAMPLE_PROMPTS = "person\ncar=car,automobile,van"
 LOADING = "Loading the model (first use)…"
+TEST_CONCURRENCY = 4  # Test-tab calls running at once, all users together (each decode within DECODE_BUDGET)
 
 
 class TestTab:
@@ -46,10 +48,15 @@ class TestTab:
     def wire(self) -> None:
         inputs = [self.file, self.prompts, self.threshold, self.mode]
         outputs = [self.image, self.table, self.timing, self.app.status_box]
-        listen(self.detect_button.click, self.query, inputs, outputs)
+        # Gradio runs one call per event at a time by default: one user's slow image would hold up
+        # everyone's queries. These share a limit instead; within it only the forward passes queue.
+        shared = {"concurrency_id": "test-tab", "concurrency_limit": TEST_CONCURRENCY}
+        listen(self.detect_button.click, self.query, inputs, outputs, **shared)
         for event in (self.threshold.change, self.mode.change, self.prompts.blur, self.prompts.submit):
-            listen(event, self.requery, inputs, outputs, trigger_mode="always_last", show_progress="hidden")
-        listen(self.file.upload, self.preview, inputs, outputs)
+            listen(event, self.requery, inputs, outputs, trigger_mode="always_last", show_progress="hidden", **shared)
+        listen(self.file.upload, self.preview, inputs, outputs, **shared)
+        listen(self.file.clear, self.preview, inputs, outputs, **shared)  # no file: clears the result
+        listen(self.mode.change, _button_label, [self.mode], [self.detect_button], queue=False, show_progress="hidden")
 
     def query(self, path, prompts, threshold, mode):
         """Detect (the button). Generator: a 'loading' status first when a model loads on this call."""
@@ -65,7 +72,7 @@ class TestTab:
         yield from self._detect(path, prompts, threshold, mode)
 
     def preview(self, path, prompts, threshold, mode):
-        """A new upload: decode it (errors show now) and detect at once if prompts are given."""
+        """A new upload: show it (decode errors show now) and detect at once if prompts are given."""
         if not path:
             yield {self.image: None, self.table: _detections([]), self.timing: "",
                    self.app.status_box: self.app.status()}
@@ -73,15 +80,18 @@ class TestTab:
         if (prompts or "").strip():
             yield from self._detect(path, prompts, threshold, mode)
             return
-        cached = self.app.tester.load(path)
-        yield {self.image: cached.display, self.table: _detections([]), self.timing: "Enter classes and press Detect.",
+        cfg = self.app.config
+        check_decode_budget(path, lambda size: cfg.display_side)
+        image, _ = display_image(path, cfg.display_side, cfg.max_image_pixels)
+        yield {self.image: image, self.table: _detections([]), self.timing: "Enter classes and press Detect.",
                self.app.status_box: self.app.status()}
 
     def _detect(self, path, prompts, threshold, mode):
         if self.app.models_to_load(mode):
             yield {self.timing: LOADING, self.app.status_box: self.app.status(loading=True)}
         try:
-            result = self.app.tester.query(path, prompts, threshold, mode)
+            with model_warnings():
+                result = self.app.tester.query(path, prompts, threshold, mode)
         except AutolabelError:
             yield {self.app.status_box: self.app.status()}  # e.g. "failed to load" before the message
             raise
@@ -89,6 +99,10 @@ class TestTab:
         yield {self.image: draw_shapes(result.cached.display, shapes, result.cached.display_scale),
                self.table: _detections(detection_rows(result)), self.timing: result.timing_text(),
                self.app.status_box: self.app.status()}
+
+
+def _button_label(mode: str):
+    return gr.update(value=mode.capitalize())  # "Detect" or "Segment"
 
 
 def _detections(rows: list[list]) -> pd.DataFrame:

@@ -1,0 +1,144 @@
+"""The Review canvas in a real headless Chromium: real mouse drags draw, move and resize boxes, and
+undo puts a label back; each edit lands in the store at once as a person's label. Screenshots at
+1366x768 and 1920x1080 go to ``test-artifacts/ui/``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autolabel.detections import Detections
+from autolabel.ontology import Ontology
+from autolabel.store import ImageResult, open_store
+from test_ui_browser import browser, shot, wait_text  # noqa: F401  (the browser fixture)
+from ui_helpers import live_server, make_config
+
+pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated:Warning"),
+              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:Warning")]
+
+WIDTH, HEIGHT = 400, 300
+RUN = "canvas"
+
+
+@pytest.fixture(scope="module")
+def server(browser, tiny_owlv2, tiny_sam2, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("canvas")
+    config = make_config(root, tiny_owlv2, tiny_sam2)
+    rng = np.random.default_rng(1)
+    paths = []
+    for i, name in enumerate(["a.jpg", "b<i>x.jpg"]):  # HTML in a file name stays text
+        path = root / name
+        Image.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    ontology = Ontology.from_prompts(["car", "<b>person</b>"])
+    with open_store(config.runs_dir / RUN) as store:
+        store.bind_config({"model": "m", "mode": "detect", "ontology": ontology.to_dict()})
+        store.write_results([
+            ImageResult(str(paths[0]), "s0", WIDTH, HEIGHT,
+                        Detections(np.array([[40.0, 40, 160, 140]]), np.array([0.8]), np.array([0]), np.array([0]))),
+            ImageResult(str(paths[1]), "s1", WIDTH, HEIGHT, Detections.empty())])
+    with live_server(config) as live:
+        yield live
+
+
+def _open(browser, server, viewport):  # noqa: F811
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server.url)
+    page.get_by_role("tab", name="Review").click()
+    page.locator("#review-run input").click()
+    page.locator(f"#review-run [data-testid=dropdown-option][aria-label='{RUN}']").click()
+    page.click("#review-load")
+    wait_text(page, "#review-position", "Image 1 of 2")
+    page.wait_for_function("document.querySelector('#review-canvas .al-legend').innerText.includes('car: 1')")
+    return context, page
+
+
+def _to_screen(page, x, y):
+    """Original pixels -> page coordinates, with the canvas's fit-to-window view (no zoom)."""
+    box = page.locator("#review-canvas canvas").bounding_box()
+    scale = min(round(box["width"]) / WIDTH, round(box["height"]) / HEIGHT)
+    return (box["x"] + (round(box["width"]) - WIDTH * scale) / 2 + x * scale,
+            box["y"] + (round(box["height"]) - HEIGHT * scale) / 2 + y * scale)
+
+
+def _drag(page, start, end):
+    page.mouse.move(*_to_screen(page, *start))
+    page.mouse.down()
+    for k in range(1, 6):  # a real drag: several moves
+        page.mouse.move(*_to_screen(page, start[0] + (end[0] - start[0]) * k / 5, start[1] + (end[1] - start[1]) * k / 5))
+    page.mouse.up()
+
+
+def _then(page, action, text: str) -> None:
+    """Do ``action``, then wait until the hint is a new one containing ``text``."""
+    page.evaluate("document.querySelector('#review-hint').dataset.seen = document.querySelector('#review-hint').innerText")
+    action()
+    page.wait_for_function("([t]) => { const el = document.querySelector('#review-hint');"
+                           " return el.innerText.includes(t) && el.innerText !== el.dataset.seen"
+                           " && !el.innerText.includes('processing'); }", arg=[text])
+
+
+def _labels(server):
+    with server.app.open_run(RUN) as store:
+        image_id = next(store.images()).id
+        return store, store.labels(image_id)
+
+
+def test_drag_draw_resize_move_and_undo(browser, server):  # noqa: F811
+    context, page = _open(browser, server, {"width": 1366, "height": 768})
+    try:
+        assert "<b>" not in page.inner_html("#review-position") and "<b>" not in page.inner_html("#review-canvas .al-legend")
+        shot(page, "review-canvas-1366x768")
+
+        # Resize the model's box by its bottom-right handle: it becomes a person's label.
+        _then(page, lambda: _drag(page, (160, 140), (200, 180)), "Saved: moved")
+        _, labels = _labels(server)
+        assert labels.xyxy.tolist() == [pytest.approx([40, 40, 200, 180], abs=1.5)]
+        assert labels.sources.tolist() == ["human"] and not labels.has_score.any()
+
+        # Move it by dragging its inside.
+        _then(page, lambda: _drag(page, (100, 100), (130, 90)), "Saved: moved")
+        _, labels = _labels(server)
+        assert labels.xyxy.tolist() == [pytest.approx([70, 30, 230, 170], abs=1.5)]
+
+        # Draw a new box on empty space.
+        _then(page, lambda: _drag(page, (260, 200), (380, 280)), "Saved: added")
+        _, labels = _labels(server)
+        assert len(labels) == 2 and sorted(labels.sources.tolist()) == ["human", "human"]
+        drawn = labels[np.isnan(labels.scores) & (labels.xyxy[:, 0] > 250)]
+        assert drawn.xyxy.tolist() == [pytest.approx([260, 200, 380, 280], abs=1.5)]
+        shot(page, "review-canvas-edited-1366x768")
+
+        # Undo twice with the keyboard: the drawn box goes, the moved box goes back.
+        page.click("#review-position")
+        _then(page, lambda: page.keyboard.press("Control+z"), "Undo: label #2")
+        _then(page, lambda: page.keyboard.press("Control+z"), "Undo: label #1")
+        _, labels = _labels(server)
+        assert labels.xyxy.tolist() == [pytest.approx([40, 40, 200, 180], abs=1.5)]
+        with server.app.open_run(RUN) as store:  # the model's prediction is still there for evaluation
+            predicted = store.model_predictions(next(store.images()).id)
+        assert predicted.xyxy.tolist() == [[40, 40, 160, 140]] and predicted.scores.tolist() == [pytest.approx(0.8)]
+
+        # The help overlay and the image strip.
+        page.keyboard.press("?")
+        page.wait_for_selector("#review-canvas .al-help", state="visible")
+        page.keyboard.press("Escape")
+        page.locator("#review-canvas .al-strip button").nth(1).click()
+        wait_text(page, "#review-position", "Image 2 of 2")
+        assert "<i>" not in page.inner_html("#review-position")
+    finally:
+        context.close()
+
+
+def test_canvas_fits_a_large_screen(browser, server):  # noqa: F811
+    context, page = _open(browser, server, {"width": 1920, "height": 1080})
+    try:
+        box = page.locator("#review-canvas canvas").bounding_box()
+        strip = page.locator("#review-canvas .al-strip").bounding_box()
+        assert strip["y"] + strip["height"] - box["y"] <= 1080 and box["width"] > 900  # fits when scrolled to
+        shot(page, "review-canvas-1920x1080")
+    finally:
+        context.close()
