@@ -180,6 +180,15 @@ def test_bad_image_size(text):
         ImageSize.parse(text)
 
 
+def test_export_names_do_not_depend_on_where_the_dataset_sits():
+    """Clashing stems get a hash of the path relative to the inputs' folder, so names (and the
+    splits keyed on them) are the same wherever the dataset is."""
+    files = ["a/x.jpg", "a/x.png", "b/y.jpg"]
+    here, there = export_names([f"/data/{f}" for f in files]), export_names([f"/mnt/other/place/{f}" for f in files])
+    assert [here[f"/data/{f}"] for f in files] == [there[f"/mnt/other/place/{f}"] for f in files]
+    assert len(set(here.values())) == 3
+
+
 def test_export_names_never_collide():
     names = export_names(["/d/a/x.jpg", "/d/b/x.jpg", "/d/a/y.jpg", "/d/a/y.jpeg", "/d/a/z.png", "/d/a/z.tif"])
     assert len(set(names.values())) == 6

@@ -168,21 +168,25 @@ def export_names(paths: list[str], suffix: str | None = None) -> dict[str, str]:
     ``siteA/cam1/0001.jpg`` -> ``siteA__cam1__0001.jpg`` (relative to the inputs' common folder),
     so two folders' ``photo.jpg`` never collide. Names whose stems still clash, ignoring case
     (``a.jpg`` and ``a.png``, ``A.jpg`` and ``a.jpg``, ``x/y.jpg`` and ``x__y.jpg``), get a short hash
-    of their source path, because label files are named after the stem. ``suffix`` (e.g. ``.jpg``)
+    of their path relative to that folder (never of where it sits on disk: names and the splits keyed
+    on them stay the same when the dataset moves), because label files are named after the stem.
+    ``suffix`` (e.g. ``.jpg``)
     overrides the per-file suffix of :func:`output_suffix`.
     """
     parents = [os.path.dirname(p) for p in paths]
     root = os.path.commonpath(parents) if len(set(parents)) > 1 else (parents[0] if parents else "")
     names: dict[str, str] = {}
+    relative: dict[str, str] = {}
     for path in sorted(paths):
         rel = PurePosixPath(Path(os.path.relpath(path, root) if root else path).as_posix())
+        relative[path] = rel.as_posix()
         stem = "__".join([*rel.parent.parts, rel.stem]).lstrip(".") or "image"
         stem = re.sub(r"[^\w.\-]+", "_", stem)
         names[path] = stem + (suffix or output_suffix(path))
     taken = Counter(_name_key(n) for n in names.values())
     for path, name in names.items():
         if taken[_name_key(name)] > 1:
-            digest = hashlib.sha256(path.encode()).hexdigest()
+            digest = hashlib.sha256(relative[path].encode()).hexdigest()
             for length in (8, 16, 64):  # longer digests only if a hashed name hits another name
                 candidate = f"{PurePosixPath(name).stem}_{digest[:length]}{PurePosixPath(name).suffix}"
                 if _name_key(candidate) not in taken:
