@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Throughput: autolabel's pipeline against the plain transformers recipe, side by side.
 
-One run measures, on the same checkpoint and the same images:
+One run measures, on the same detector family (``--family``, default owlv2), checkpoint and images:
 
-- recipe: per image, ``Owlv2Processor(text, image)`` -> model -> ``post_process_grounded_object_detection``
-  (segment mode: then ``Sam2Processor(image, boxes)`` -> model -> ``post_process_masks``), as the
+- recipe: per image, the family's processor(text, image) -> model -> its post-processing
+  (``post_process_grounded_object_detection``; SAM 3: ``post_process_object_detection``; segment
+  mode: then ``Sam2Processor(image, boxes)`` -> model -> ``post_process_masks``), as the
   transformers docs show it, on the same device, in ``--recipe-precision`` (fp32 unless told);
 - ours: ``labeling.label_into_store`` -- discovery, decode, preprocessing, models, post-processing,
   mask encoding and SQLite writes, into a fresh run folder;
@@ -16,7 +17,8 @@ on|both``). Each (precision, compile) pair is a variant with its own copy of the
 side keys in the JSON carry the variant (``ours bf16``, ``model fp32+compile``).
 
 Models: a checkpoint (hub id or folder) or, by default, the full-size architectures with random
-weights (OWLv2 B/16 at 960 px, SAM2 hiera-large), which cost the same compute as trained weights.
+weights (OWLv2 B/16 at 960 px, OWL-ViT B/32, Grounding DINO and MM-Grounding-DINO Swin-T, OmDet-Turbo
+Swin-T, SAM 3, SAM2 hiera-large), which cost the same compute as trained weights.
 Images: a folder, or generated photo-like JPEGs (12 MP, 2 MP, VGA). Prints one table and writes a
 JSON file (benchmarks/results/ by default). ``--smoke`` runs everything with tiny checkpoints (CI).
 ``--rss 20,200`` checks that peak memory does not grow with the number of images (streaming).
@@ -27,7 +29,8 @@ Examples:
   python benchmarks/throughput.py --generate 12mp:2 --precision fp32,bf16,int8 --rounds 2  # paired precisions
   python benchmarks/throughput.py --generate 12mp:2 --sides model --precision fp32,bf16 --compile both
   python benchmarks/throughput.py --generate 2mp:512 --modes detect,segment --precision bf16 --recipe-precision bf16
-  python benchmarks/throughput.py --owlv2 google/owlv2-base-patch16-ensemble --images photos/
+  python benchmarks/throughput.py --family grounding-dino --generate 12mp:2 --rounds 2
+  python benchmarks/throughput.py --model google/owlv2-base-patch16-ensemble --images photos/
   python benchmarks/throughput.py --smoke
 """
 
@@ -66,28 +69,53 @@ def log(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+# Per family: the random-weight sizes (``random:NAME``; "tiny" is every family's test size, the
+# first full size is the default), the transformers class of the plain recipe, and the recipe itself.
+FULL_SIZES = {"owlv2": "base-patch16", "owlvit": "base-patch32", "grounding-dino": "swin-t",
+              "mm-grounding-dino": "swin-t", "omdet-turbo": "swin-t", "sam3": "released", "sam2": "hiera-large"}
+RECIPE_MODELS = {"owlv2": "Owlv2ForObjectDetection", "owlvit": "OwlViTForObjectDetection",
+                 "grounding-dino": "GroundingDinoForObjectDetection",
+                 "mm-grounding-dino": "MMGroundingDinoForObjectDetection",
+                 "omdet-turbo": "OmDetTurboForObjectDetection", "sam3": "Sam3Model"}
+FAMILIES = tuple(RECIPE_MODELS)
+
+
+def random_sizes(family: str) -> tuple:
+    """(builder, {size name: builder keywords}) of a family's random-weight checkpoints."""
+    from functools import partial
+
+    from autolabel.testing import (grounding_dino_checkpoint, omdet_checkpoint, owlv2_checkpoint,
+                                   owlvit_checkpoint, sam2_checkpoint, sam3_checkpoint)
+
+    dino = {"tiny": {}, "swin-t": grounding_dino_checkpoint.FULL_SIZE_GROUNDING_DINO}
+    return {
+        "owlv2": (owlv2_checkpoint.build_owlv2_checkpoint,
+                  {"tiny": {}, "tiny-960": dict(image_size=960), **owlv2_checkpoint.FULL_SIZE_OWLV2}),
+        "owlvit": (owlvit_checkpoint.build_owlvit_checkpoint, {"tiny": {}, **owlvit_checkpoint.FULL_SIZE_OWLVIT}),
+        "grounding-dino": (grounding_dino_checkpoint.build_grounding_dino_checkpoint, dino),
+        "mm-grounding-dino": (partial(grounding_dino_checkpoint.build_grounding_dino_checkpoint,
+                                      variant="mm-grounding-dino"), dino),
+        "omdet-turbo": (omdet_checkpoint.build_omdet_checkpoint, {"tiny": {}, "swin-t": omdet_checkpoint.FULL_SIZE_OMDET}),
+        "sam3": (sam3_checkpoint.build_sam3_checkpoint, {"tiny": {}, "released": sam3_checkpoint.FULL_SIZE_SAM3}),
+        "sam2": (sam2_checkpoint.build_sam2_checkpoint, {"tiny": {}, **sam2_checkpoint.FULL_SIZE_SAM2}),
+    }[family]
+
+
 def checkpoint(spec: str, family: str, cache: Path) -> str:
-    """A checkpoint path: ``random:NAME`` builds (once, cached) a random-weight one."""
+    """A checkpoint path: ``random:NAME`` builds (once, cached) a random-weight one of ``family``."""
     if not spec.startswith("random:"):
         return spec
     name = spec.split(":", 1)[1]
     target = cache / f"{family}-{name}"
     if (target / "config.json").exists():
         return str(target)
+    build, sizes = random_sizes(family)
+    if name not in sizes:
+        raise SystemExit(f"no random {family} size {name!r}: use one of {', '.join(sizes)}")
     log(f"building random {family} {name} in {target} ...")
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if family == "owlv2":
-        from autolabel.testing.owlv2_checkpoint import FULL_SIZE_OWLV2, build_owlv2_checkpoint
-
-        small = {"tiny": {}, "tiny-960": dict(image_size=960)}
-        sizes = small[name] if name in small else FULL_SIZE_OWLV2[name]
-        build_owlv2_checkpoint(tmp, **sizes)
-    else:
-        from autolabel.testing.sam2_checkpoint import FULL_SIZE_SAM2, build_sam2_checkpoint
-
-        sizes = {} if name == "tiny" else FULL_SIZE_SAM2[name]
-        build_sam2_checkpoint(tmp, **sizes)
+    build(tmp, **sizes[name])
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return str(target)
@@ -208,19 +236,48 @@ def sync(device: str):
 # -- the three sides -------------------------------------------------------------------------------
 
 
-class Recipe:
-    """The plain transformers recipe, one image at a time."""
+def detector_recipe(family: str, processor, model, image, queries: list[str], device, dtype) -> dict:
+    """One image through a family's plain recipe as its transformers docs show it: processor ->
+    model -> its post-processing; ``{"boxes", "scores"}`` in original pixels."""
+    import torch
 
-    def __init__(self, owl_path, sam_path, device, dtype, boxes):
+    target = [(image.height, image.width)]
+    if family in ("owlv2", "owlvit"):
+        inputs = processor(text=[queries], images=image, return_tensors="pt", truncation=True).to(device, dtype)
+    elif family == "sam3":  # one (image, prompt) pair per prompt
+        inputs = processor(images=[image] * len(queries), text=queries, return_tensors="pt").to(device, dtype)
+    else:
+        inputs = processor(images=image, text=queries, return_tensors="pt").to(device, dtype)
+    with torch.inference_mode():
+        outputs = model(**inputs)
+    if family in ("owlv2", "owlvit"):
+        return processor.post_process_grounded_object_detection(outputs, threshold=0.0, target_sizes=target)[0]
+    if family in ("grounding-dino", "mm-grounding-dino"):
+        return processor.post_process_grounded_object_detection(
+            outputs, inputs["input_ids"], threshold=0.0, text_threshold=0.0, target_sizes=target)[0]
+    if family == "omdet-turbo":
+        return processor.post_process_grounded_object_detection(outputs, text_labels=queries, threshold=0.0,
+                                                                target_sizes=target)[0]
+    results = processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=target * len(queries))
+    return {key: torch.cat([r[key] for r in results]) for key in ("boxes", "scores")}
+
+
+class Recipe:
+    """The plain transformers recipe of a detector family, one image at a time (segment mode: its
+    boxes through the SAM2 recipe)."""
+
+    def __init__(self, family, det_path, sam_path, device, dtype, boxes):
         import torch
-        from transformers import Owlv2ForObjectDetection, Owlv2Processor
+        import transformers
+        from transformers import AutoProcessor
 
         from autolabel.ontology import Ontology
 
-        self.device, self.dtype, self.boxes = device, dtype, boxes
-        self.queries = Ontology.from_prompts(PROMPTS).queries
-        self.processor = Owlv2Processor.from_pretrained(owl_path)
-        self.model = Owlv2ForObjectDetection.from_pretrained(owl_path, use_safetensors=True).to(device=device, dtype=dtype).eval()
+        self.family, self.device, self.dtype, self.boxes = family, device, dtype, boxes
+        self.queries = list(Ontology.from_prompts(PROMPTS).queries)
+        self.processor = AutoProcessor.from_pretrained(det_path)
+        model_class = getattr(transformers, RECIPE_MODELS[family])
+        self.model = model_class.from_pretrained(det_path, use_safetensors=True).to(device=device, dtype=dtype).eval()
         self.sam_processor = self.sam_model = None
         if sam_path:
             from transformers import Sam2Model, Sam2Processor
@@ -234,7 +291,7 @@ class Recipe:
         from PIL import Image, ImageOps
 
         torch = self.torch
-        stages = dict.fromkeys(["decode", "preprocess", "forward", "post_process"], 0.0)
+        stages = dict.fromkeys(["decode", "detector"], 0.0)
         if segment:
             stages.update(dict.fromkeys(["sam2_preprocess", "sam2_forward", "sam2_post_process"], 0.0))
 
@@ -252,13 +309,8 @@ class Recipe:
                     return ImageOps.exif_transpose(im).convert("RGB")
 
             image = timed("decode", decode)
-            inputs = timed("preprocess", lambda: self.processor(
-                text=[self.queries], images=image, return_tensors="pt", truncation=True
-            ).to(self.device, self.dtype))
-            with torch.inference_mode():
-                outputs = timed("forward", lambda: self.model(**inputs))
-            result = timed("post_process", lambda: self.processor.post_process_grounded_object_detection(
-                outputs, threshold=0.0, target_sizes=[(image.height, image.width)])[0])
+            result = timed("detector", lambda: detector_recipe(self.family, self.processor, self.model, image,
+                                                               self.queries, self.device, self.dtype))
             if segment:
                 def top_boxes():
                     order = torch.argsort(result["scores"], descending=True)[: self.boxes]
@@ -279,7 +331,7 @@ class Recipe:
 class Ours:
     """``label_into_store`` into a fresh run folder."""
 
-    def __init__(self, owl_path, sam_path, device, precision, compile_vision, args):
+    def __init__(self, det_path, sam_path, device, precision, compile_vision, args):
         from autolabel.ontology import Ontology
         from autolabel.pipeline import DetectConfig, Labeler
 
@@ -287,7 +339,7 @@ class Ours:
         self.device = device
         config = DetectConfig(threshold=args.threshold, nms_iou=args.nms_iou, max_detections=args.boxes)
         ontology = Ontology.from_prompts(PROMPTS)
-        detect = Labeler(ontology, model=owl_path, config=config, device=device, precision=precision,
+        detect = Labeler(ontology, model=det_path, config=config, device=device, precision=precision,
                          compile=compile_vision)
         self.labelers = {"detect": detect}
         if sam_path:  # one copy of the detector, shared by both modes
@@ -336,8 +388,12 @@ class ModelOnly:
         bs = self.ours.args.batch_size
         done = sync(self.ours.device)
         text = detector.encode_text(labeler.ontology.queries)
-        pixel_values = torch.randn(bs, 3, detector.image_size, detector.image_size, device=detector.device,
-                                   dtype=detector.dtype)
+        # One real input, repeated: each family's own input shape (some are not square).
+        prepared = labeler.prepare(paths[0], keep_pixels=True)
+        one = prepared.detector_input
+        if one is None:  # made on the device
+            one = detector.preprocessor(prepared.pixels, prepared.size, detector.device)
+        pixel_values = torch.stack([one] * bs).to(detector.device)
         if segment:
             seg = labeler.segmenter
             sam_values = torch.randn(bs, 3, seg.image_size, seg.image_size, device=seg.device, dtype=seg.dtype)
@@ -349,11 +405,10 @@ class ModelOnly:
         started = time.perf_counter()
         with torch.inference_mode():
             for _ in range(batches):
-                scores = detector.score(detector.encode_images(pixel_values), text)
+                detector.score(detector.encode_images(pixel_values), text)
                 if segment:
                     for emb in seg.embed(sam_values, [Size(1000, 1000)] * bs):
                         seg.predict_logits(emb, boxes)
-                scores.logits.cpu()
         done()
         seconds = time.perf_counter() - started
         n = batches * bs
@@ -410,14 +465,14 @@ def run_benchmark(args) -> dict:
         torch.set_num_threads(args.threads)
     modes = args.modes.split(",")
     sides = args.sides.split(",")
-    owl = checkpoint(args.owlv2, "owlv2", args.cache)
+    det = checkpoint(args.model, args.family, args.cache)
     sam = checkpoint(args.sam2, "sam2", args.cache) if "segment" in modes else None
     sets = image_sets(args)
 
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": device_info(device),
               "precision": ",".join(dict.fromkeys(p for _, p, _ in plans)), "variants": [n for n, _, _ in plans],
               "recipe_precision": resolve_precision(args.recipe_precision, device).name,
-              "owlv2": args.owlv2, "sam2": args.sam2 if sam else None,
+              "family": args.family, "model": args.model, "sam2": args.sam2 if sam else None,
               "batch_size": args.batch_size, "boxes": args.boxes, "rounds": args.rounds,
               "time": time.strftime("%Y-%m-%d %H:%M:%S"), "results": []}
     log(f"device {device} {report['variants']} (recipe {report['recipe_precision']}), threads "
@@ -426,11 +481,12 @@ def run_benchmark(args) -> dict:
     def key(side: str, variant: str) -> str:  # with one variant, the plain side names
         return side if len(plans) == 1 else f"{side} {variant}"
 
-    ours = {name: Ours(owl, sam, device, precision, compiled, args) for name, precision, compiled in plans}
+    ours = {name: Ours(det, sam, device, precision, compiled, args) for name, precision, compiled in plans}
     models = {name: ModelOnly(o) for name, o in ours.items()}
-    recipe = Recipe(owl, sam, device, recipe_dtype, args.boxes) if "recipe" in sides else None
+    recipe = Recipe(args.family, det, sam, device, recipe_dtype, args.boxes) if "recipe" in sides else None
     first = next(iter(ours.values()))
-    flops = vision_flops(first.labelers["detect"].detector) if device.startswith("cuda") else None
+    counted = device.startswith("cuda") and args.family == "owlv2"  # the counter knows OWLv2's tower
+    flops = vision_flops(first.labelers["detect"].detector) if counted else None
     report["vision_gflop_per_image"] = flops / 1e9 if flops else None
     order = [("recipe", None)] if recipe else []  # one round: the recipe, then each variant's sides
     order += [(side, name) for name in ours for side in ("ours", "model") if side in sides]
@@ -505,7 +561,8 @@ def print_table(report: dict) -> None:
     m = report["machine"]
     precision = report.get("precision") or report.get("dtype")  # older reports name a dtype
     recipe = f", recipe {report['recipe_precision']}" if "recipe_precision" in report else ""
-    print(f"\n{report['command']}\n{m.get('gpu') or m['cpu']} ({m['device']}, {precision}{recipe}, "
+    family = f"{report['family']} {report['model']}, " if "family" in report else ""
+    print(f"\n{report['command']}\n{family}{m.get('gpu') or m['cpu']} ({m['device']}, {precision}{recipe}, "
           f"{m['cpu_threads']} torch threads, {m['cores']} cores), torch {m['torch']}, "
           f"transformers {m.get('transformers')}, batch {report['batch_size']}")
     names = report.get("variants") or [precision]  # older reports: one variant
@@ -548,7 +605,7 @@ def rss_check(args) -> dict:
     """Peak RSS of ``ours`` for each image count, each in a fresh process (streaming check)."""
     counts = [int(c) for c in args.rss.split(",")]
     paths = generate(args.image_cache / f"{args.rss_size}-unique", args.rss_size, min(max(counts), args.unique * 4))
-    out = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "owlv2": args.owlv2,
+    out = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "family": args.family, "model": args.model,
            "image_size": args.rss_size, "peak_rss_mib": {}}
     for n in counts:
         with tempfile.TemporaryDirectory(dir=args.image_cache) as tmp:
@@ -556,7 +613,7 @@ def rss_check(args) -> dict:
             subset.mkdir()
             for i in range(n):  # more images than distinct files: hard links repeat them
                 link_file(paths[i % len(paths)], subset / f"{i:05d}_{paths[i % len(paths)].name}")
-            cmd = [sys.executable, __file__, "--rss-child", str(subset), "--owlv2", args.owlv2, "--cache",
+            cmd = [sys.executable, __file__, "--rss-child", str(subset), "--family", args.family, "--model", args.model, "--cache",
                    str(args.cache), "--batch-size", str(args.batch_size), "--device", args.device,
                    "--precision", args.precision]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -571,7 +628,8 @@ def rss_check(args) -> dict:
 
 def print_rss(report: dict) -> None:
     sizes = ", ".join(f"{n} images {mib:.0f} MiB" for n, mib in report["peak_rss_mib"].items())
-    print(f"\n{report['command']}\npeak RSS ({report['image_size']} JPEGs, {report['owlv2']}): {sizes} "
+    model = report.get("model") or report["owlv2"]  # older reports name the OWLv2 checkpoint
+    print(f"\n{report['command']}\npeak RSS ({report['image_size']} JPEGs, {model}): {sizes} "
           f"({100 * report['growth']:+.1f}%)")
 
 
@@ -581,8 +639,8 @@ def rss_child(args) -> None:
     from autolabel.pipeline import DetectConfig, Labeler
     from autolabel.store import open_store
 
-    owl = checkpoint(args.owlv2, "owlv2", args.cache)
-    labeler = Labeler(Ontology.from_prompts(PROMPTS), model=owl, device=args.device, precision=args.precision,
+    det = checkpoint(args.model, args.family, args.cache)
+    labeler = Labeler(Ontology.from_prompts(PROMPTS), model=det, device=args.device, precision=args.precision,
                       config=DetectConfig(threshold=0.0, nms_iou=None, max_detections=args.boxes))
     with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "run") as store:
         summary = label_into_store(labeler, [args.rss_child], store, batch_size=args.batch_size)
@@ -599,8 +657,11 @@ def precision_list(text: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--owlv2", default="random:base-patch16",
-                        help="checkpoint (hub id or folder) or random:{base-patch16,large-patch14,tiny,tiny-960}")
+    parser.add_argument("--family", default="owlv2", choices=FAMILIES,
+                        help="the detector family (models/registry.py): its checkpoint and its plain recipe")
+    parser.add_argument("--model", "--owlv2", dest="model", default=None,
+                        help="the detector: a checkpoint (hub id or folder) of --family, or random:SIZE, a random-"
+                             "weight one (tiny, or the family's released sizes; default: the first of them)")
     parser.add_argument("--sam2", default="random:hiera-large",
                         help="checkpoint or random:{hiera-tiny,hiera-large,tiny} (segment mode)")
     parser.add_argument("--modes", default="detect", help="detect,segment")
@@ -647,13 +708,16 @@ def main(argv=None) -> int:
                 print(f"\n{path}: missing (that run failed or timed out)")
         return 0
     if args.smoke:
-        args.owlv2, args.sam2 = "random:tiny", "random:tiny"
-        if args.modes == parser.get_default("modes"):
+        args.model, args.sam2 = "random:tiny", "random:tiny"
+        if args.modes == parser.get_default("modes") and args.family != "sam3":
             args.modes = "detect,segment"
         if args.generate == parser.get_default("generate"):
             args.generate = "vga:3"
         args.batch_size = min(args.batch_size, 2)
         args.boxes = min(args.boxes, 3)
+    args.model = args.model or f"random:{FULL_SIZES[args.family]}"
+    if args.family == "sam3" and "segment" in args.modes.split(","):
+        parser.error("--family sam3 makes its own masks: the segment-mode recipe (SAM2 on its boxes) does not apply")
     if args.rss:
         report = rss_check(args)
     else:

@@ -55,3 +55,28 @@ def test_rss_mode_runs(tmp_path, caches):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report["peak_rss_mib"]) == {"2", "4"} and "growth" in report
+
+
+def _family_run(family: str, tmp_path, caches) -> dict:
+    out = tmp_path / f"{family}.json"
+    proc = _run("--smoke", "--family", family, "--generate", "vga:2", "--json", out, caches=caches)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_family_option_runs_that_familys_model_and_recipe(tmp_path, caches):
+    # Grounding DINO: a non-square input, and a recipe that needs the prompt's token ids.
+    report = _family_run("grounding-dino", tmp_path, caches)
+    assert (report["family"], report["model"]) == ("grounding-dino", "random:tiny")
+    assert (caches / "models" / "grounding-dino-tiny" / "config.json").is_file()
+    assert [e["mode"] for e in report["results"]] == ["detect", "segment"]  # segment: SAM2 on its boxes
+    for entry in report["results"]:
+        for side in ("recipe", "ours", "model"):
+            assert entry[side]["images_per_s"] > 0
+        assert entry["speedup_vs_recipe"] > 0 and entry["fraction_of_model_only"] > 0
+    assert report["results"][1]["ours"]["boxes_per_image"] == 3
+
+
+def test_sam3_refuses_the_sam2_segment_recipe(caches):
+    proc = _run("--smoke", "--family", "sam3", "--modes", "segment", caches=caches)
+    assert proc.returncode == 2 and "makes its own masks" in proc.stderr
