@@ -73,8 +73,28 @@ def test_test_tab_calls_of_different_users_run_side_by_side(app):
     from autolabel.ui.tab_test import TEST_CONCURRENCY
 
     calls = [fn for fn in app.demo.fns.values() if fn.name in ("query", "requery", "preview")]
-    assert len(calls) == 7 and TEST_CONCURRENCY > 1  # query, 4 requery events, upload and clear
+    assert len(calls) == 9 and TEST_CONCURRENCY > 1  # query, 6 requery events, upload and clear
     assert {(fn.concurrency_id, fn.concurrency_limit) for fn in calls} == {("test-tab", TEST_CONCURRENCY)}
+
+
+def test_model_picker_and_side_by_side_test(tiny_owlv2, tiny_sam2, tmp_path, photos):
+    """The picker lists the models folder and sets the Batch tab's detector; the Test tab shows a
+    second detector's result beside the first."""
+    from autolabel.testing.owlv2_checkpoint import build_owlv2_checkpoint
+
+    second = build_owlv2_checkpoint(tmp_path / "models" / "owl-b", seed=1)
+    app = AutolabelApp(make_config(tmp_path, tiny_owlv2, tiny_sam2, models_dir=(tmp_path / "models").resolve()))
+    app.build()
+    tab = app.test
+    assert ("owlv2: owl-b", "owl-b") in app.model_picker.choices and ("none", "") in tab.compare.choices
+    *_, result = tab.query(str(photos[0]), "person", 0.0, "detect", tiny_owlv2.name, "owl-b")
+    assert "`owl-b`" in result[tab.second_timing] and f"`{tiny_owlv2.name}`" in result[tab.timing]
+    assert result[tab.second_image] is not None and len(result[tab.second_table]) > 0
+    *_, alone = tab.query(str(photos[0]), "person", 0.0, "detect", "owl-b", "")
+    assert alone[tab.second_image] is None and alone[tab.table].equals(result[tab.second_table])
+    assert "owl-b" in app.select_model("owl-b")[app.status_box]
+    assert app.on_load()[app.model_picker].value == "owl-b"  # a reloaded page shows the selection
+    assert app.runner.models.detector.name == str(second.resolve())  # what a batch's Labeler gets
 
 
 def test_test_query_without_image_or_prompts(app, photos):
@@ -183,12 +203,13 @@ def test_cli_ui_defaults_and_cleanup(monkeypatch, tmp_path, gradio_env):
     monkeypatch.setattr("autolabel.ui.app.launch", fake_launch)
     monkeypatch.delenv("AUTOLABEL_UI_AUTH", raising=False)
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["ui", "--model", "m", "--runs-dir", "myruns", "--allow-folder", str(tmp_path)])
+    result = CliRunner().invoke(main, ["ui", "--model", "m", "--runs-dir", "myruns", "--allow-folder", str(tmp_path),
+                                       "--models-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (seen["host"], seen["port"], seen["auth"]) == ("127.0.0.1", 7860, None)
     config = seen["config"]
     assert config.runs_dir == (tmp_path / "myruns").resolve() and config.runs_dir.is_dir()
-    assert config.allow_folders == (tmp_path.resolve(),)
+    assert config.allow_folders == (tmp_path.resolve(),) and config.models_dir == tmp_path.resolve()
     assert not config.work_dir.exists()  # the temporary work folder is removed on exit
     assert seen["gradio_temp"].startswith(str(config.work_dir))  # Gradio's uploads went there
     assert "127.0.0.1:7860" in result.output

@@ -176,7 +176,7 @@ def test_folder_input_and_failed_images(ui_config, models, photos, corrupt_image
     assert models.segmenter.embed_calls >= 1
 
 
-def test_resume_refuses_runs_of_another_model(ui_config, models):
+def test_resume_refuses_runs_of_a_model_the_ui_does_not_list(ui_config, models):
     from autolabel.ontology import Ontology
 
     with open_store(run_dir(ui_config.runs_dir, "cli-run")) as store:
@@ -184,7 +184,7 @@ def test_resume_refuses_runs_of_another_model(ui_config, models):
                            "ontology": Ontology.from_prompts(["person"]).to_dict(),
                            "detect": {"threshold": 0.1, "nms_iou": 0.5, "agnostic_nms_iou": None,
                                       "min_area_frac": 0.0, "max_area_frac": 1.0}})
-    with pytest.raises(ConfigError, match="another detection model .*cannot be resumed here"):
+    with pytest.raises(ConfigError, match="does not list .*cannot be resumed here"):
         BatchRunner(ui_config, models).resume("cli-run", None)
 
 

@@ -47,7 +47,7 @@ def server(browser, tiny_owlv2, tiny_sam2, tmp_path_factory):  # noqa: F811
 def _open(browser, server, viewport):  # noqa: F811
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)  # a loaded 2-core machine can take long to answer a gesture
     page.goto(server.url)
     page.get_by_role("tab", name="Review").click()
     page.locator("#review-run input").click()

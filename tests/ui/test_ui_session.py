@@ -197,7 +197,7 @@ def test_work_on_one_image_does_not_wait_for_another(ui_config, models, photos):
         other = threading.Thread(target=tester.query, args=(photos[1], "person", 0.1))
         other.start()
         other.join(timeout=60)
-        assert not other.is_alive() and tester.cache.get(file_sha256(photos[1])) is not None
+        assert not other.is_alive() and tester.cache.get(session.feature_key(file_sha256(photos[1]), models.model)) is not None
 
 
 def test_bad_image_and_bad_mode_are_user_errors(ui_config, models, corrupt_image, photos):

@@ -19,6 +19,8 @@ from autolabel.models.precision import PRECISIONS
                    "[env AUTOLABEL_RUNS_DIR, default ./runs].")
 @click.option("--allow-folder", "allow_folders", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Let the Batch tab read image folders inside DIR on this server. Repeatable; off by default.")
+@click.option("--models-dir", type=click.Path(exists=True, file_okay=False),
+              help="A folder of checkpoint folders (each with a config.json) the UI's model picker also lists.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [env AUTOLABEL_DEVICE].")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Model precision: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16, fp16 (GPU), int8 (CPU) "
@@ -30,8 +32,8 @@ from autolabel.models.precision import PRECISIONS
               help="Space for uploads and downloads in the UI's temporary folder; old files are pruned, then "
                    "uploads are refused.")
 @handle_errors
-def ui(host, port, model, sam_model, runs_dir, allow_folders, device, precision, threshold, batch_size, max_file_size,
-       max_work_size):
+def ui(host, port, model, sam_model, runs_dir, allow_folders, models_dir, device, precision, threshold, batch_size,
+       max_file_size, max_work_size):
     """Start the web UI. Models load on first use.
 
     \b
@@ -39,6 +41,7 @@ def ui(host, port, model, sam_model, runs_dir, allow_folders, device, precision,
       autolabel ui
       autolabel ui --model ./owlv2-base --sam-model ./sam2.1-hiera-tiny --runs-dir ~/runs
       autolabel ui --allow-folder /data/photos            # batches may read folders under /data/photos
+      autolabel ui --models-dir ~/checkpoints             # the model picker lists the checkpoints in it
       AUTOLABEL_UI_AUTH=me:secret autolabel ui --host 0.0.0.0 --port 8080
 
     The UI binds 127.0.0.1 unless --host says otherwise and never opens a public share link. Set
@@ -74,6 +77,7 @@ def ui(host, port, model, sam_model, runs_dir, allow_folders, device, precision,
         device=settings.device, precision=settings.precision, threshold=settings.threshold, nms_iou=settings.nms_iou,
         batch_size=settings.batch_size, max_image_pixels=settings.max_image_pixels,
         allow_folders=tuple(Path(p).resolve() for p in allow_folders),
+        models_dir=Path(models_dir).resolve() if models_dir else None,
     )
     click.echo(f"autolabel UI on http://{'[' + host + ']' if ':' in host else host}:{port}"
                f"  (runs: {runs_root}; login {'on' if auth else 'off'}; Ctrl-C to stop)")

@@ -17,7 +17,7 @@ from autolabel.ui.session import ModelHandles, PromptTester, UiConfig
 from autolabel.ui.tab_batch import BatchTab
 from autolabel.ui.tab_export import ExportTab
 from autolabel.ui.tab_review import KEYBOARD_JS, ReviewTab
-from autolabel.ui.tab_test import TestTab
+from autolabel.ui.tab_test import TestTab, model_options
 
 CSS = """
 #batch-progress progress { width: 100%; height: 1.2em; }
@@ -31,13 +31,15 @@ class AutolabelApp:
 
     def __init__(self, config: UiConfig, models: ModelHandles | None = None):
         self.config = config
-        self.models = models or ModelHandles(config.model, config.sam_model, config.device, config.precision)
+        self.models = models or ModelHandles(config.model, config.sam_model, config.device, config.precision,
+                                             models_dir=config.models_dir)
         self.tester = PromptTester(config, self.models)
         self.runner = BatchRunner(config, self.models)
         self.display = DisplayImages(config.display_side, max_pixels=config.max_image_pixels)
         # Made by build(): the page, its status line (every tab updates it) and the tabs.
         self.demo: gr.Blocks | None = None
         self.status_box: gr.Markdown | None = None
+        self.model_picker: gr.Dropdown | None = None  # the detector of the Test and Batch tabs
         self.test: TestTab | None = None
         self.batch: BatchTab | None = None
         self.review: ReviewTab | None = None
@@ -49,11 +51,23 @@ class AutolabelApp:
             models = models.replace("not loaded", "loading…")
         return f"{models} · runs in `{self.config.runs_dir.name}`"
 
-    def models_to_load(self, mode: str | None) -> bool:
-        """Whether a call in ``mode`` loads a model first (the UI then says so while it waits)."""
-        if not self.models.is_loaded("detector"):
+    def models_to_load(self, mode: str | None, model: str | None = None) -> bool:
+        """Whether a call in ``mode`` with the listed detector ``model`` (default: the selected one)
+        loads a model first (the UI then says so while it waits)."""
+        if not self.models.is_loaded("detector", model):
             return True
-        return mode == "segment" and not self.models.makes_masks() and not self.models.is_loaded("segmenter")
+        return (mode == "segment" and not self.models.makes_masks(model)
+                and not self.models.is_loaded("segmenter"))
+
+    def select_model(self, key: str | None) -> dict:
+        """The model picker: the detector Labelers get from now on (it loads on first use)."""
+        if key:
+            self.models.select(key)
+        return {self.status_box: self.status()}
+
+    def model_dropdown(self) -> gr.Dropdown:
+        """A picker update: the detectors listed now, the selected one chosen."""
+        return gr.Dropdown(choices=model_options(self.models), value=self.models.catalog.key(self.models.model))
 
     def open_run(self, run: str | None):
         """The store of run ``run`` under the runs root, for one action (a context manager)."""
@@ -71,6 +85,9 @@ class AutolabelApp:
         with gr.Blocks(title="autolabel", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
             gr.Markdown("## autolabel: text-prompted auto-labeling")
             self.status_box = gr.Markdown(self.status(), elem_id="model-status")
+            self.model_picker = gr.Dropdown(choices=model_options(self.models), elem_id="model-picker",
+                                            value=self.models.catalog.key(self.models.model), label="Detector",
+                                            info="Used by the Test and Batch tabs; loads on first use")
             with gr.Tab("Test", id="test"):
                 self.test = TestTab(self)
             with gr.Tab("Batch", id="batch"):
@@ -79,6 +96,8 @@ class AutolabelApp:
                 self.review = ReviewTab(self)
             with gr.Tab("Export", id="export"):
                 self.export = ExportTab(self)
+            listen(self.model_picker.change, self.select_model, [self.model_picker], [self.status_box],
+                   queue=False, show_progress="hidden")
             self.test.wire()
             self.batch.wire(run_pickers=[self.review.run, self.export.run])
             self.review.wire()
@@ -87,18 +106,18 @@ class AutolabelApp:
             for source, target in ((self.test.prompts, self.batch.prompts), (self.test.threshold, self.batch.threshold),
                                    (self.test.mode, self.batch.mode)):
                 listen(source.change, lambda value: value, [source], [target], queue=False, show_progress="hidden")
-            on_load_outputs = [self.status_box, self.batch.progress, self.batch.run_state, self.batch.timer,
-                               self.batch.stop_button, self.batch.resume_picker, self.batch.gallery, self.batch.zip,
-                               self.batch.failed_box, self.batch.failed, self.review.run, self.export.run,
-                               self.export.gt_run]
+            on_load_outputs = [self.status_box, self.model_picker, self.batch.progress, self.batch.run_state,
+                               self.batch.timer, self.batch.stop_button, self.batch.resume_picker, self.batch.gallery,
+                               self.batch.zip, self.batch.failed_box, self.batch.failed, self.review.run,
+                               self.export.run, self.export.gt_run]
             listen(demo.load, self.on_load, None, on_load_outputs)
         self.demo = demo
         return demo
 
     def on_load(self) -> dict:
-        """A (re)loaded page: fresh run lists and the batch that runs in the server, if any."""
-        return {self.status_box: self.status(), **self.batch.on_load(), **self.review.on_load(),
-                **self.export.on_load()}
+        """A (re)loaded page: fresh model and run lists and the batch that runs in the server, if any."""
+        return {self.status_box: self.status(), self.model_picker: self.model_dropdown(), **self.batch.on_load(),
+                **self.review.on_load(), **self.export.on_load()}
 
 
 def launch(config: UiConfig, *, host: str, port: int | None, auth=None, max_file_size="200mb",
@@ -117,7 +136,7 @@ def launch(config: UiConfig, *, host: str, port: int | None, auth=None, max_file
     app = AutolabelApp(config, models)
     app.build()
     kwargs = launch_kwargs(work_dir=config.work_dir, runs_dir=config.runs_dir, host=host, port=port, auth=auth,
-                           max_file_size=max_file_size, model_paths=(config.model, config.sam_model))
+                           max_file_size=max_file_size, model_paths=(config.model, config.sam_model, config.models_dir))
     guard = Middleware(RequestGuard, work_dir=config.work_dir, upload_dir=gradio_environment(config.work_dir)[
         "GRADIO_TEMP_DIR"], max_work_bytes=parse_size(max_work_size), throttle=login_throttle or LoginThrottle())
     # quiet: the command prints the address itself (Gradio's banner also suggests share=True).

@@ -175,15 +175,17 @@ class BatchRunner:
             stored = store.config
         if not stored:
             raise ConfigError(f"run {run} has no configuration yet")
-        if stored.get("model") != self.models.model:
-            raise ConfigError(f"run {run} was made with another detection model ({_model_name(stored.get('model'))}) "
-                              f"than this UI serves ({_model_name(self.models.model)}): it cannot be resumed here")
+        try:  # the run's own detector, when the picker lists it, whatever is selected now
+            self.models.catalog.checkpoint(str(stored.get("model")))
+        except ConfigError:
+            raise ConfigError(f"run {run} was made with a detection model this UI does not list "
+                              f"({_model_name(stored.get('model'))}): it cannot be resumed here") from None
         if stored.get("mode") == "segment" and stored.get("sam_model") != self.models.sam_model:
             raise ConfigError(f"run {run} was made with another segmentation model "
                               f"({_model_name(stored.get('sam_model'))}) than this UI serves "
                               f"({_model_name(self.models.sam_model)}): it cannot be resumed here")
         labeler = make_labeler(self.config, self.models, Ontology.from_data(stored["ontology"]), stored["mode"], 0.0,
-                               detect=stored.get("detect"))
+                               detect=stored.get("detect"), model=str(stored["model"]))
         inputs = [Path(p) for p in read_sidecar(folder).get("inputs", []) if Path(p).exists()]
         if not inputs:
             raise ConfigError(f"run {run} has no images the UI can find: it was made on the command line, or its "

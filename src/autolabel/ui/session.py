@@ -49,6 +49,7 @@ class UiConfig:
     allow_folders: tuple[Path, ...] = ()
     display_side: int = 1024
     feature_cache_size: int = 4
+    models_dir: Path | None = None  # checkpoint folders the model picker lists
 
 
 def parse_prompts(text: str | None) -> Ontology:
@@ -59,6 +60,100 @@ def parse_prompts(text: str | None) -> Ontology:
     if not specs:
         raise ConfigError("enter at least one class, one per line: e.g. 'person' or 'car=car,automobile,van'")
     return Ontology.from_prompts(specs)
+
+
+# -- the model picker -------------------------------------------------------------------------------
+
+#: How deep under ``--models-dir`` checkpoint folders are looked for (``owlv2-ft``, ``google/owlv2-base``).
+MODELS_DIR_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One detector of the picker. ``key`` is what the browser sees and sends back: a hub id, a
+    configured folder's name or a folder's path inside the models directory, never a server path;
+    ``checkpoint`` is what the registry loads; ``family`` the family's name (None: not known yet)."""
+
+    key: str
+    checkpoint: str
+    family: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}: {self.key}" if self.family else self.key
+
+
+class ModelCatalog:
+    """The detectors the UI offers: the configured checkpoint, each detector family's default and the
+    checkpoint folders under ``models_dir`` (a ``config.json`` whose ``model_type`` a detector family
+    loads). The folder is read anew on each call, so a checkpoint copied in shows on the next page
+    load; a folder or config that resolves outside it (a symlink) is never listed."""
+
+    def __init__(self, configured: str, models_dir: str | Path | None = None):
+        self.configured = str(configured)
+        self.models_dir = Path(models_dir).resolve() if models_dir else None
+        self._configured_choice: ModelChoice | None = None
+
+    def choices(self) -> list[ModelChoice]:
+        """Configured first, then the families' defaults, then the models directory (path order);
+        a checkpoint or key listed twice keeps its first entry."""
+        from autolabel.models.registry import families
+
+        if self._configured_choice is None:  # the family of a hub id may take a hub request: once
+            self._configured_choice = ModelChoice(_shown(self.configured), self.configured,
+                                                  _detector_family(self.configured))
+        found = [self._configured_choice]
+        found += [ModelChoice(f.default_checkpoint, f.default_checkpoint, f.name) for f in families("detector")]
+        found += self._folder_choices()
+        unique: list[ModelChoice] = []
+        for choice in found:
+            if all(choice.key != u.key and choice.checkpoint != u.checkpoint for u in unique):
+                unique.append(choice)
+        return unique
+
+    def checkpoint(self, key: str) -> str:
+        """The checkpoint of the listed detector ``key``; anything else is refused."""
+        for choice in self.choices():
+            if key in (choice.key, choice.checkpoint):
+                return choice.checkpoint
+        raise ConfigError(f"unknown detector {key!r}: pick one of the listed models")
+
+    def key(self, checkpoint: str) -> str:
+        """The picker key of ``checkpoint`` (its shown name when it is no longer listed)."""
+        return next((c.key for c in self.choices() if c.checkpoint == checkpoint), _shown(checkpoint))
+
+    def _folder_choices(self) -> list[ModelChoice]:
+        from autolabel.ui.security import is_within
+
+        root = self.models_dir
+        if root is None or not root.is_dir():
+            return []
+        configs = sorted(p for depth in range(1, MODELS_DIR_DEPTH + 1)
+                         for p in root.glob("/".join(["*"] * depth) + "/config.json"))
+        found = []
+        for config in configs:
+            folder = config.parent
+            if not (is_within(folder, root) and is_within(config, root)):
+                log.warning("not listing %s: it leads outside the models directory", folder.relative_to(root))
+                continue
+            family = _detector_family(str(folder.resolve()))
+            if family is not None:
+                found.append(ModelChoice(folder.relative_to(root).as_posix(), str(folder.resolve()), family))
+        return found
+
+
+def _detector_family(checkpoint: str) -> str | None:
+    """The detector family that loads ``checkpoint``; None when unreadable or not a detector."""
+    from autolabel.models.registry import checkpoint_model_type, families
+
+    for family in families("detector"):
+        if checkpoint == family.default_checkpoint:
+            return family.name
+    try:
+        model_type = checkpoint_model_type(checkpoint)
+    except AutolabelError:
+        return None
+    return next((f.name for f in families("detector") if model_type in f.model_types), None)
 
 
 # -- model handles ----------------------------------------------------------------------------------
@@ -131,64 +226,100 @@ class SharedSegmenter(_Shared):
         return self.encode_masks(self.predict_logits(embedding, boxes_xyxy), embedding.size)
 
 
+
+#: Detectors kept loaded at once: the Test tab's side-by-side pair.
+DETECTOR_CACHE_SIZE = 2
+
+
 class ModelHandles:
-    """The detector and the segmenter (any family, ``models.registry``), each loaded on first use
-    (thread-safe), with a status line for the UI. ``loaders`` replaces the registry's loaders in
-    tests: ``{"detector": fn, "segmenter": fn}``, ``fn(name, device, precision) -> model``."""
+    """The detectors and the segmenter (any family, ``models.registry``), each loaded on first use
+    (thread-safe), with a status line for the UI. ``model`` is the selected detector (``select``):
+    what a Labeler gets unless a call names another listed one (``catalog``); the last
+    ``cache_size`` detectors used stay loaded. ``loaders`` replaces the registry's loaders in tests:
+    ``{"detector": fn, "segmenter": fn}``, ``fn(name, device, precision) -> model``."""
 
     def __init__(self, model: str, sam_model: str | None, device: str = "auto", precision: str = "auto",
-                 loaders: dict | None = None):
-        self.model = model
+                 loaders: dict | None = None, models_dir: str | Path | None = None,
+                 cache_size: int = DETECTOR_CACHE_SIZE):
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+        self.model = str(model)
         self.sam_model = sam_model
         self.device = device
         self.precision = precision
+        self.catalog = ModelCatalog(model, models_dir)
+        self.cache_size = cache_size
         self._loaders = loaders or {}
         self._lock = threading.Lock()
-        self._detector: SharedDetector | None = None
+        self._detectors: OrderedDict[str, SharedDetector] = OrderedDict()  # checkpoint -> model, LRU
         self._segmenter: SharedSegmenter | None = None
-        self._state = {"detector": "not loaded", "segmenter": "not loaded"}
+        self._state: dict[tuple[str, str | None], str] = {}  # (kind, checkpoint) -> status
 
     def status(self) -> str:
         """One Markdown line: what is loaded, loading or failed (checkpoint names, not server paths)."""
-        parts = [f"**Detector** `{_shown(self.model)}`: {self._state['detector']}"]
+        parts = [f"**Detector** `{_shown(self.model)}`: {self._state.get(('detector', self.model), 'not loaded')}"]
         if self.sam_model:
-            parts.append(f"**Segmenter** `{_shown(self.sam_model)}`: {self._state['segmenter']}")
+            state = self._state.get(("segmenter", self.sam_model), "not loaded")
+            parts.append(f"**Segmenter** `{_shown(self.sam_model)}`: {state}")
         return " · ".join(parts)
 
-    def is_loaded(self, which: str) -> bool:
-        return (self._detector if which == "detector" else self._segmenter) is not None
+    def select(self, key: str) -> str:
+        """Make the listed detector ``key`` the selected one (loaded on first use); its checkpoint."""
+        self.model = self.catalog.checkpoint(key)
+        return self.model
 
-    def makes_masks(self) -> bool:
+    def checkpoint(self, key: str | None = None) -> str:
+        """The checkpoint of the listed detector ``key``; the selected one for None or ''."""
+        return self.catalog.checkpoint(key) if key else self.model
+
+    def is_loaded(self, which: str, key: str | None = None) -> bool:
+        """Whether the segmenter, or the detector ``key`` (default: the selected one), is loaded."""
+        if which == "detector":
+            return self.checkpoint(key) in self._detectors
+        return self._segmenter is not None
+
+    def makes_masks(self, key: str | None = None) -> bool:
         """Whether the detector makes masks itself (SAM 3): segment mode then needs no segmenter."""
-        return self.detector.yields_masks
+        return self.detector_for(key).yields_masks
 
     def _load(self, which: str, name: str, registry_loader):
         from autolabel.settings import resolve_device
 
-        self._state[which] = "loading…"
+        self._state[(which, name)] = "loading…"
         started = time.perf_counter()
         try:
             device = resolve_device(self.device)
             loader = self._loaders.get(which, registry_loader)
             obj = loader(name, device, self.precision)
         except AutolabelError as exc:
-            self._state[which] = f"failed to load: {exc}"
+            self._state[(which, name)] = f"failed to load: {exc}"
             raise
         except Exception as exc:  # e.g. a transformers error on a broken config: still one line
             log.exception("loading %s from %s failed", which, name)
-            self._state[which] = f"failed to load: {type(exc).__name__}: {exc}"
+            self._state[(which, name)] = f"failed to load: {type(exc).__name__}: {exc}"
             raise ModelLoadError(f"cannot load {which} from {name!r}: {type(exc).__name__}: {exc}") from exc
-        self._state[which] = f"ready on {device} ({time.perf_counter() - started:.1f} s to load)"
+        self._state[(which, name)] = f"ready on {device} ({time.perf_counter() - started:.1f} s to load)"
         return obj
+
+    def detector_for(self, key: str | None = None) -> SharedDetector:
+        """The listed detector ``key`` (default: the selected one), loaded now if it is not."""
+        checkpoint = self.checkpoint(key)
+        with self._lock:
+            shared = self._detectors.get(checkpoint)
+            if shared is None:
+                from autolabel.models.registry import load_detector
+
+                shared = SharedDetector(self._load("detector", checkpoint, load_detector))
+                self._detectors[checkpoint] = shared
+                while len(self._detectors) > self.cache_size:  # a running batch keeps its own reference
+                    evicted, _ = self._detectors.popitem(last=False)
+                    self._state.pop(("detector", evicted), None)
+            self._detectors.move_to_end(checkpoint)
+            return shared
 
     @property
     def detector(self) -> SharedDetector:
-        with self._lock:
-            if self._detector is None:
-                from autolabel.models.registry import load_detector
-
-                self._detector = SharedDetector(self._load("detector", self.model, load_detector))
-            return self._detector
+        return self.detector_for(None)
 
     @property
     def segmenter(self) -> SharedSegmenter:
@@ -203,15 +334,17 @@ class ModelHandles:
 
 
 def make_labeler(config: UiConfig, models: ModelHandles, ontology: Ontology, mode: str, threshold: float,
-                 detect: dict | None = None):
-    """A ``Labeler`` on the UI's shared models, loaded now (a load failure shows at once). ``detect``:
-    a stored ``DetectConfig`` dict (resuming a run); otherwise the threshold and the configured NMS IoU."""
+                 detect: dict | None = None, model: str | None = None):
+    """A ``Labeler`` on the UI's shared models, loaded now (a load failure shows at once): the listed
+    detector ``model``, by default the selected one. ``detect``: a stored ``DetectConfig`` dict
+    (resuming a run); otherwise the threshold and the configured NMS IoU."""
     from autolabel.pipeline import Labeler
 
     detect_config = (DetectConfig(**detect) if detect
                      else DetectConfig(threshold=float(threshold), nms_iou=config.nms_iou))
-    segment_with_model = mode == "segment" and not models.makes_masks()
-    return Labeler(ontology, detector=models.detector, segmenter=models.segmenter if segment_with_model else None,
+    detector = models.detector_for(model)
+    segment_with_model = mode == "segment" and not detector.yields_masks
+    return Labeler(ontology, detector=detector, segmenter=models.segmenter if segment_with_model else None,
                    mode=mode, config=detect_config, precision=models.precision)
 
 
@@ -250,7 +383,8 @@ def display_image(path: str | Path, side: int, max_pixels: int, min_side: int = 
 
 @dataclass
 class CachedImage:
-    """One image of the Test tab: ``encoded``, the engine's ``Encoded`` for it (its one
+    """One image of the Test tab for one detector (``key``: the file's SHA-256 and the checkpoint):
+    ``encoded``, the engine's ``Encoded`` for it (its one
     ``PreparedImage``, features and embeddings once computed), made with ``decode_side``
     (``Labeler.decode_side``); ``display``, the copy to draw on (display = original * ``display_scale``)."""
 
@@ -271,8 +405,13 @@ class CachedImage:
                      or prepared.segmenter_input is not None))
 
 
+def feature_key(sha256: str, checkpoint: str) -> str:
+    """The ``FeatureCache`` key of an image (its file's SHA-256) encoded by the detector ``checkpoint``."""
+    return f"{sha256}:{checkpoint}"
+
+
 class FeatureCache:
-    """A small LRU of ``CachedImage`` keyed by the file's SHA-256 (thread-safe)."""
+    """A small LRU of ``CachedImage`` by ``key`` (thread-safe)."""
 
     def __init__(self, capacity: int = 4):
         if capacity < 1:
@@ -310,9 +449,11 @@ class QueryResult:
     query_seconds: float
     backbone_calls: int
     threshold: float = 0.0
+    model: str = ""  # the detector's picker key
 
     def timing_text(self) -> str:
-        parts = [f"threshold {self.threshold:.2f}, {self.mode}, classes {', '.join(self.ontology.names)}"]
+        parts = [f"`{self.model}`"] if self.model else []
+        parts += [f"threshold {self.threshold:.2f}, {self.mode}, classes {', '.join(self.ontology.names)}"]
         if self.backbone_seconds is None:
             parts.append(f"re-queried cached image features in {self.query_seconds * 1000:.0f} ms (no backbone pass)")
         else:
@@ -328,12 +469,13 @@ class PromptTester:
     """The Test tab: one image, any prompts, thresholds and modes, backbone once per image, through
     the engine's own steps, so it gives exactly the detections of a batch or ``autolabel label``.
     Work on one image is done once however many events ask for it at once; work on another image
-    waits for nothing but the model's forward passes."""
+    waits for nothing but the model's forward passes. Each detector has its own features of an
+    image (``feature_cache_size`` images for each detector that stays loaded)."""
 
     def __init__(self, config: UiConfig, models: ModelHandles):
         self.config = config
         self.models = models
-        self.cache = FeatureCache(config.feature_cache_size)
+        self.cache = FeatureCache(config.feature_cache_size * models.cache_size)
         self._guard = threading.Lock()
         self._image_locks: dict[str, list] = {}  # key -> [lock, threads holding or waiting for it]
 
@@ -357,8 +499,9 @@ class PromptTester:
         from autolabel.images import file_sha256
         from autolabel.pipeline import Encoded
 
-        key = file_sha256(path)
-        with self._image_lock(key):
+        sha256 = file_sha256(path)
+        key = feature_key(sha256, labeler.model)
+        with self._image_lock(sha256):
             cached = self.cache.get(key)
             if cached is None or not cached.serves(labeler):
                 check_decode_budget(path, labeler.decode_side)
@@ -381,19 +524,23 @@ class PromptTester:
                 prepared.segmenter_input = None
             return self.cache.put(cached)
 
-    def query(self, path: str | Path, prompts: str, threshold: float, mode: str = "detect") -> QueryResult:
-        """Detections (and masks in segment mode) for the image at ``path``."""
+    def query(self, path: str | Path, prompts: str, threshold: float, mode: str = "detect",
+              model: str | None = None) -> QueryResult:
+        """Detections (and masks in segment mode) for the image at ``path`` from the listed detector
+        ``model`` (default: the selected one)."""
         from autolabel.pipeline import StageTimes
 
         ontology = parse_prompts(prompts)
-        labeler = make_labeler(self.config, self.models, ontology, mode, threshold)  # loads before any decode
+        labeler = make_labeler(self.config, self.models, ontology, mode, threshold,
+                               model=model)  # loads before any decode
         times = StageTimes()
         cached = self.load(path, labeler, times)
         spent = times.as_dict()
         started = time.perf_counter()
         (dets,) = labeler.label(cached.encoded)
         return QueryResult(cached, ontology, dets, mode, spent.get("vision"), spent.get("sam2_encoder"),
-                           time.perf_counter() - started, self.models.detector.backbone_calls, float(threshold))
+                           time.perf_counter() - started, labeler.detector.backbone_calls, float(threshold),
+                           self.models.catalog.key(labeler.model))
 
 
 def check_decode_budget(path: str | Path, draft) -> None:
