@@ -10,13 +10,15 @@ from autolabel.errors import ModelLoadError
 def load_pretrained(loader, name_or_path: str, what: str, **kwargs):
     """Call ``loader.from_pretrained`` (a transformers model or processor class) with the project's
     safety rules and readable errors. Models get ``use_safetensors=True`` so a pickled ``.bin``
-    checkpoint is refused rather than unpickled."""
+    checkpoint is refused rather than unpickled, and a checkpoint that lacks some of the model's
+    weights is refused: transformers would fill them with random values and run anyway."""
     is_model = hasattr(loader, "config_class") and hasattr(loader, "base_model_prefix")
     if is_model:
         kwargs.setdefault("use_safetensors", True)
+        kwargs["output_loading_info"] = True
     kwargs["trust_remote_code"] = False
     try:
-        return loader.from_pretrained(str(name_or_path), **kwargs)
+        loaded = loader.from_pretrained(str(name_or_path), **kwargs)
     except (OSError, ValueError, KeyError, EnvironmentError) as exc:
         hint = ""
         if not Path(str(name_or_path)).exists():
@@ -24,6 +26,15 @@ def load_pretrained(loader, name_or_path: str, what: str, **kwargs):
                     " set HF_HUB_OFFLINE=0 and check the name)")
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load {what} from {name_or_path!r}{hint}: {first_line}") from exc
+    if not is_model:
+        return loaded
+    model, info = loaded
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ModelLoadError(f"{name_or_path!r} is not a complete checkpoint for {what}: it lacks {shown} "
+                             "(a checkpoint of another model type or a truncated download?)")
+    return model
 
 
 def load_checkpoint(model_class, processor_class, name_or_path: str, family: str, plan,
