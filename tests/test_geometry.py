@@ -296,6 +296,72 @@ def test_batched_nms_order_is_by_score_across_classes():
         batched_nms(boxes, scores, [0, 1], 0.5)
 
 
+def _reference_nms(b, s, iou_threshold):
+    """The reference greedy NMS (one IoU row per kept box), as ``nms`` was written first."""
+    order = np.argsort(-s, kind="stable")
+    if iou_threshold >= 1.0 or b.shape[0] <= 1:
+        return order.astype(np.int64)
+    keep = []
+    while order.size:
+        keep.append(int(order[0]))
+        rest = order[1:]
+        order = rest[box_iou(b[order[:1]], b[rest])[0] <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _batched_nms_per_class(boxes, scores, class_ids, iou_threshold):
+    """The reference batched NMS: the reference NMS class by class, kept indices ordered by score
+    (ties: index)."""
+    b, s, c = np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores, float), np.asarray(class_ids)
+    kept = [np.flatnonzero(c == k)[_reference_nms(b[c == k], s[c == k], iou_threshold)] for k in np.unique(c)]
+    if not kept:
+        return np.zeros(0, dtype=np.int64)
+    keep = np.sort(np.concatenate(kept))
+    return keep[np.argsort(-s[keep], kind="stable")].astype(np.int64)
+
+
+def _random_nms_case(rng, n):
+    """Boxes crowded on a few centres (much overlap), scores with many ties, some duplicate and
+    degenerate (zero-area) boxes, integer pixel boxes whose IoU can equal the threshold exactly."""
+    centres = rng.uniform(0, 200, (3, 2))
+    xy = centres[rng.integers(0, 3, n)] + rng.normal(0, 8, (n, 2))
+    wh = rng.uniform(0, 40, (n, 2)) * (rng.random((n, 1)) > 0.05)
+    boxes = np.hstack([xy, xy + wh])
+    if rng.random() < 0.5:
+        boxes = np.round(boxes)
+    dup = rng.random(n) < 0.2
+    boxes[dup] = boxes[rng.integers(0, n, int(dup.sum()))]
+    scores = np.round(rng.random(n), int(rng.integers(1, 3)))  # one or two decimals: ties
+    return boxes, scores.astype(rng.choice([np.float32, np.float64])), rng.integers(0, int(rng.integers(1, 5)), n)
+
+
+@pytest.mark.parametrize("rows_at_once", [256, 7])  # 7: many blocks of IoU rows per call
+def test_batched_nms_equals_plain_nms_class_by_class(rows_at_once, monkeypatch):
+    from autolabel import geometry
+
+    rng = np.random.default_rng(rows_at_once)
+    suppressed = 0
+    for case in range(300):
+        boxes, scores, class_ids = _random_nms_case(rng, int(rng.integers(0, 60)))
+        threshold = float(rng.choice([0.0, 0.3, 0.5, 0.5, 2 / 3, 0.9, 1.0]))
+        want = _batched_nms_per_class(boxes, scores, class_ids, threshold)
+        want_plain = _reference_nms(np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores, float), threshold)
+        monkeypatch.setattr(geometry, "_NMS_ROWS", rows_at_once)
+        got = batched_nms(boxes, scores, class_ids, threshold)
+        assert got.dtype == np.int64 and got.tolist() == want.tolist(), case
+        assert nms(boxes, scores, threshold).tolist() == want_plain.tolist(), case
+        monkeypatch.undo()
+        suppressed += len(boxes) - len(got)
+    assert suppressed > 1000  # the cases do exercise suppression
+
+
+def test_batched_nms_keeps_a_box_whose_iou_equals_the_threshold():
+    # IoU exactly 1/2 (the same rule as nms: suppressed only above the threshold).
+    boxes = np.array([[0, 0, 30, 10], [10, 0, 40, 10], [10, 0, 40, 10]], float)
+    assert batched_nms(boxes, [0.9, 0.8, 0.7], [0, 0, 1], 0.5).tolist() == [0, 1, 2]
+    assert batched_nms(boxes, [0.9, 0.8, 0.7], [0, 0, 0], 0.5).tolist() == [0, 1]
+
+
 # ------------------------------------------------------------------------------------------------
 # Polygons
 # ------------------------------------------------------------------------------------------------

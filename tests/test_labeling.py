@@ -332,3 +332,24 @@ def test_entries_discovery_cannot_use_are_reported_as_failed(tiny_owlv2, photos,
     summary = _run(labeler, [folder], tmp_path / "run")
     assert (summary.done, summary.failed) == (1, 1)
     assert "gone.jpg" in summary.failures[0][0] and "not found" in summary.failures[0][1]
+
+
+def test_kept_candidates_are_saved_before_their_images_commit_and_recorded_in_the_config(tiny_owlv2, photos, tmp_path):
+    """OWLv2 keeps candidates by default; every done image has its file; K is part of the run's
+    configuration (another K is refused on resume); 0 keeps none and records nothing."""
+    from autolabel.candidates import DEFAULT_KEEP, candidates_path, load_candidates
+    from autolabel.errors import StoreError
+
+    labeler = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG)
+    _run(labeler, [photos], tmp_path / "run", batch_size=3)
+    with open_store(tmp_path / "run", create=False) as store:
+        assert store.config["keep_candidates"] == DEFAULT_KEEP
+        images = list(store.images())
+    assert images and all(len(load_candidates(tmp_path / "run", img.sha256)) == 16 for img in images)  # 4x4 patches
+    _run(labeler, [photos], tmp_path / "run")  # the default follows what the folder recorded
+    with pytest.raises(StoreError, match="keep_candidates"):
+        _run(labeler, [photos], tmp_path / "run", keep_candidates=5)
+    _run(labeler, [photos], tmp_path / "off", keep_candidates=0)
+    with open_store(tmp_path / "off", create=False) as store:
+        assert "keep_candidates" not in store.config
+        assert not candidates_path(tmp_path / "off", images[0].sha256).exists()

@@ -195,6 +195,9 @@ def box_iou(a: Any, b: Any) -> np.ndarray:
     return out
 
 
+_NMS_ROWS = 256  # boxes whose IoUs NMS computes at once: at most 256 x N values
+
+
 def _score_order(scores: np.ndarray) -> np.ndarray:
     """Indices by score descending; ties keep input order (deterministic)."""
     return np.argsort(-scores, kind="stable")
@@ -207,40 +210,51 @@ def nms(boxes: Any, scores: Any, iou_threshold: float) -> np.ndarray:
     ``iou_threshold``, so ``iou_threshold >= 1`` keeps every box.
     """
     b = _as_boxes(boxes)
-    s = np.asarray(scores, dtype=np.float64)
-    if s.shape != (b.shape[0],):
-        raise ValueError(f"scores must have shape ({b.shape[0]},), got {s.shape}")
-    order = _score_order(s)
-    if iou_threshold >= 1.0 or b.shape[0] <= 1:
-        return order.astype(np.int64)
-    keep: list[int] = []
-    while order.size:
-        keep.append(int(order[0]))
-        rest = order[1:]
-        order = rest[box_iou(b[order[:1]], b[rest])[0] <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    return _greedy_nms(b, _checked_scores(scores, b), None, iou_threshold)
 
 
 def batched_nms(boxes: Any, scores: Any, class_ids: Any, iou_threshold: float) -> np.ndarray:
     """:func:`nms` within each class (boxes of different classes never suppress each other); kept
     indices by score descending over all classes (ties: input order)."""
     b = _as_boxes(boxes)
-    s = np.asarray(scores, dtype=np.float64)
+    s = _checked_scores(scores, b)
     c = np.asarray(class_ids)
-    n = b.shape[0]
-    if s.shape != (n,):
-        raise ValueError(f"scores must have shape ({n},), got {s.shape}")
-    if c.shape != (n,):
-        raise ValueError(f"class_ids must have shape ({n},), got {c.shape}")
-    kept = []
-    for cls in np.unique(c):
-        members = np.flatnonzero(c == cls)
-        kept.append(members[nms(b[members], s[members], iou_threshold)])
-    if not kept:
-        return np.zeros(0, dtype=np.int64)
-    keep = np.concatenate(kept)
-    keep.sort()
-    return keep[_score_order(s[keep])].astype(np.int64)
+    if c.shape != (b.shape[0],):
+        raise ValueError(f"class_ids must have shape ({b.shape[0]},), got {c.shape}")
+    return _greedy_nms(b, s, c, iou_threshold)
+
+
+def _checked_scores(scores: Any, boxes: np.ndarray) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape != (boxes.shape[0],):
+        raise ValueError(f"scores must have shape ({boxes.shape[0]},), got {s.shape}")
+    return s
+
+
+def _greedy_nms(b: np.ndarray, s: np.ndarray, classes: np.ndarray | None, iou_threshold: float) -> np.ndarray:
+    """One greedy pass over all boxes in score order; with ``classes``, a kept box suppresses only
+    boxes of its own class: the same as NMS class by class, in one pass (with the same IoU numbers,
+    unlike the trick of shifting each class's boxes apart). The IoUs of up to ``_NMS_ROWS`` boxes
+    with every later one are computed at once (one call instead of one per kept box, bounded memory)."""
+    order = _score_order(s)
+    n = order.size
+    if iou_threshold >= 1.0 or n <= 1:
+        return order.astype(np.int64)
+    boxes = b[order]
+    ranked = classes[order] if classes is not None else None
+    suppressed = np.zeros(n, dtype=bool)
+    keep: list[int] = []
+    for start in range(0, n, _NMS_ROWS):
+        rows = start + np.flatnonzero(~suppressed[start:start + _NMS_ROWS])
+        # ``not <=`` rather than ``>``: a NaN IoU suppresses, as it always has.
+        over = ~(box_iou(boxes[rows], boxes[start:]) <= iou_threshold)
+        if ranked is not None:
+            over &= ranked[rows, None] == ranked[None, start:]
+        for row, i in enumerate(rows):
+            if not suppressed[i]:
+                keep.append(int(i))
+                suppressed[start:] |= over[row]  # boxes ranked before ``i`` are already decided
+    return order[keep].astype(np.int64)
 
 
 def _signed_area(points: np.ndarray) -> float:

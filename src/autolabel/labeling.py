@@ -9,6 +9,10 @@ images there are):
   ``Labeler.finish`` collects batch i, so post-processing overlaps the next forward pass.
 - a writer thread commits each batch in one transaction once its SAM2 masks (encoded in a small
   pool) are ready. Images already in the store are skipped, so a killed run resumes where it stopped.
+
+With ``keep_candidates`` the writer also saves each image's top-K detector candidates
+(``autolabel.candidates``) before the store commits the image, so every done image has its file and
+``autolabel relabel`` can re-prompt the run without the backbone.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from autolabel.errors import AutolabelError, ImageLoadError
+from autolabel.errors import ImageLoadError
+from autolabel.failures import FailureWatch, Unexpected
 from autolabel.images import DEFAULT_MAX_PIXELS, discover_images
 from autolabel.pipeline import DEFAULT_BATCH_SIZE, Labeler, PreparedImage, StageTimes, _stage
 from autolabel.store import ImageResult, Store
@@ -53,41 +58,7 @@ def _prepare(labeler: Labeler, path: Path, max_pixels: int, times: StageTimes | 
     except ImageLoadError as exc:
         return ImageResult(path=str(path), error=str(exc))
     except Exception as exc:  # a decoder bug on one odd file must not end a 10k-image run
-        return _Unexpected(path=str(path), error=f"{path}: unexpected {type(exc).__name__}: {exc}", exception=exc)
-
-
-@dataclass(frozen=True)
-class _Unexpected(ImageResult):
-    """A failure that is not a known problem with the file (a bug, or a broken environment)."""
-
-    exception: BaseException | None = None
-
-
-class _FailureWatch:
-    """Makes unexpected per-image failures loud: the first one is logged with its traceback, and
-    when every image so far has failed for the same unexpected reason (a broken install, not bad
-    files) the run stops after ``limit`` images instead of marking a whole dataset failed."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.succeeded = False
-        self.reasons: Counter = Counter()
-
-    def check(self, results: list[ImageResult]) -> None:
-        for res in results:
-            if not res.error:
-                self.succeeded = True
-            elif isinstance(res, _Unexpected):
-                reason = f"{type(res.exception).__name__}: {res.exception}"
-                if not self.reasons:
-                    log.error("unexpected error on %s", res.path, exc_info=res.exception)
-                self.reasons[reason] += 1
-        if self.succeeded or len(self.reasons) != 1:
-            return
-        (reason, count), = self.reasons.items()
-        if count >= self.limit:
-            raise AutolabelError(f"stopped: the first {count} images all failed with the same unexpected error "
-                                 f"({reason}); finished work is saved, see the traceback above")
+        return Unexpected.of(path, exc)
 
 
 def default_workers(device: str) -> int:
@@ -108,15 +79,18 @@ def label_into_store(
     on_total: Callable[[int], None] | None = None,
     workers: int | None = None,
     times: StageTimes | None = None,
+    keep_candidates: int | None = None,
 ) -> RunSummary:
     """Label every image under ``inputs`` that the store does not hold yet.
 
     ``on_total(n)`` is called once with the number of images to process; ``on_progress(k)`` after
     each committed batch with the number of images it finished (done or failed), from this thread.
     ``workers``: decode threads (default ``default_workers``). ``times``: collects per-stage time.
+    ``keep_candidates``: K candidates kept per image (see ``resolve_keep_candidates``; 0 keeps none).
     """
     started = time.perf_counter()
-    store.bind_config(labeler.run_config())
+    keep = resolve_keep_candidates(labeler, store, keep_candidates)
+    store.bind_config(run_config(labeler, keep))
     paths = discover_images(inputs)
     done_before = store.done_among([str(p) for p in paths])
     todo = [p for p in paths if str(p) not in done_before]
@@ -125,7 +99,7 @@ def label_into_store(
         on_total(len(todo))
     names = labeler.ontology.names
 
-    watch = _FailureWatch(limit=max(2 * batch_size, 8))
+    watch = FailureWatch.for_batch_size(batch_size)
 
     def record(results: list[ImageResult]) -> None:
         for res in results:
@@ -154,17 +128,47 @@ def label_into_store(
             for batch in iter(lambda: list(islice(prepared, batch_size)), []):
                 good = [item for item in batch if isinstance(item, PreparedImage)]
                 launched = labeler.launch(good, times, pad_to=pad_to)
+                with _stage(times, "heads"):
+                    kept = labeler.candidates(launched, keep) if keep else None
                 if inflight is not None:
-                    writer.submit(inflight[0], labeler.finish(inflight[1], times, mask_pool))
-                inflight = (batch, launched)
+                    writer.submit(inflight[0], labeler.finish(inflight[1], times, mask_pool), inflight[2])
+                inflight = (batch, launched, kept)
                 for results in writer.completed():
                     record(results)
             if inflight is not None:
-                writer.submit(inflight[0], labeler.finish(inflight[1], times, mask_pool))
+                writer.submit(inflight[0], labeler.finish(inflight[1], times, mask_pool), inflight[2])
             for results in writer.completed(wait=True):
                 record(results)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def resolve_keep_candidates(labeler: Labeler, store: Store, asked: int | None) -> int:
+    """How many candidates to keep per image: ``asked`` when given (0: none); otherwise what the run
+    folder recorded (none for runs made before the option) or, for a new run, ``DEFAULT_KEEP`` when
+    the detector can rank candidates (OWLv2) and none for other families."""
+    from autolabel.candidates import DEFAULT_KEEP
+    from autolabel.errors import ConfigError
+
+    if asked is not None:
+        if isinstance(asked, bool) or asked < 0:
+            raise ConfigError(f"--keep-candidates must be 0 (off) or a positive number, got {asked}")
+        if asked and not getattr(labeler.detector, "ranks_candidates", False):
+            raise ConfigError(f"--keep-candidates needs an OWLv2 detector ({labeler.model} cannot rank candidates); "
+                              "use --keep-candidates 0")
+        return int(asked)
+    if store.config is not None:
+        return int(store.config.get("keep_candidates") or 0)
+    return DEFAULT_KEEP if getattr(labeler.detector, "ranks_candidates", False) else 0
+
+
+def run_config(labeler: Labeler, keep_candidates: int) -> dict:
+    """The labeler's run configuration plus ``keep_candidates`` when candidates are kept (left out
+    when off, so runs made before the option resume unchanged)."""
+    config = labeler.run_config()
+    if keep_candidates:
+        config["keep_candidates"] = int(keep_candidates)
+    return config
 
 
 @contextmanager
@@ -228,12 +232,18 @@ class _Writer:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._pending: deque[Future] = deque()
 
-    def submit(self, batch: list, detections: list) -> None:
-        self._pending.append(self._pool.submit(self._write, batch, detections))
+    def submit(self, batch: list, detections: list, candidates: list | None = None) -> None:
+        self._pending.append(self._pool.submit(self._write, batch, detections, candidates))
 
-    def _write(self, batch: list, detections: list) -> list[ImageResult]:
+    def _write(self, batch: list, detections: list, candidates: list | None) -> list[ImageResult]:
         by_path = {}
         good = [item for item in batch if isinstance(item, PreparedImage)]
+        if candidates is not None:
+            from autolabel.candidates import save_candidates
+
+            with _stage(self._times, "store"):
+                for item, kept in zip(good, candidates):  # before the commit: a done image has its file
+                    save_candidates(self._store.run_dir, item.sha256, kept)
         for item, dets in zip(good, detections):
             if isinstance(dets, Future):
                 dets = dets.result()

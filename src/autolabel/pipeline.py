@@ -25,6 +25,7 @@ from autolabel.errors import ConfigError
 from autolabel.geometry import Size
 from autolabel.models.precision import PRECISIONS
 from autolabel.ontology import Ontology
+from autolabel.tiling import AutoTiling, Tiling
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +78,19 @@ def filter_detections(dets: Detections, size: Size, config: DetectConfig) -> Det
     range, sort by score, per-class then optional class-agnostic NMS, keep ``max_detections``."""
     from autolabel.geometry import batched_nms, nms
 
+    # Each step narrows one index into ``dets``; the record is built once, at the end.
     area = dets.area
     image_area = float(size[0] * size[1])
-    dets = dets[(area > 0) & (area >= config.min_area_frac * image_area) & (area <= config.max_area_frac * image_area)]
-    dets = dets[np.argsort(-dets.scores, kind="stable")]
-    if config.nms_iou is not None and len(dets):
-        dets = dets[batched_nms(dets.xyxy, dets.scores, dets.class_ids, config.nms_iou)]
-    if config.agnostic_nms_iou is not None and len(dets):
-        dets = dets[nms(dets.xyxy, dets.scores, config.agnostic_nms_iou)]
+    keep = np.flatnonzero((area > 0) & (area >= config.min_area_frac * image_area)
+                          & (area <= config.max_area_frac * image_area))
+    keep = keep[np.argsort(-dets.scores[keep], kind="stable")]
+    if config.nms_iou is not None and len(keep):
+        keep = keep[batched_nms(dets.xyxy[keep], dets.scores[keep], dets.class_ids[keep], config.nms_iou)]
+    if config.agnostic_nms_iou is not None and len(keep):
+        keep = keep[nms(dets.xyxy[keep], dets.scores[keep], config.agnostic_nms_iou)]
     if config.max_detections is not None:
-        dets = dets[: config.max_detections]  # already in descending score order
-    return dets
+        keep = keep[: config.max_detections]  # already in descending score order
+    return dets[keep]
 
 
 class StageTimes:
@@ -132,6 +135,8 @@ class PreparedImage:
     ``size``: the original oriented size (the frame of boxes and masks). ``*_input``: ``(3, S, S)``
     float32 model inputs made on the CPU, or None when the model's device makes them from
     ``pixels`` (``(h, w, 3)`` uint8, possibly draft-reduced; also kept when the caller asks).
+    With tiling, ``tile_inputs`` are the detector inputs of the crops ``tiles`` (``tiling.crop_boxes``)
+    made on the CPU, like ``detector_input``.
     """
 
     path: str
@@ -140,16 +145,21 @@ class PreparedImage:
     pixels: Any = None
     detector_input: Any = None
     segmenter_input: Any = None
+    tiles: tuple = ()
+    tile_inputs: list | None = None
 
 
 @dataclass
 class Encoded:
     """The prompt-independent outputs of a batch of prepared images: the detector's ``features``
-    and, in segment mode, one segmenter embedding per image. A UI caches these per image."""
+    and, in segment mode, one segmenter embedding per image. A UI caches these per image.
+    ``tiles``: None, or per image the crop boxes whose features follow the batch's own in
+    ``features`` (all images first, then every image's tiles in order)."""
 
     batch: list[PreparedImage]
     features: Any = None
     embeddings: list | None = None
+    tiles: list[tuple] | None = None
 
     @property
     def sizes(self) -> list[Size]:
@@ -187,6 +197,8 @@ class Labeler:
     (``models.precision``: auto, fp32, bf16, fp16, int8). ``exact``: full decodes and the stock
     transformers processors instead of JPEG draft decodes and torch preprocessing (BENCHMARKS.md).
     ``compile``: ``torch.compile`` the OWLv2 vision tower (CPU or GPU; on the CPU it needs a C++ compiler).
+    ``tiles``: sliced inference for small objects (``tiling``): None (off), a ``Tiling`` grid,
+    ``AutoTiling`` or its text form (``"auto"``, ``"2x3:0.25"``); the full image is always labelled too.
 
     Per batch, split so a streaming loop can overlap the steps and a UI can cache the expensive
     half: ``prepare(path)`` (decode workers) -> ``encode`` (vision backbones, prompt independent)
@@ -195,7 +207,8 @@ class Labeler:
 
     def __init__(self, ontology: Ontology, *, model: str | None = None, sam_model: str | None = None,
                  detector=None, segmenter=None, mode: str = "detect", config: DetectConfig | None = None,
-                 device: str = "auto", precision: str = "auto", exact: bool = False, compile: bool = False):
+                 device: str = "auto", precision: str = "auto", exact: bool = False, compile: bool = False,
+                 tiles: Tiling | AutoTiling | str | None = None):
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if model is None and detector is None:
@@ -205,6 +218,15 @@ class Labeler:
                               "(see `autolabel models`)")
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+        if isinstance(tiles, str):
+            from autolabel.tiling import parse_tiles
+
+            tiles = parse_tiles(tiles)
+        if tiles is not None and not isinstance(tiles, (Tiling, AutoTiling)):
+            raise ConfigError(f"tiles must be None, a Tiling, AutoTiling or text like 'auto' or '2x2', got {tiles!r}")
+        if tiles is not None and mode == "segment" and not (sam_model or segmenter is not None):
+            raise ConfigError("tiles in segment mode need a segmenter (--sam-model): a detector's own masks "
+                              "are not merged across tiles")
         self.ontology = ontology
         self.mode = mode
         self.config = config or DetectConfig()
@@ -215,6 +237,7 @@ class Labeler:
         self.precision = precision
         self.exact = exact
         self.compile = compile
+        self.tiles = tiles
         self._detector = detector
         self._segmenter = segmenter if mode == "segment" else None
 
@@ -276,13 +299,29 @@ class Labeler:
         }
         if self.precision != "auto":
             config["precision"] = self.precision
+        if self.tiles is not None:  # recorded only when on, so runs made before tiling resume
+            config["tiles"] = self.tiles.to_dict()
         return config
+
+    def tile_boxes(self, size: Size) -> list[tuple[int, int, int, int]]:
+        """The tiles (crop boxes in original pixels) this labeler cuts an image of ``size`` into;
+        empty when tiling is off or the image needs none."""
+        from autolabel.tiling import DEFAULT_MODEL_SIDE, crop_boxes, resolve
+
+        if self.tiles is None:
+            return []
+        side = getattr(self.detector, "image_size", None) or DEFAULT_MODEL_SIDE
+        tiling = resolve(self.tiles, Size(*size), int(side))
+        return crop_boxes(Size(*size), tiling) if tiling is not None else []
 
     # -- 1. decode ----------------------------------------------------------------------------------
 
     def decode_side(self, size: Size) -> int | None:
         """The long side to draft-decode a JPEG of ``size`` at: the least reduction any model's
-        preprocessor asks for; None (full size) when one of them needs the original pixels."""
+        preprocessor asks for; None (full size) when one of them needs the original pixels, or
+        when the image is tiled (tiles are cut at full resolution)."""
+        if self.tiles is not None and self.tile_boxes(size):
+            return None
         sides = [model.preprocessor.decode_side(Size(*size)) for model in self._models()]
         return None if None in sides else max(sides)
 
@@ -306,6 +345,10 @@ class Labeler:
             for model, field_name in zip(models, ("detector_input", "segmenter_input")):
                 if not (on_device and model.preprocessor.on_device):
                     setattr(prepared, field_name, model.preprocessor(pixels, size, "cpu"))
+            if self.tiles is not None:
+                prepared.tiles = tuple(self.tile_boxes(size))
+                if prepared.tiles and not (on_device and self.detector.preprocessor.on_device):
+                    prepared.tile_inputs = [self._tile_input(pixels, size, box, "cpu") for box in prepared.tiles]
         if not keep_pixels and not (on_device and any(m.preprocessor.on_device for m in models)):
             prepared.pixels = None  # the inputs are made: drop the pixels (memory)
         return prepared
@@ -322,12 +365,18 @@ class Labeler:
         encoded = encoded or Encoded(batch)
         if not batch:
             return encoded
+        tiles = self._batch_tiles(batch)
+        if encoded.features is not None and encoded.tiles != tiles:
+            encoded.features = None  # cached with another tiling
         if encoded.features is None:
             inputs = self._inputs(batch, self.detector, "detector_input", times)
-            if pad_to is not None and len(batch) < pad_to:
-                inputs = torch.cat([inputs, inputs[-1:].expand(pad_to - len(batch), -1, -1, -1)])
+            if tiles is not None:  # every tile of the batch in the same forward pass
+                inputs = torch.cat([inputs, self._tile_inputs(batch, tiles, times)])
+            if pad_to is not None and len(inputs) < pad_to:
+                inputs = torch.cat([inputs, inputs[-1:].expand(pad_to - len(inputs), -1, -1, -1)])
             with _stage(times, "vision"):
                 encoded.features = self.detector.encode_images(inputs)
+            encoded.tiles = tiles
         if self.uses_segmenter and encoded.embeddings is None:
             inputs = self._inputs(batch, self.segmenter, "segmenter_input", times)
             with _stage(times, "sam2_encoder"):
@@ -345,17 +394,107 @@ class Labeler:
                 for p in batch
             ])
 
+    def _batch_tiles(self, batch: list[PreparedImage]) -> list[tuple] | None:
+        """Per image its tiles, or None when no image of the batch is tiled."""
+        if self.tiles is None:
+            return None
+        tiles = [tuple(self.tile_boxes(p.size)) for p in batch]
+        return tiles if any(tiles) else None
+
+    def _tile_input(self, pixels, size: Size, box, device):
+        from autolabel.tiling import crop_pixels, crop_size
+
+        crop = crop_pixels(pixels, size, box).contiguous()
+        return self.detector.preprocessor(crop, crop_size(box), device)
+
+    def _tile_inputs(self, batch: list[PreparedImage], tiles: list[tuple], times: StageTimes | None):
+        """Stacked detector inputs of every tile: made in the workers, or now from the pixels."""
+        import torch
+
+        inputs = []
+        with _stage(times, "preprocess"), torch.inference_mode():
+            for p, boxes in zip(batch, tiles):
+                if p.tile_inputs is not None and p.tiles == boxes:
+                    inputs += p.tile_inputs
+                elif p.pixels is not None:
+                    inputs += [self._tile_input(p.pixels, p.size, box, self.detector.device) for box in boxes]
+                elif boxes:
+                    raise ValueError(f"{p.path}: prepared without pixels or inputs for these tiles; prepare it "
+                                     "with this labeler or with keep_pixels=True")
+            return torch.stack([x.to(self.detector.device) for x in inputs])
+
     # -- 3. prompts ---------------------------------------------------------------------------------
 
     def score(self, encoded: Encoded, times: StageTimes | None = None) -> Launched:
-        """Queue the prompt-dependent head for an encoded batch."""
+        """Queue the prompt-dependent head for an encoded batch: every query of the ontology, in the
+        column order post-processing reads (``Ontology.positive_class_ids``, ``negative_class_ids``)."""
         launched = Launched(encoded)
         if encoded.batch:
             with _stage(times, "text"):
-                text = self.detector.encode_text(self.ontology.queries)
+                queries = self._queries()
             with _stage(times, "heads"):
-                launched.scores = self.detector.score(encoded.features, text)
+                # A detector that makes masks skips its mask decoder when they would be dropped.
+                options = {"masks": self.mode == "segment"} if self.detector.yields_masks else {}
+                launched.scores = self.detector.score(encoded.features, queries, **options)
         return launched
+
+    def _queries(self):
+        """The detector's encoded queries: text prompts, positive then negative (the detector caches
+        them), and exemplar embeddings in their columns (``_exemplar_queries``)."""
+        ontology, detector = self.ontology, self.detector
+        family = getattr(detector, "family", type(detector).__name__)
+        if ontology.negative_queries and not getattr(detector, "supports_negatives", False):
+            raise ConfigError(f"negative prompts are not supported by {family}: remove the negatives ('not=')")
+        if ontology.has_exemplars and not hasattr(detector, "embed_exemplars"):
+            raise ConfigError(f"exemplars (example boxes) are not supported by {family}: use an OWLv2, "
+                              "OWL-ViT or SAM 3 checkpoint, or text prompts")
+        texts = ontology.queries + ontology.negative_queries
+        if not ontology.has_exemplars:
+            return detector.encode_text(texts)
+        text = detector.encode_text(texts) if texts else None  # a class may have exemplars alone
+        positive, negative = self._exemplar_queries()
+        return detector.with_exemplars(text, positive, negative, len(ontology.queries))
+
+    def _exemplar_queries(self) -> tuple[list, list]:
+        """Per class with exemplars (then per class with negative exemplars) the embeddings of its
+        exemplars (``detector.embed_exemplars`` rows), remembered per detector (``ExemplarMemo``)."""
+        from autolabel.models.owl_exemplars import ExemplarMemo
+
+        exemplars = [e for c in self.ontology.classes for e in c.exemplars]
+        memo = ExemplarMemo.of(self.detector) or self.__dict__.setdefault("_exemplar_memo", ExemplarMemo())
+        embedding = memo.get(exemplars)
+        missing = [e for e in dict.fromkeys(exemplars) if ExemplarMemo.key(e) not in embedding]
+        for image in dict.fromkeys(e.image for e in missing):
+            on_image = [e for e in missing if e.image == image]
+            rows = self._embed_exemplars(image, on_image)
+            embedding.update((ExemplarMemo.key(e), row) for e, row in zip(on_image, rows))
+        memo.put(embedding)
+        return tuple([[embedding[ExemplarMemo.key(e)] for e in c.exemplars_of(negative)]
+                      for c in self.ontology.classes if c.exemplars_of(negative)] for negative in (False, True))
+
+    def _embed_exemplars(self, image: str, exemplars: list) -> list:
+        """The ``embed_exemplars`` rows of ``exemplars`` drawn on ``image``: decoded and encoded as
+        the detector alone asks (untiled, whatever this labeler's tiles or segmenter), so an
+        exemplar gives the same query in every labeler on the detector."""
+        import torch
+
+        from autolabel.images import DEFAULT_MAX_PIXELS, load_image
+        from autolabel.models.preprocess import as_hwc_uint8
+
+        detector = self.detector
+        loaded = load_image(image, max_pixels=DEFAULT_MAX_PIXELS,
+                            draft=lambda size: detector.preprocessor.decode_side(Size(*size)))
+        if any(e.sha256 != loaded.sha256 for e in exemplars):
+            raise ConfigError(f"exemplar image {image} changed since the ontology was made: make it again")
+        size = Size(loaded.width, loaded.height)
+        if any(e.box[2] > size.width or e.box[3] > size.height for e in exemplars):
+            raise ConfigError(f"an exemplar box reaches outside {image} ({size.width}x{size.height})")
+        on_device = self.model_device != "cpu" and detector.preprocessor.on_device
+        with torch.inference_mode():
+            inputs = detector.preprocessor(as_hwc_uint8(loaded.image), size, detector.device if on_device else "cpu")
+            features = detector.encode_images(torch.stack([inputs]))
+        boxes = np.array([e.box for e in exemplars], dtype=np.float32)
+        return list(detector.embed_exemplars(features, boxes, size))
 
     def launch(self, batch: list[PreparedImage], times: StageTimes | None = None,
                pad_to: int | None = None) -> Launched:
@@ -371,7 +510,10 @@ class Labeler:
         if not encoded.batch:
             return []
         with _stage(times, "heads"):
-            dets = self.detector.postprocess(launched.scores, encoded.sizes, self.ontology, self.config)
+            if encoded.tiles is None:
+                dets = self.detector.postprocess(launched.scores, encoded.sizes, self.ontology, self.config)
+            else:
+                dets = self._merged_tiles(launched.scores, encoded)
         if not self.uses_segmenter:
             # A detector that makes masks keeps them in segment mode only.
             return dets if self.mode == "segment" else [replace(d, masks=None) for d in dets]
@@ -381,6 +523,23 @@ class Labeler:
                 logits = self.segmenter.predict_logits(embedding, d.xyxy)
             task = partial(_attach_masks, d, logits, size, self.segmenter.encode_masks, times)
             out.append(mask_pool.submit(task) if mask_pool is not None else task())
+        return out
+
+    def _merged_tiles(self, scores, encoded: Encoded) -> list[Detections]:
+        """Each image's detections from its full view and its tiles: every view post-processed at
+        its own size (area limits and the cap wait for the merge: they refer to the whole image),
+        tiles shifted into the image, then merged (``tiling.merge_detections``)."""
+        from autolabel.tiling import crop_size, from_tile, merge_detections
+
+        views = replace(self.config, min_area_frac=0.0, max_area_frac=1.0, agnostic_nms_iou=None,
+                        max_detections=None)
+        tile_sizes = [crop_size(box) for boxes in encoded.tiles for box in boxes]
+        dets = self.detector.postprocess(scores, encoded.sizes + tile_sizes, self.ontology, views)
+        out, k = [], len(encoded.batch)
+        for i, (size, boxes) in enumerate(zip(encoded.sizes, encoded.tiles)):
+            parts = [dets[i]] + [from_tile(dets[k + j], box, size) for j, box in enumerate(boxes)]
+            k += len(boxes)
+            out.append(merge_detections(parts, size, self.tiles, self.config))
         return out
 
     def label(self, encoded: Encoded) -> list[Detections]:
@@ -398,6 +557,34 @@ class Labeler:
         batch = [PreparedImage(f"<image {i}>", "", Size(*size), pixels=p)
                  for i, (p, size) in enumerate(zip(pixels, sizes))]
         return self.label(self.encode(batch))
+
+    def candidates(self, launched: Launched, k: int) -> list:
+        """The detector's top-``k`` prompt-independent candidates of each image of a launched batch
+        (``autolabel.candidates.Candidates``, queued on the device), for re-prompting it later
+        without the backbone (``autolabel relabel``). Padding images are left out."""
+        encoded = launched.encoded
+        if not encoded.batch:
+            return []
+        return self.detector.candidates(encoded.features, k)[: len(encoded.batch)]
+
+    def rescore(self, candidates, sizes: list[Size], times: StageTimes | None = None) -> list[Detections]:
+        """Detections of images from their kept candidates (``autolabel.candidates.Candidates`` of
+        B images, e.g. a ``CandidateBuffer`` batch; ``sizes`` their original sizes) with this
+        labeler's queries, assembled as ``score`` does (negatives, exemplars), and post-processing:
+        what a full run gives restricted to those boxes, without the vision backbone (``autolabel
+        relabel``). The post-processing floor (the lowest class threshold) is applied first, so
+        most candidates never reach the per-image steps."""
+        if not len(sizes):
+            return []
+        if not getattr(self.detector, "ranks_candidates", False):
+            raise ConfigError(f"{self.model} cannot re-score kept candidates (an OWLv2 checkpoint can)")
+        with _stage(times, "text"):
+            queries = self._queries()
+        with _stage(times, "heads"):
+            floor = float(self.ontology.thresholds(self.config.threshold).min())
+            scores = self.detector.score_candidates(candidates, queries, min_score=floor)
+        with _stage(times, "postprocess"):
+            return self.detector.postprocess(scores, list(sizes), self.ontology, self.config)
 
 
 def _attach_masks(dets: Detections, logits, size: Size, encode, times) -> Detections:

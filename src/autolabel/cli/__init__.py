@@ -9,7 +9,7 @@ import os
 import click
 
 from autolabel import __version__
-from autolabel.cli import compare, eval as eval_cmd, export, finetune, import_, label, models, review_queue, ui
+from autolabel.cli import compare, eval as eval_cmd, export, finetune, import_, label, models, relabel, review_queue, ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,5 +43,5 @@ def main(verbose: bool) -> None:
 
 # Commands keep their heavy imports inside the function body (gradio only when ``ui`` runs).
 for _command in (label.label, export.export, import_.import_, eval_cmd.eval_, compare.compare, finetune.finetune,
-                 models.models, review_queue.review_queue, ui.ui):
+                 models.models, relabel.relabel, review_queue.review_queue, ui.ui):
     main.add_command(_command)

@@ -19,7 +19,7 @@ def predict_examples(detector, examples, ontology, *, cache=None, batch_size: in
     ``autolabel label --exact`` runs; with a feature cache (cheap mode), the heads on the cached
     features, then ``detect``. Threshold 0: every box, as mAP wants."""
     from autolabel.models.owlv2 import ImageFeatures, Owlv2Detector
-    from autolabel.pipeline import DetectConfig, Labeler
+    from autolabel.pipeline import DetectConfig, Encoded, Labeler, PreparedImage
 
     config = DetectConfig(threshold=0.0, nms_iou=0.5)
     fresh = Owlv2Detector(detector.model, detector.processor, detector.name, detector.device, detector.dtype,
@@ -35,8 +35,9 @@ def predict_examples(detector, examples, ontology, *, cache=None, batch_size: in
             feats, fmap = cache.features([cache.by_example[start + j][0] for j in range(len(chunk))], fresh.device)
             with torch.no_grad():
                 features = ImageFeatures(feats, fresh.model.box_predictor(feats, fmap).float())
-            text = fresh.encode_text(ontology.queries)
-            out += fresh.detect(features, text, [e.size for e in chunk], ontology, config)
+            # The engine's prompt step, so negatives and exemplars count as in labelling.
+            batch = [PreparedImage(str(e.path), "", e.size) for e in chunk]
+            out += labeler.finish(labeler.score(Encoded(batch, features=features)))
     return out
 
 

@@ -52,7 +52,8 @@ class Detector(Protocol):
         allows). May return before the device has finished (asynchronous on a GPU)."""
 
     def score(self, features: Any, text: Any) -> Any:
-        """Raw per-candidate scores of every image for these prompts (queued on the device)."""
+        """Raw per-candidate scores of every image for these prompts (queued on the device).
+        Detectors that make masks also take ``masks: bool = True`` (False: boxes and scores only)."""
 
     def postprocess(self, scores: Any, sizes: list[Size], ontology, config) -> list[Detections]:
         """Raw scores -> final ``Detections`` per image (thresholds, boxes in original pixels, NMS)."""

@@ -5,7 +5,9 @@ once per image; the prompts enter only in the decoder (``score``). Each of our p
 "classes"; the task prompt is the processor's default, "Detect cat, remote control.". Class and task
 embeddings are computed once per prompt list (cached). Post-processing follows transformers': every
 (box, prompt) pair is a candidate, the best ``N`` pairs are kept (N = number of queries), then the
-thresholds and per-class NMS (``DetectConfig.nms_iou``, 0.5 like the recipe).
+thresholds and per-class NMS (``DetectConfig.nms_iou``, 0.5 like the recipe). Negative prompts are
+more of its classes: a (box, prompt) pair is dropped before that selection when the same box scores
+a negative of the prompt's class higher than the class's best prompt (``postprocess.suppress_negatives``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class OmDetTurboDetector(LoadedDetector):
     """OmDet-Turbo behind ``models.base.Detector``; no per-image state."""
 
     family = "OmDet-Turbo"
+    supports_negatives = True
     attention = FUSION_ATTENTION
 
     @classmethod

@@ -9,6 +9,7 @@ text encoding and lets the UI re-query a cached image with new prompts without t
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from autolabel.detections import Detections
 from autolabel.geometry import Size
 from autolabel.models.loaded import LoadedDetector
+from autolabel.models.owl_exemplars import exemplar_embeddings, with_exemplar_queries
 from autolabel.models.postprocess import BoxScores, best_prompt, per_image, thresholded
 from autolabel.models.preprocess import DraftPreprocessor, Owlv2Preprocessor, StockPreprocessor
 from autolabel.models.prompts import TruncationWarnings
@@ -50,6 +52,7 @@ class Owlv2Detector(LoadedDetector):
     stock processor (also chosen for processor settings the torch version does not reproduce)."""
 
     family = "OWLv2"
+    supports_negatives = True  # negative prompts are more class-head columns (``postprocess.suppress_negatives``)
 
     def __init__(self, model, processor, name: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
                  exact: bool = False):
@@ -126,6 +129,78 @@ class Owlv2Detector(LoadedDetector):
         """Detections of the first ``len(sizes)`` images (a padded batch has more)."""
         return per_image(scores, sizes, ontology, config, postprocess_logits)
 
+    # -- exemplars (visual prompts, ``models.owl_exemplars``) ----------------------------------------
+
+    def embed_exemplars(self, features: ImageFeatures, boxes_xyxy: np.ndarray, size: Size) -> torch.Tensor:
+        """``(k, D)`` float32 query embeddings of ``k`` exemplar boxes (``xyxy`` pixels) drawn on one
+        image of ``size``, from that image's ``encode_images`` features."""
+        return exemplar_embeddings(self, features, boxes_xyxy, size)
+
+    def with_exemplars(self, text: TextQueries, positive: list, negative: list, num_positive_text: int) -> TextQueries:
+        """Encoded positive-then-negative prompts plus one query per class with (negative) exemplars,
+        from each one's list of ``embed_exemplars`` rows, in the column order of ``Ontology``.
+        ``text`` None: no text prompts at all."""
+        if text is None:
+            dim = self.model.class_head.dense0.out_features
+            text = TextQueries((), torch.empty((0, dim), dtype=self.dtype, device=self.device),
+                               torch.empty(0, dtype=torch.bool, device=self.device))
+        return with_exemplar_queries(text, positive, negative, num_positive_text)
+
+    # -- kept candidates (re-prompting a finished run, ``autolabel relabel``) --------------------------
+
+    @property
+    def ranks_candidates(self) -> bool:
+        """Whether the model has the objectness head that ranks prompt-independent candidates
+        (OWLv2 does; OWL-ViT v1 does not)."""
+        return hasattr(self.model, "objectness_predictor")
+
+    def candidates(self, features: ImageFeatures, k: int) -> list:
+        """Per image the ``k`` patches of highest objectness, in patch order, with what the class
+        head needs to score them against any prompt later (``candidate_logits``); torch tensors on
+        the model's device (``Candidates.to_host`` converts)."""
+        from autolabel.candidates import Candidates
+        from autolabel.errors import ConfigError
+
+        if not self.ranks_candidates:
+            raise ConfigError(f"{self.family} has no objectness head to rank candidates by: "
+                              "--keep-candidates needs an OWLv2 checkpoint (use --keep-candidates 0)")
+        head = self.model.class_head
+        with torch.inference_mode():
+            objectness = self.model.objectness_predictor(features.image_feats)
+            top = objectness.topk(min(int(k), objectness.shape[1]), dim=1).indices.sort(dim=1).values
+            feats = torch.gather(features.image_feats, 1, top[..., None].expand(-1, -1, features.image_feats.shape[2]))
+            # The class head's own steps (Owlv2ClassPredictionHead.forward) up to the text product.
+            embeds = head.dense0(feats)
+            embeds = embeds / (torch.linalg.norm(embeds, dim=-1, keepdim=True) + 1e-6)
+            shift = head.logit_shift(feats)[..., 0]
+            scale = head.elu(head.logit_scale(feats))[..., 0] + 1
+            boxes = torch.gather(features.pred_boxes, 1, top[..., None].expand(-1, -1, 4))
+        return [Candidates(top[i], boxes[i], embeds[i], shift[i], scale[i]) for i in range(len(features))]
+
+    def score_candidates(self, candidates, text: TextQueries, min_score: float = 0.0) -> BoxScores:
+        """The class head on kept candidates (``autolabel.candidates.Candidates`` of B images) as
+        ``BoxScores`` for ``postprocess``. Per image, in patch order, only the candidates whose best
+        logit can score above ``min_score``: post-processing keeps a box when the sigmoid of its best
+        positive logit beats its class's threshold (negatives only lower it), so it would drop the
+        others itself. Lists are padded to the longest with rows at the float32 minimum (score 0:
+        never kept)."""
+        logits = candidate_logits(candidates, text)
+        boxes = torch.as_tensor(candidates.pred_boxes).cpu().float()
+        if logits.ndim == 2:  # one image
+            logits, boxes = logits[None], boxes[None]
+        with torch.inference_mode():
+            floor = _logit(min_score)
+            if math.isfinite(floor):  # a hair below the threshold's logit: the exact test is post-processing's
+                floor -= 1e-9 * (1 + abs(floor))
+            passing = logits.max(dim=-1).values.double() > floor
+            counts = passing.sum(dim=1)
+            width = int(counts.max()) if len(counts) else 0
+            order = torch.argsort((~passing).to(torch.uint8), dim=1, stable=True)[:, :width]  # kept first, in order
+            logits = torch.gather(logits, 1, order[..., None].expand(-1, -1, logits.shape[-1]))
+            boxes = torch.gather(boxes, 1, order[..., None].expand(-1, -1, 4))
+            logits[torch.arange(width)[None, :] >= counts[:, None]] = torch.finfo(torch.float32).min
+        return BoxScores(logits, boxes)
+
 
 def postprocess_logits(logits: np.ndarray, pred_boxes: np.ndarray, size: Size, ontology, config) -> Detections:
     """Raw outputs of one image (``(P, Q)`` logits, ``(P, 4)`` boxes) -> final Detections in original
@@ -142,3 +217,39 @@ def boxes_to_pixels(pred_boxes: np.ndarray, width: int, height: int) -> np.ndarr
     side = float(max(width, height))
     cx, cy, w, h = pred_boxes.T
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32) * side
+
+
+_WIDEN_ROWS = 4096  # fp16 candidates widened to float32 at a time: the chunk stays in the CPU's caches
+
+
+def candidate_logits(candidates, text: TextQueries) -> torch.Tensor:
+    """The class head's ``(..., K, Q)`` float32 logits, on the host, of kept candidates
+    (``autolabel.candidates.Candidates`` of one image or a batch) against encoded prompts, computed as
+    ``Owlv2ClassPredictionHead.forward`` does: normalised dot product, plus shift, times scale, padding
+    queries at the float32 minimum. fp16 embeddings are widened chunk by chunk (one matrix product each)."""
+    queries = text.embeds.detach().float().cpu()
+    queries = queries / (torch.linalg.norm(queries, dim=-1, keepdim=True) + 1e-6)
+    embeds = torch.as_tensor(candidates.class_embeds).cpu()
+    flat = embeds.reshape(-1, embeds.shape[-1])
+    logits = torch.empty((flat.shape[0], queries.shape[0]), dtype=torch.float32)
+    widened = None if flat.dtype == torch.float32 else torch.empty((min(_WIDEN_ROWS, len(flat)), flat.shape[1]))
+    with torch.inference_mode():
+        for start in range(0, len(flat), _WIDEN_ROWS):
+            rows = flat[start:start + _WIDEN_ROWS]
+            if widened is not None:
+                rows = widened[: len(rows)].copy_(rows)
+            torch.mm(rows, queries.T, out=logits[start:start + len(rows)])
+        logits = logits.reshape(*embeds.shape[:-1], queries.shape[0])
+        logits += torch.as_tensor(candidates.logit_shift).cpu()[..., None]
+        logits *= torch.as_tensor(candidates.logit_scale).cpu()[..., None]
+        logits[..., ~text.mask.detach().cpu().bool()] = torch.finfo(torch.float32).min
+    return logits
+
+
+def _logit(probability: float) -> float:
+    """The logit whose sigmoid is ``probability`` (infinite at 0 and 1)."""
+    if probability <= 0.0:
+        return -math.inf
+    if probability >= 1.0:
+        return math.inf
+    return math.log(probability) - math.log1p(-probability)
