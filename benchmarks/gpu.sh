@@ -5,6 +5,7 @@
 #     benchmarks/gpu.sh --fetch-wheels     # wheels the GPU image lacks -> benchmarks/results/wheels (17 MB)
 # On the GPU machine, in a copy of the working tree with those wheels beside it:
 #     benchmarks/gpu.sh                    # prints one summary; JSON reports in $OUT/ (or benchmarks/results/gpu/)
+#     benchmarks/gpu.sh --families         # then the other detector families (a second command)
 #
 # The GPU image's python3 has torch/torchvision/numpy/pillow/scipy/opencv; the wheels add the pinned
 # transformers (the version the CPU figures used) and what autolabel imports besides (pycocotools,
@@ -36,6 +37,17 @@ DEST=${OUT:-benchmarks/results}/gpu
 mkdir -p "$DEST"
 BENCH="$PY benchmarks/throughput.py --device cuda --precision bf16 --recipe-precision bf16 --workers 12"
 started=$(date +%s)
+
+# The other detector families (`gpu.sh --families`, a second command: the device caps one command at
+# 10 minutes): ours vs each family's recipe on 2 MP JPEGs, bf16, full-size random weights.
+if [[ "${1:-}" == "--families" ]]; then
+    for family in owlvit grounding-dino mm-grounding-dino omdet-turbo sam3; do
+        timeout 110 $BENCH --family "$family" --generate 2mp:128 --batch-size 8 --recipe-images 8 \
+            --modes detect --json "$DEST/detect-$family-2mp.json"
+    done
+    echo; echo "==================== families ($(( $(date +%s) - started )) s) ===================="
+    exec $PY benchmarks/throughput.py --summarize "$DEST"/detect-*-2mp.json
+fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
 $PY -c "import torch, torchvision, transformers; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__)"

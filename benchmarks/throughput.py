@@ -107,15 +107,20 @@ def checkpoint(spec: str, family: str, cache: Path) -> str:
         return spec
     name = spec.split(":", 1)[1]
     target = cache / f"{family}-{name}"
-    if (target / "config.json").exists():
-        return str(target)
     build, sizes = random_sizes(family)
     if name not in sizes:
         raise SystemExit(f"no random {family} size {name!r}: use one of {', '.join(sizes)}")
+    # The builder's keywords beside the build: a build made with other sizes is rebuilt (one
+    # without the record, from before it was kept, is reused).
+    recipe = json.dumps(sizes[name], sort_keys=True, default=str)
+    marker = target / "build.json"
+    if (target / "config.json").exists() and (not marker.exists() or marker.read_text() == recipe):
+        return str(target)
     log(f"building random {family} {name} in {target} ...")
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     build(tmp, **sizes[name])
+    (tmp / "build.json").write_text(recipe)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return str(target)
@@ -403,9 +408,11 @@ class ModelOnly:
         batches = -(-len(paths) // bs)
         done()
         started = time.perf_counter()
+        # A detector that makes masks scores without them in detect mode (what the engine asks).
+        options = {"masks": segment} if detector.yields_masks else {}
         with torch.inference_mode():
             for _ in range(batches):
-                detector.score(detector.encode_images(pixel_values), text)
+                detector.score(detector.encode_images(pixel_values), text, **options)
                 if segment:
                     for emb in seg.embed(sam_values, [Size(1000, 1000)] * bs):
                         seg.predict_logits(emb, boxes)

@@ -13,6 +13,7 @@ from PIL import Image
 from autolabel.errors import ConfigError, ModelLoadError
 from autolabel.geometry import Size
 from autolabel.models.base import model_inputs
+from autolabel.models.deformable import GatheredDeformableAttention
 from autolabel.models.grounding_dino import CanvasPreprocessor, GroundingDinoDetector, boxes_to_pixels, phrase
 from autolabel.ontology import Ontology
 from autolabel.pipeline import DetectConfig, Labeler
@@ -97,6 +98,44 @@ def test_equal_to_plain_recipe(any_variant):
         np.testing.assert_allclose(dets[i].xyxy, clipped[inside][order], atol=1e-3)
         np.testing.assert_allclose(dets[i].scores, our_scores[inside][order], atol=1e-6)
         np.testing.assert_array_equal(dets[i].prompt_ids, winner[inside][order])
+
+
+def test_text_backbone_runs_once_per_text(checkpoint, monkeypatch):
+    """The equality test above runs through the cache and the gathered deformable attention;
+    here the backbone is counted: once per distinct text, whatever the batches."""
+    detector = GroundingDinoDetector.from_pretrained(str(checkpoint))
+    assert any(isinstance(m, GatheredDeformableAttention) for m in detector.model.modules())
+    backbone = detector.model.model.text_backbone.backbone
+    rows = []
+    original = backbone.forward
+    monkeypatch.setattr(backbone, "forward", lambda input_ids, *a, **k: rows.append(len(input_ids)) or original(
+        input_ids, *a, **k))
+    config = DetectConfig(threshold=0.0, nms_iou=None)
+    images = _images()
+    cached = Labeler(Ontology.from_prompts(["cat", "dog"]), detector=detector, config=config)
+    first = cached.label_images(images)
+    again = cached.label_images(images[:1] * 3)
+    Labeler(Ontology.from_prompts(["fish"]), detector=detector, config=config).label_images(images)
+    assert rows == [1, 1]  # "cat. dog." once, "fish." once, each on one row
+    np.testing.assert_allclose(again[2].xyxy, first[0].xyxy, atol=1e-3)  # another batch size: float rounding
+    np.testing.assert_allclose(again[2].scores, first[0].scores, atol=1e-5)
+
+
+def test_images_per_forward_does_not_change_detections(checkpoint, monkeypatch):
+    detector = GroundingDinoDetector.from_pretrained(str(checkpoint))
+    assert detector.images_per_forward == 1  # on the CPU
+    forwards = []
+    original = detector.model.forward
+    monkeypatch.setattr(detector.model, "forward", lambda **k: forwards.append(len(k["pixel_values"])) or original(**k))
+    config = DetectConfig(threshold=0.0, nms_iou=None)
+    images = [_images()[0]] * 2 + _images()[1:]  # two of one extent, one of another
+    one_by_one = Labeler(Ontology.from_prompts(["cat"]), detector=detector, config=config).label_images(images)
+    detector.images_per_forward = None
+    grouped = Labeler(Ontology.from_prompts(["cat"]), detector=detector, config=config).label_images(images)
+    assert forwards == [1, 1, 1, 2, 1]
+    for a, b in zip(one_by_one, grouped):
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
 
 
 def test_fast_preprocessing_equals_exact_on_the_same_pixels(detector):
@@ -195,3 +234,19 @@ def test_a_prompt_longer_than_the_model_reads_is_refused(short_text_detector):
 def test_other_model_types_are_refused(tiny_owlv2):
     with pytest.raises(ModelLoadError, match="owlv2"):
         GroundingDinoDetector.from_pretrained(str(tiny_owlv2))
+
+
+def test_a_negative_phrase_drops_the_boxes_it_matches_better(detector, monkeypatch):
+    ontology = Ontology.from_prompts(["cat=cat;not=a cat"])
+    tokens = detector.processor.tokenizer.convert_ids_to_tokens(
+        detector.encode_text(ontology.queries + ontology.negative_queries).passes[0].tokens["input_ids"][0])
+    assert tokens == ["[CLS]", "cat", ".", "a", "cat", ".", "[SEP]"]
+    logits = np.full((3, 7), -9.0)
+    logits[:, 1] = [3.0, 2.0, 4.0]  # "cat"
+    logits[:, 3:5] = np.array([[-2.0], [4.0], [2.0]])  # "a cat": wins only on the second box
+    boxes = [[0.2, 0.2, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1], [0.8, 0.8, 0.1, 0.1]]
+    monkeypatch.setattr(detector, "model", _fake_model(logits, boxes))
+    dets = Labeler(ontology, detector=detector, config=DetectConfig(threshold=0.5)).label_images(_images()[:1])[0]
+    centres = np.sort((dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2 / _images()[0].width)
+    np.testing.assert_allclose(centres, [0.2, 0.8], atol=1e-3)
+    assert dets.class_ids.tolist() == [0, 0]

@@ -18,3 +18,12 @@ def test_a_checkpoint_missing_weights_is_refused_with_their_names(tmp_path):
               metadata={"format": "pt"})
     with pytest.raises(ModelLoadError, match="not a complete checkpoint.*class_head"):
         load_detector(str(path), "cpu", "fp32")
+
+
+def test_a_folder_without_its_processor_file_names_the_file(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "owlv2"}')
+    with pytest.raises(ModelLoadError) as raised:
+        load_detector(str(folder), "cpu", "fp32")
+    assert str(raised.value).endswith("the folder has no preprocessor_config.json")

@@ -107,6 +107,27 @@ def test_chunked_pairs_equal_one_call(sam3_dir, detector):
         np.testing.assert_array_equal(x.prompt_ids, y.prompt_ids)
 
 
+def test_scoring_without_masks_equals_forward_and_keeps_boxes_and_scores(detector, monkeypatch):
+    images = [_image(150, 80, seed=4), _image(70, 130, seed=5)]
+    features = detector.encode_images(model_inputs(detector.preprocessor, images))
+    text = detector.encode_text(["cat", "dog"])
+    with_masks = detector.score(features, text)
+    mask_decoder_calls = []
+    monkeypatch.setattr(detector.model.mask_decoder, "forward", lambda *a, **k: mask_decoder_calls.append(1))
+    without = detector.score(features, text, masks=False)
+    assert not mask_decoder_calls and without.mask_logits is None
+    torch.testing.assert_close(without.scores, with_masks.scores, atol=1e-6, rtol=0)
+    torch.testing.assert_close(without.boxes, with_masks.boxes, atol=1e-6, rtol=0)
+    sizes = [Size(150, 80), Size(70, 130)]
+    ontology = Ontology.from_prompts(["cat", "dog"])
+    for a, b in zip(detector.postprocess(with_masks, sizes, ontology, ALL),
+                    detector.postprocess(without, sizes, ontology, ALL)):
+        assert b.masks is None and len(a.masks) == len(a) == len(b)
+        np.testing.assert_array_equal(a.xyxy, b.xyxy)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.prompt_ids, b.prompt_ids)
+
+
 def test_class_thresholds_and_nms_apply_per_prompt_class(detector):
     images = [_image(150, 80)]
     everything = Labeler(Ontology.from_prompts(["cat", "dog"]), detector=detector, config=ALL).label_images(images)[0]
@@ -250,3 +271,32 @@ def test_tracker_masks_equal_plain_recipe(tracker_dir, width, height):
     expected = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
     for mask, ref in zip(ours, expected):
         np.testing.assert_array_equal(mask, ref)
+
+
+def test_a_sam3_video_checkpoint_loads_whole_as_detector_and_as_segmenter(tmp_path):
+    """facebook/sam3 is a sam3_video checkpoint: both halves must load with every weight the file
+    holds (the tracker's mask decoder included), none left at random values."""
+    from transformers import Sam3VideoModel
+
+    from autolabel.models.registry import load_detector, load_segmenter
+    from autolabel.testing.sam3_checkpoint import build_sam3_video_checkpoint
+
+    path = build_sam3_video_checkpoint(tmp_path / "sam3-video")
+    video = Sam3VideoModel.from_pretrained(str(path))
+    detector = load_detector(str(path), "cpu", "fp32")
+    expected = video.detector_model.state_dict()
+    got = detector.model.state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+    segmenter = load_segmenter(str(path), "cpu", "fp32")
+    got = segmenter.model.state_dict()
+    tracker = video.tracker_model.state_dict()
+    backbone = video.detector_model.vision_encoder.backbone.state_dict()
+    neck = video.tracker_neck.state_dict()
+    for name, value in got.items():
+        if name.startswith("vision_encoder.backbone."):
+            assert torch.equal(value, backbone[name.removeprefix("vision_encoder.backbone.")]), name
+        elif name.startswith("vision_encoder.neck."):
+            assert torch.equal(value, neck[name.removeprefix("vision_encoder.neck.")]), name
+        else:
+            assert torch.equal(value, tracker[name]), name
+    assert any(name.startswith("mask_decoder.") for name in got)

@@ -9,11 +9,17 @@ the token limit are split into several forward passes; every pass adds its own c
 
 Image features are fused with the text inside the encoder, so nothing past the preprocessed pixels
 is prompt independent: ``encode_images`` returns the batch's pixels and extents, ``score`` runs the model.
+Two things in that forward do not depend on the image and are not redone per batch: the BERT text
+backbone (fed only the tokens and masks made from them: ``TextBackboneCache`` runs it once per
+text) and, on the CPU, transformers' deformable attention is replaced by an equal, cheaper gather
+(``models.deformable``).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +28,7 @@ import torch
 from autolabel.detections import Detections
 from autolabel.errors import ConfigError, ModelLoadError
 from autolabel.geometry import Size
+from autolabel.models.deformable import use_gathered_deformable_attention
 from autolabel.models.loaded import LoadedDetector
 from autolabel.models.loading import load_pretrained
 from autolabel.models.postprocess import BoxScores, best_prompt, per_image, thresholded
@@ -119,6 +126,43 @@ class CanvasPreprocessor:
         return canvas.to(device)
 
 
+class TextBackboneCache(torch.nn.Module):
+    """Stands in for the model's text backbone: the forward feeds it the tokens, the attention mask
+    and positions derived from them, and nothing from the image, so its output for one text is the
+    same for every image. A batch whose rows all hold one text runs the backbone once, on one row,
+    and gets that output for every row; the last ``size`` texts are kept. Anything else (rows that
+    differ, tuple outputs) goes to the backbone as before."""
+
+    def __init__(self, backbone: torch.nn.Module, size: int = 8):
+        super().__init__()
+        self.backbone = backbone
+        self.size = size
+        self._outputs: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, return_dict=True,
+                **kwargs):
+        inputs = (input_ids, attention_mask, token_type_ids, position_ids)
+        if not return_dict or kwargs or any(t is None or not bool((t == t[:1]).all()) for t in inputs):
+            return self.backbone(input_ids, attention_mask, token_type_ids, position_ids, return_dict=return_dict,
+                                 **kwargs)
+        from transformers.modeling_outputs import BaseModelOutput
+
+        key = tuple((tuple(t.shape[1:]), t.dtype, str(t.device), t[0].cpu().numpy().tobytes()) for t in inputs)
+        with self._lock:
+            hidden = self._outputs.get(key)
+            if hidden is not None:
+                self._outputs.move_to_end(key)
+        if hidden is None:
+            first = [t[:1] for t in inputs]
+            hidden = self.backbone(*first, return_dict=True).last_hidden_state
+            with self._lock:
+                self._outputs[key] = hidden
+                while len(self._outputs) > self.size:
+                    self._outputs.popitem(last=False)
+        return BaseModelOutput(last_hidden_state=hidden.expand(input_ids.shape[0], *hidden.shape[1:]))
+
+
 # Transformers has no SDPA for the fusion model itself (eager there), while the text and image
 # backbones keep SDPA: BERT's eager attention in transformers 5.24 does not apply the model's
 # per-phrase text mask (SDPA does, and the plain recipe uses it), so "eager everywhere" would change
@@ -131,12 +175,20 @@ class GroundingDinoDetector(LoadedDetector):
     decodes on the CPU (the plain recipe's pixels)."""
 
     family = "Grounding DINO"
+    supports_negatives = True  # the shared post-processing compares per-phrase scores of a candidate
     attention = FUSION_ATTENTION
 
     def __init__(self, model, processor, name: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
                  exact: bool = False):
         super().__init__(model, processor, name, device, dtype, exact)
         self.max_text_tokens = int(model.config.max_text_len)
+        self.model.model.text_backbone = TextBackboneCache(self.model.model.text_backbone)
+        on_cpu = str(device).startswith("cpu")
+        if on_cpu:  # measured there (BENCHMARKS.md); GPUs keep transformers' own
+            use_gathered_deformable_attention(self.model)
+        # On the CPU a forward of two images costs more than two of one (the fusion encoder's
+        # activations outgrow the caches, BENCHMARKS.md), so images go one at a time there.
+        self.images_per_forward = 1 if on_cpu else None
 
     @classmethod
     def checkpoint_classes(cls, name_or_path: str) -> tuple:
@@ -220,16 +272,20 @@ class GroundingDinoDetector(LoadedDetector):
     def score(self, features: GroundingInputs, text: GroundedText) -> BoxScores:
         """Every pass over the batch; per candidate, each prompt's best token logit in its span.
         Images run in groups of equal extent, unpadded: padding changes a DETR's candidates, and an
-        image must get the same detections whatever batch it is in."""
+        image must get the same detections whatever batch it is in; at most ``images_per_forward``
+        images per forward (None: the whole group)."""
         b = len(features)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, extent in enumerate(features.extents):
             groups.setdefault(extent, []).append(i)
+        step = self.images_per_forward or b
+        forwards = [(extent, members[start : start + step]) for extent, members in groups.items()
+                    for start in range(0, len(members), step)]
         all_logits, all_boxes = [], []
         with torch.inference_mode():
             for prompt_pass in text.passes:
                 token_logits = boxes = None
-                for (height, width), members in groups.items():
+                for (height, width), members in forwards:
                     values = features.pixel_values[members, :, :height, :width]
                     tokens = {k: v.expand(len(members), -1) for k, v in prompt_pass.tokens.items()}
                     mask = torch.ones_like(values[:, 0], dtype=torch.long)

@@ -25,6 +25,9 @@ def load_pretrained(loader, name_or_path: str, what: str, **kwargs):
             hint = (" (not a local directory; as a hub id it must be downloadable or already cached —"
                     " set HF_HUB_OFFLINE=0 and check the name)")
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        missing = _missing_files(name_or_path, first_line)
+        if missing:
+            first_line = f"the folder has no {' or '.join(missing)}"
         raise ModelLoadError(f"cannot load {what} from {name_or_path!r}{hint}: {first_line}") from exc
     if not is_model:
         return loaded
@@ -35,6 +38,18 @@ def load_pretrained(loader, name_or_path: str, what: str, **kwargs):
         raise ModelLoadError(f"{name_or_path!r} is not a complete checkpoint for {what}: it lacks {shown} "
                              "(a checkpoint of another model type or a truncated download?)")
     return model
+
+
+def _missing_files(name_or_path, message: str) -> list[str]:
+    """File names transformers' message asks for that a local checkpoint folder lacks (its own
+    message is three sentences about the hub)."""
+    import re
+
+    folder = Path(str(name_or_path))
+    if not folder.is_dir():
+        return []
+    named = dict.fromkeys(re.findall(r"[\w.-]+\.(?:json|safetensors|txt|model)\b", message))
+    return [name for name in named if not (folder / name).exists()]
 
 
 def load_checkpoint(model_class, processor_class, name_or_path: str, family: str, plan,

@@ -65,17 +65,6 @@ def _pil_rgb_array(image) -> np.ndarray:
         bottom = min(height, top + rows)
         array[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
     return array
-    flat = array.reshape(-1)
-    encoder = Image._getencoder("RGB", "raw", "RGB")
-    encoder.setimage(image.im, (0, 0, width, height))
-    filled, status = 0, 0
-    while status == 0:
-        _, status, piece = encoder.encode(max(1 << 20, width * 4))
-        flat[filled : filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
-        filled += len(piece)
-    if status < 0 or filled != flat.size:
-        raise RuntimeError(f"raw encoder error {status} after {filled} of {flat.size} bytes")
-    return array
 
 
 class StockPreprocessor:

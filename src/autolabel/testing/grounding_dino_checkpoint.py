@@ -49,6 +49,7 @@ def build_grounding_dino_checkpoint(
     heads: int = 2,
     ffn_dim: int = 32,
     num_queries: int = 20,
+    points: int = 2,
     max_text_len: int = 256,
     seed: int = 0,
 ) -> Path:
@@ -75,7 +76,7 @@ def build_grounding_dino_checkpoint(
                          max_position_embeddings=max(max_text_len, 8)),
         d_model=d_model, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
         decoder_attention_heads=heads, encoder_ffn_dim=ffn_dim, decoder_ffn_dim=ffn_dim, num_queries=num_queries,
-        encoder_n_points=2, decoder_n_points=2, max_text_len=max_text_len,
+        encoder_n_points=points, decoder_n_points=points, max_text_len=max_text_len,
     )
     image_processor = GroundingDinoImageProcessor(size={"shortest_edge": shortest_edge,
                                                         "longest_edge": longest_edge})
@@ -83,7 +84,8 @@ def build_grounding_dino_checkpoint(
     return save_random_checkpoint(save_dir, model_class, config, processor, seed=seed)
 
 
-# IDEA-Research/grounding-dino-tiny: Swin-T backbone, 800/1333 px inputs, BERT-base text encoder, 900 queries.
+# IDEA-Research/grounding-dino-tiny: Swin-T backbone, 800/1333 px inputs, BERT-base text encoder, 900 queries,
+# 4 sampling points per level and head in the deformable attention.
 FULL_SIZE_GROUNDING_DINO = dict(shortest_edge=800, longest_edge=1333, swin_dim=96, swin_depths=(2, 2, 6, 2),
                                 swin_heads=(3, 6, 12, 24), text_hidden=768, text_layers=12, text_heads=12, d_model=256, layers=6,
-                                heads=8, ffn_dim=2048, num_queries=900)
+                                heads=8, ffn_dim=2048, num_queries=900, points=4)

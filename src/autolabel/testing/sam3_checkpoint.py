@@ -166,3 +166,26 @@ def build_sam3_tracker_checkpoint(save_dir: str | Path, *, seed: int = 0, **size
     prompt = config.prompt_encoder_config
     processor = Sam3TrackerProcessor(image_processor=_image_processor(prompt.image_size, prompt.patch_size))
     return save_random_checkpoint(save_dir, Sam3TrackerModel, config, processor, seed=seed)
+
+
+def build_sam3_video_checkpoint(save_dir: str | Path, *, seed: int = 0) -> Path:
+    """Save a tiny random ``Sam3VideoModel`` checkpoint (``model_type`` sam3_video, the layout
+    facebook/sam3 is published in: ``detector_model.*`` and ``tracker_model.*`` sharing one vision
+    backbone) + processor; both the SAM 3 detector and the SAM 3 tracker segmenter load from it."""
+    from transformers import Sam3Processor, Sam3TrackerVideoConfig, Sam3VideoConfig, Sam3VideoModel
+
+    tokenizer, n_tokens = clip_tokenizer(TEXT_TOKENS)
+    detector = sam3_config(vocab_size=n_tokens)
+    tracker = sam3_tracker_config()
+    backbone = detector.vision_config.backbone_config
+    config = Sam3VideoConfig(
+        detector_config=detector,
+        tracker_config=Sam3TrackerVideoConfig(vision_config=tracker.vision_config,
+                                              prompt_encoder_config=tracker.prompt_encoder_config.to_dict(),
+                                              mask_decoder_config=tracker.mask_decoder_config.to_dict(),
+                                              image_size=backbone.image_size),
+        low_res_mask_size=4 * backbone.image_size // backbone.patch_size,
+    )
+    processor = Sam3Processor(image_processor=_image_processor(backbone.image_size, backbone.patch_size),
+                              tokenizer=tokenizer)
+    return save_random_checkpoint(save_dir, Sam3VideoModel, config, processor, seed=seed)
