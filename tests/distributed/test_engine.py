@@ -1,5 +1,6 @@
 """``label_on_ray`` on a local Ray cluster (2 CPUs) with the tiny checkpoints: the export equals the
-single-process engine's, a killed actor's batch is retried, a killed driver resumes on re-run."""
+single-process engine's (also with tiles and exemplars), a killed actor's batch is retried, a killed
+driver resumes on re-run, a run whose images all fail the same unexpected way stops."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 
 from ray_helpers import coco_export, need_ray, write_photos
 
-from autolabel.distributed import RayOptions, label_on_ray
+from autolabel.distributed import RayOptions, label_on_ray, workers
+from autolabel.errors import AutolabelError, ConfigError
 from autolabel.labeling import label_into_store
 from autolabel.ontology import Ontology
 from autolabel.pipeline import DetectConfig, Labeler
@@ -118,3 +120,73 @@ def test_a_killed_driver_resumes_on_rerun_with_the_same_export(ray_local, owlv2_
     assert "actor " in rerun.stdout  # per-actor counts in the summary
     reference = Labeler(ONTOLOGY, model=str(owlv2_slow), config=DetectConfig(threshold=0.0), device="cpu")
     assert coco_export(run, tmp_path / "export-killed") == _single_process_export(reference, photos, tmp_path)
+
+
+def test_a_tiled_run_matches_the_single_process_engine(ray_local, tiny_owlv2, tmp_path):
+    # auto tiles of the tiny model's 64 px side: the decode tasks must plan them as the actors do
+    photos = write_photos(tmp_path / "photos", 2, seed=5)
+    labeler = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=DetectConfig(threshold=0.0), device="cpu", tiles="auto")
+    with open_store(tmp_path / "ray") as store:
+        summary = label_on_ray(labeler, [photos], store, RayOptions(batch_size=2))
+    assert (summary.done, summary.failed) == (2, 0), summary.failures
+    reference = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=DetectConfig(threshold=0.0), device="cpu",
+                        tiles="auto")
+    assert coco_export(tmp_path / "ray", tmp_path / "export-ray") == _single_process_export(
+        reference, photos, tmp_path)
+
+
+def test_an_exemplar_run_matches_the_single_process_engine(ray_local, tiny_owlv2, tmp_path):
+    photos = write_photos(tmp_path / "photos", 3, seed=6)
+    exemplar = write_photos(tmp_path / "exemplars", 1, seed=7) / "img_000.jpg"
+    ontology = Ontology.from_data([{"name": "car", "prompts": ["car"]},
+                                   {"name": "widget", "exemplars": [{"image": str(exemplar), "box": [5, 5, 60, 50]}]}])
+
+    def labeler():
+        return Labeler(ontology, model=str(tiny_owlv2), config=DetectConfig(threshold=0.0), device="cpu")
+
+    with open_store(tmp_path / "ray") as store:
+        summary = label_on_ray(labeler(), [photos], store, RayOptions(batch_size=2))
+    assert (summary.done, summary.failed) == (3, 0), summary.failures
+    assert summary.per_class["widget"] > 0
+    assert coco_export(tmp_path / "ray", tmp_path / "export-ray") == _single_process_export(
+        labeler(), photos, tmp_path)
+
+
+def test_a_run_whose_first_images_all_fail_the_same_unexpected_way_stops(ray_local, tiny_owlv2, tmp_path,
+                                                                         monkeypatch, caplog):
+    class BrokenPreprocessor:  # defined here, so pickled by value to the decode tasks
+        on_device = False
+
+        def decode_side(self, size):
+            return None
+
+        def __call__(self, pixels, size, device):
+            raise ZeroDivisionError("preprocessor bug")
+
+    real_decoder = workers.decoding_labeler
+
+    def broken_decoder(*args):
+        decoder = real_decoder(*args)
+        decoder.detector.preprocessor = BrokenPreprocessor()
+        return decoder
+
+    monkeypatch.setattr(workers, "decoding_labeler", broken_decoder)
+    photos = write_photos(tmp_path / "photos", 20, seed=8)
+    with open_store(tmp_path / "ray") as store, \
+            pytest.raises(AutolabelError, match=r"first \d+ images all failed .*ZeroDivisionError: preprocessor bug"):
+        label_on_ray(_labeler(tiny_owlv2), [photos], store, RayOptions(batch_size=2))
+    with open_store(tmp_path / "ray") as store:
+        failed = list(store.images("failed"))
+    assert 8 <= len(failed) < 20  # stopped early; what was written is kept
+    logged = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert len(logged) == 1 and "preprocessor bug" in logged[0].exc_info[1].remote_traceback  # the worker's
+
+
+def test_a_run_folder_that_keeps_candidates_is_refused(tiny_owlv2, tmp_path):
+    from autolabel.labeling import run_config
+
+    labeler = _labeler(tiny_owlv2)
+    with open_store(tmp_path / "run") as store:
+        store.bind_config(run_config(labeler, 300))  # started by a local run keeping candidates
+        with pytest.raises(ConfigError, match="keeps detector candidates.*--engine local"):
+            label_on_ray(labeler, [tmp_path], store)

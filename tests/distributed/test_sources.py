@@ -35,7 +35,7 @@ def test_a_uri_is_prepared_like_its_local_file_and_recorded_by_uri(tiny_owlv2, t
     photos = write_photos(tmp_path / "photos", 1)
     local = next(photos.glob("*.jpg"))
     labeler = Labeler(Ontology.from_prompts(["thing"]), model=str(tiny_owlv2), device="cpu")
-    decoder = workers.decoding_labeler(labeler, workers.load_preprocessors(labeler), "cpu")
+    decoder = workers.decoding_labeler(labeler, workers.load_model_inputs(labeler), "cpu")
 
     from_uri = workers.prepare(decoder, f"file://{local}", 10**8)
     from_path = workers.prepare(decoder, str(local), 10**8)

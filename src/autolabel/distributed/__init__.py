@@ -6,6 +6,7 @@
 - ``cluster``: connect to a cluster, or start a local one bound to 127.0.0.1 (shut down at the end).
 - ``workers``: what runs remotely: decode tasks (``Labeler.prepare``) and the model actors
   (``Labeler.launch`` + ``finish``); only label records come back.
+- ``exemplars``: exemplar images read once by the driver and shipped to the actors as bytes.
 - ``engine``: the driver: resume, the Ray Data pipeline, the one store writer.
 """
 

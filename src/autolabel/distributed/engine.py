@@ -16,13 +16,16 @@ import pickle
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autolabel.distributed import workers
 from autolabel.distributed.cluster import import_ray, ray_cluster
+from autolabel.distributed.exemplars import read_exemplar_images
 from autolabel.distributed.sources import list_images
 from autolabel.errors import ConfigError
+from autolabel.failures import FailureWatch
 from autolabel.images import DEFAULT_MAX_PIXELS
 from autolabel.labeling import RunSummary
 from autolabel.pipeline import DEFAULT_BATCH_SIZE, Labeler
@@ -81,16 +84,23 @@ def label_on_ray(
     """
     import_ray()  # fail with the install hint before any work
     started = time.perf_counter()
+    if (store.config or {}).get("keep_candidates"):
+        raise ConfigError(f"{store.run_dir} keeps detector candidates (--keep-candidates), which the Ray engine "
+                          "does not save: continue it with --engine local")
     store.bind_config(labeler.run_config())
+    exemplar_images = read_exemplar_images(labeler.ontology)  # the workers need no access to them
     paths = list_images(inputs)
     done_before = store.done_among(paths)
     todo = [p for p in paths if p not in done_before]
     summary = RaySummary(skipped=len(paths) - len(todo))
     if on_total:
         on_total(len(todo))
+    watch = FailureWatch.for_batch_size(options.batch_size)
     if todo:
-        with ray_cluster(options.address, options.local_cpus):
-            for batch in _labelled_batches(labeler, todo, options):
+        # closing: a run stopped part way (FailureWatch, Ctrl-C) also stops the pipeline on a shared cluster
+        with ray_cluster(options.address, options.local_cpus), \
+                closing(_labelled_batches(labeler, todo, options, exemplar_images)) as batches:
+            for batch in batches:
                 ingest_started = time.perf_counter()
                 results = [pickle.loads(r) for r in batch["result"]]
                 actors = [str(a) for a in batch["actor"]]
@@ -100,11 +110,13 @@ def label_on_ray(
                 if on_progress:
                     for actor, count in Counter(actors).items():
                         on_progress(count, actor)
+                watch.check(results)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _labelled_batches(labeler: Labeler, todo: list[str], options: RayOptions) -> Iterator[dict]:
+def _labelled_batches(labeler: Labeler, todo: list[str], options: RayOptions,
+                      exemplar_images: dict[str, bytes]) -> Iterator[dict]:
     """Batches ``{"result": [pickled ImageResult], "actor": [host:pid]}`` as the actors finish them."""
     ray = import_ray()
     from ray.data import ActorPoolStrategy, DataContext
@@ -120,15 +132,15 @@ def _labelled_batches(labeler: Labeler, todo: list[str], options: RayOptions) ->
                           "cluster's CPUs to the decode tasks, which need 1: lower --actors or --cpus-per-actor")
     device = labeler.device if labeler.device != "auto" else ("cuda" if gpus else "cpu")
     actor_labeler = workers.on_device(labeler, device)
-    preprocessors = ray.get(ray.remote(num_cpus=1)(workers.load_preprocessors).remote(actor_labeler))
-    decoder = workers.decoding_labeler(labeler, preprocessors, device)
+    model_inputs = ray.get(ray.remote(num_cpus=1)(workers.load_model_inputs).remote(actor_labeler))
+    decoder = workers.decoding_labeler(labeler, model_inputs, device)
 
     ds = ray.data.from_items([{"path": p} for p in todo])
     ds = ds.map_batches(workers.decode_batch, fn_kwargs={"decoder": decoder, "max_pixels": options.max_pixels},
                         batch_size=options.batch_size, num_cpus=1)
-    ds = ds.map_batches(workers.LabelingActor, fn_constructor_args=(actor_labeler,), batch_size=options.batch_size,
-                        compute=ActorPoolStrategy(size=options.actors), num_cpus=options.cpus_per_actor,
-                        num_gpus=gpus)
+    ds = ds.map_batches(workers.LabelingActor, fn_constructor_args=(actor_labeler, exemplar_images),
+                        batch_size=options.batch_size, compute=ActorPoolStrategy(size=options.actors),
+                        num_cpus=options.cpus_per_actor, num_gpus=gpus)
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
 

@@ -8,20 +8,20 @@ scores, RLE masks: a few KB) from an actor to the driver. Pixels never reach the
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import pickle
 import socket
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 
+from autolabel.distributed.exemplars import with_exemplar_copies
 from autolabel.distributed.sources import is_uri, read_uri, suffix
 from autolabel.errors import ImageLoadError
+from autolabel.failures import Unexpected
 from autolabel.pipeline import Labeler, PreparedImage
 from autolabel.store import ImageResult
-
-log = logging.getLogger(__name__)
 
 
 def dumps(value) -> bytes:
@@ -42,31 +42,60 @@ class PreprocessOnly:
     """Stands in for a loaded detector or segmenter where only its preprocessor is needed, so that
     ``Labeler.prepare`` runs in a stateless task without the weights. ``device``: where the model
     actors run; on an accelerator ``prepare`` keeps the pixels and the actor makes the inputs there,
-    exactly as the single-process engine does."""
+    exactly as the single-process engine does. ``image_size``: the square input side the loaded
+    model states (None: it states none), which ``Labeler.tile_boxes`` plans ``--tiles auto`` from."""
 
     compiled = True  # never compiled: the stand-in runs no model
 
-    def __init__(self, name: str, preprocessor, device: str):
+    def __init__(self, name: str, preprocessor, device: str, image_size: int | None = None):
         self.name = name
         self.preprocessor = preprocessor
         self.device = device
+        self.image_size = image_size
 
 
-def load_preprocessors(labeler: Labeler) -> list:
-    """The preprocessors of ``labeler``'s models (detector first), built from their processor files
-    alone: a decode worker never loads weights."""
+@dataclass(frozen=True)
+class ModelInputs:
+    """What decode tasks need of the models, read from the checkpoints' processor and config files
+    alone (a decode worker never loads weights): the preprocessors (detector first) and the
+    detector's input side (``detector_side``)."""
+
+    preprocessors: list
+    detector_side: int | None
+
+
+def load_model_inputs(labeler: Labeler) -> ModelInputs:
     from autolabel.models.registry import load_preprocessor
 
     names = [(labeler.model, "detector")] + ([(labeler.sam_model, "segmenter")] if labeler.uses_segmenter else [])
-    return [load_preprocessor(name, kind, labeler.exact) for name, kind in names]
+    return ModelInputs([load_preprocessor(name, kind, labeler.exact) for name, kind in names],
+                       detector_side(labeler.model) if labeler.tiles is not None else None)
 
 
-def decoding_labeler(labeler: Labeler, preprocessors: list, device: str) -> Labeler:
-    """A labeler that can ``prepare`` (decode and preprocess) but holds no model."""
-    detector, *segmenter = [PreprocessOnly(name, p, device)
-                            for name, p in zip((labeler.model, labeler.sam_model), preprocessors)]
-    return Labeler(labeler.ontology, detector=detector, segmenter=segmenter[0] if segmenter else None,
-                   mode=labeler.mode, config=labeler.config, exact=labeler.exact)
+def detector_side(name: str) -> int | None:
+    """The ``image_size`` a loaded detector of checkpoint ``name`` states (None for families that
+    state none): the family's own property, evaluated on the config the model would load with."""
+    from types import SimpleNamespace
+
+    from autolabel.models.loading import load_pretrained
+    from autolabel.models.registry import family_for
+
+    family_class = family_for(name, "detector").load_class()
+    side = getattr(family_class, "image_size", None)
+    if not isinstance(side, property):
+        return None
+    model_class, _ = family_class.checkpoint_classes(name)
+    config = load_pretrained(model_class.config_class, name, f"the {family_class.family} config")
+    return side.fget(SimpleNamespace(model=SimpleNamespace(config=config)))
+
+
+def decoding_labeler(labeler: Labeler, inputs: ModelInputs, device: str) -> Labeler:
+    """A labeler that can ``prepare`` (decode, preprocess, cut tiles) exactly as the model actors'
+    would, but holds no model."""
+    detector = PreprocessOnly(labeler.model, inputs.preprocessors[0], device, inputs.detector_side)
+    segmenter = PreprocessOnly(labeler.sam_model, inputs.preprocessors[1], device) if labeler.uses_segmenter else None
+    return Labeler(labeler.ontology, detector=detector, segmenter=segmenter,
+                   mode=labeler.mode, config=labeler.config, exact=labeler.exact, tiles=labeler.tiles)
 
 
 def decode_batch(batch: dict, decoder: Labeler, max_pixels: int) -> dict:
@@ -81,8 +110,7 @@ def prepare(decoder: Labeler, path: str, max_pixels: int) -> PreparedImage | Ima
     except ImageLoadError as exc:
         return ImageResult(path=path, error=str(exc))
     except Exception as exc:  # a decoder bug on one odd file must not end the run
-        log.exception("unexpected error on %s", path)
-        return ImageResult(path=path, error=f"{path}: unexpected {type(exc).__name__}: {exc}")
+        return Unexpected.of(path, exc).portable()  # the driver logs it and may stop the run
 
 
 def _prepare_uri(decoder: Labeler, uri: str, max_pixels: int) -> PreparedImage:
@@ -104,11 +132,16 @@ def _prepare_uri(decoder: Labeler, uri: str, max_pixels: int) -> PreparedImage:
 
 class LabelingActor:
     """Ray Data actor: loads the models once, then labels batches of prepared images.
+    ``exemplar_images``: the exemplar files' bytes by path (``exemplars.read_exemplar_images``),
+    embedded from private copies.
 
     Returns ``{"result": [pickled ImageResult], "actor": [host:pid]}`` in batch order; the actor
     name lets the driver count images per actor (and a test find the process to kill)."""
 
-    def __init__(self, labeler: Labeler):
+    def __init__(self, labeler: Labeler, exemplar_images: dict[str, bytes] | None = None):
+        if exemplar_images:  # the copies live as long as the actor
+            self._exemplar_copies = tempfile.TemporaryDirectory(prefix="autolabel-exemplars-")
+            labeler = with_exemplar_copies(labeler, exemplar_images, self._exemplar_copies.name)
         self.labeler = labeler
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         labeler.model_device  # noqa: B018 -- loads the models before the first batch arrives
