@@ -131,6 +131,26 @@ def as_rows(image_id: int, detections: Detections, ontology: Ontology) -> list[t
     ]
 
 
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, durable: bool = False):
+    """One ``BEGIN IMMEDIATE`` transaction on ``conn`` (autocommit mode); ``durable`` commits with
+    ``synchronous=FULL`` (a review edit must survive a power cut), then goes back to NORMAL."""
+    if durable:
+        conn.execute("PRAGMA synchronous = FULL")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        if durable:
+            conn.execute("PRAGMA synchronous = NORMAL")
+
+
 class Store:
     """The labels of one run folder (open it with :func:`open_store`; close it, or use ``with``).
     Threads: see the module docstring."""
@@ -160,21 +180,8 @@ class Store:
 
     @contextmanager
     def _transaction(self, durable: bool = False):
-        """One ``BEGIN IMMEDIATE`` transaction; ``durable`` commits with ``synchronous=FULL``."""
-        with self._use() as conn:
-            if durable:
-                conn.execute("PRAGMA synchronous = FULL")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            finally:
-                if durable:
-                    conn.execute("PRAGMA synchronous = NORMAL")
+        with self._use() as conn, transaction(conn, durable):
+            yield conn
 
     # -- configuration ------------------------------------------------------------------------------
 

@@ -9,12 +9,18 @@ from autolabel.cli.output import echo_notes
 from autolabel.export import FORMATS, MASK_FORMATS, ExportOptions
 
 ZIP_NAME = "dataset.zip"
+# Formats of video runs (`label --mode track`); coco and yolo mean their video forms there.
+VIDEO_FORMATS = {"mot": "MOT Challenge gt.txt", "cvat-video": "CVAT for video 1.1 XML",
+                 "coco-video": "COCO with videos, frame_index and track_id", "yolo-video": "YOLO per frame"}
+VIDEO_ALIASES = {"coco": "coco-video", "yolo": "yolo-video"}
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=next(iter(FORMATS)), show_default=True,
-              help="; ".join(f"{name}: {spec.description}" for name, spec in FORMATS.items()) + ".")
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, *VIDEO_FORMATS]), default=next(iter(FORMATS)),
+              show_default=True,
+              help="; ".join(f"{name}: {spec.description}" for name, spec in FORMATS.items()) + ". Video runs: "
+                   + "; ".join(f"{name}: {text}" for name, text in VIDEO_FORMATS.items()) + ".")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--image-size", default=None, help="Resize copies: N (longest side) or WxH (exact stretch). Coordinates follow.")
 @click.option("--letterbox", is_flag=True, help="With --image-size: fit inside N x N (or WxH) keeping the aspect ratio, pad with gray 114.")
@@ -48,7 +54,20 @@ def export(run_dir, fmt, out_dir, image_size, letterbox, split, seed, stratify, 
     """
     from tqdm import tqdm
 
+    from autolabel.errors import ConfigError
     from autolabel.export import export_dataset, format_options
+    from autolabel.video.store import is_video_run
+
+    if is_video_run(run_dir):
+        from autolabel.cli.video import export_video
+
+        fmt = VIDEO_ALIASES.get(fmt, fmt)
+        if fmt not in VIDEO_FORMATS:
+            raise ConfigError(f"{run_dir} is a video run: export it as {', '.join(VIDEO_FORMATS)}")
+        export_video(run_dir, fmt, out_dir)
+        return
+    if fmt in VIDEO_FORMATS:
+        raise ConfigError(f"--format {fmt} is for video runs (autolabel label --mode track)")
     from autolabel.ontology import Ontology
     from autolabel.settings import load_settings
     from autolabel.store import open_store
