@@ -72,8 +72,10 @@ def test_test_tab_calls_of_different_users_run_side_by_side(app):
     """Gradio's default runs one call per event at a time: a slow image would hold up every user."""
     from autolabel.ui.tab_test import TEST_CONCURRENCY
 
-    calls = [fn for fn in app.demo.fns.values() if fn.name in ("query", "requery", "preview")]
-    assert len(calls) == 9 and TEST_CONCURRENCY > 1  # query, 6 requery events, upload and clear
+    names = ("query", "requery", "preview", "on_canvas", "remove_example", "clear_examples")
+    calls = [fn for fn in app.demo.fns.values() if fn.fn.__qualname__ in [f"TestTab.{n}" for n in names]]
+    # query, 7 requery events, upload and clear, 3 edits of the example boxes (each queries too)
+    assert len(calls) == 13 and TEST_CONCURRENCY > 1
     assert {(fn.concurrency_id, fn.concurrency_limit) for fn in calls} == {("test-tab", TEST_CONCURRENCY)}
 
 

@@ -61,7 +61,7 @@ def test_copy_uploads_sanitizes_and_reuses(tmp_path, uploads):
 def test_batch_run_is_a_store_run_with_a_zip(ui_config, models, uploads):
     runner = BatchRunner(ui_config, models)
     job = _wait(runner.start_new("street", parse_prompts(PROMPTS), "detect", 0.0, uploads, [], "64"))
-    assert (job.total, job.processed) == (3, 3) and job.images_per_second > 0
+    assert (job.total, job.processed) == (3, 3) and job.per_second > 0
     assert "finished 3/3" in job.status_text()
     assert list_runs(ui_config.runs_dir) == ["street"]
     # Everything the run owns is in its folder: store, uploaded copies, sidecar.
@@ -107,6 +107,17 @@ def test_another_setup_into_the_same_run_is_refused_before_copying(ui_config, mo
     with pytest.raises(StoreError, match="another configuration"):
         runner.start_new("r2", parse_prompts("dog"), "detect", 0.1, uploads[1:], [], None)
     assert len(list((run_dir(ui_config.runs_dir, "r2") / "uploads").iterdir())) == 1
+
+
+def test_a_video_run_folder_is_refused_before_copying(ui_config, models, uploads):
+    from autolabel.video.store import DB_NAME
+
+    folder = run_dir(ui_config.runs_dir, "clip")
+    folder.mkdir(parents=True)
+    (folder / DB_NAME).write_bytes(b"")
+    with pytest.raises(ConfigError, match="video run"):
+        BatchRunner(ui_config, models).start_new("clip", parse_prompts("person"), "detect", 0.1, uploads[:1], [], None)
+    assert sorted(p.name for p in folder.iterdir()) == [DB_NAME]
 
 
 def test_one_batch_at_a_time(ui_config, models, uploads, monkeypatch):
@@ -234,3 +245,63 @@ def test_progress_text_estimates_the_time_left(monkeypatch):
     job.stop_requested = True
     assert "stopping after the current batch" in job.status_text()
     assert [format_duration(s) for s in (42, 180, 7500)] == ["42 s", "3 min", "2 h 05 min"]
+
+
+def test_a_batch_keeps_candidates_and_relabels_into_a_new_run(ui_config, models, uploads, monkeypatch):
+    """A UI batch of an OWLv2 model keeps its candidates (as ``autolabel label`` does), so it can be
+    relabelled with new prompts into ``<run>-relabel-N`` without the backbone, on the UI's own
+    loaded detector (no second copy is loaded)."""
+    from autolabel.models import registry
+
+    _wait(BatchRunner(ui_config, models).start_new("street", parse_prompts(PROMPTS), "detect", 0.1, uploads, [],
+                                                   None))
+    with open_run(ui_config.runs_dir, "street") as store:
+        assert store.config["keep_candidates"] > 0
+    runner = BatchRunner(ui_config, models)
+    calls = models.detector.backbone_calls
+    def no_second_copy(*args, **kwargs):
+        raise AssertionError("relabel loaded another detector")
+
+    monkeypatch.setattr(registry, "load_detector", no_second_copy)
+    encode_text = models.detector.inner.encode_text
+    texts = []
+    monkeypatch.setattr(models.detector.inner, "encode_text", lambda q: texts.append(q) or encode_text(q))
+    job = _wait(runner.relabel("street", parse_prompts("truck\nperson"), 0.2))
+    assert texts and list(texts[0]) == ["truck", "person"]  # the prompts went through the UI's model
+    assert job.run == "street-relabel-1" and job.total == 3 and job.processed == 3 and job.summary.done == 3
+    assert models.detector.backbone_calls == calls  # the shared model never ran
+    with open_run(ui_config.runs_dir, "street-relabel-1") as store:
+        assert store.ontology.names == ["truck", "person"] and store.config["detect"]["threshold"] == 0.2
+    assert "street-relabel-1" in list_runs(ui_config.runs_dir)
+    assert _wait(runner.relabel("street", parse_prompts("bus"), 0.3)).run == "street-relabel-2"
+
+
+def test_a_run_without_candidates_says_why_it_cannot_be_relabelled(ui_config, models, photos):
+    from autolabel.ui.batch import relabel_refusal
+
+    folder = run_dir(ui_config.runs_dir, "old")
+    with open_store(folder) as store:
+        store.bind_config({"model": ui_config.model, "sam_model": None, "mode": "detect",
+                           "ontology": parse_prompts("car").to_dict(), "detect": {}})
+    with pytest.raises(ConfigError, match="run old was labelled without kept candidates"):
+        BatchRunner(ui_config, models).relabel("old", parse_prompts("car"), 0.2)
+    assert "not a labelling run" in relabel_refusal({"mode": "import"})
+    assert relabel_refusal({"mode": "detect", "keep_candidates": 300}) is None
+    assert not (ui_config.runs_dir / "old-relabel-1").exists()
+
+
+def test_tiles_and_example_boxes_reach_the_run_and_its_resume(ui_config, models, uploads, photos):
+    from autolabel.tiling import tiling_from_dict
+    from autolabel.ui.exemplars import add_box, query_ontology
+
+    boxes = add_box((), photos[1], (5, 5, 50, 40), "widget", False, ui_config.work_dir, 10**7)
+    runner = BatchRunner(ui_config, models)
+    _wait(runner.start_new("tiled", query_ontology("person", boxes), "detect", 0.1, uploads[:1], [], None,
+                           tiles="auto"))
+    with open_run(ui_config.runs_dir, "tiled") as store:
+        config = store.config
+    assert config["tiles"]["auto"] is True and tiling_from_dict(config["tiles"]).to_dict() == config["tiles"]
+    (widget,) = [c for c in config["ontology"]["classes"] if c["name"] == "widget"]
+    assert widget["exemplars"][0]["sha256"] == boxes[0].sha256
+    job = _wait(runner.resume("tiled", None))  # the stored tiling and exemplars: the same set-up
+    assert job.summary.skipped == 1

@@ -183,6 +183,39 @@ def test_test_tab_requeries_without_the_backbone(page, server, photos):
     assert table_rows(page, "test-table") == [] and page.inner_text("#test-timing").strip() == ""
 
 
+def test_an_example_box_drawn_on_the_test_tab_finds_its_class(page, server, photos):
+    page.set_input_files("#test-upload input[type=file]", str(photos[0]))
+    wait_text(page, "#test-timing", "Enter classes")  # the canvas has the image too
+    page.locator("#test-examples").get_by_text("Example boxes: draw on the image").click()
+    canvas = page.locator("#test-canvas canvas")
+    canvas.wait_for()
+    page.wait_for_function("document.querySelector('#test-canvas canvas').width > 0")
+    page.fill("#test-example-class input", "widget")
+    page.keyboard.press("Enter")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 30, cy - 40)
+    page.mouse.down()
+    page.mouse.move(cx, cy, steps=5)
+    page.mouse.move(cx + 30, cy + 40, steps=5)
+    page.mouse.up()
+    page.wait_for_function("document.querySelectorAll('#test-example-list .virtual-row').length === 1")
+    (listed,) = table_rows(page, "test-example-list")
+    assert listed[1:4] == ["widget", "positive", photos[0].name]
+    timing = wait_text(page, "#test-timing", "classes widget")
+    assert "backbone" in timing
+    rows = table_rows(page, "test-table")
+    assert rows and {r[1] for r in rows} == {"widget"} and {r[2] for r in rows} == {"(example box)"}
+    shot(page, "08-test-example-box")
+    # The Batch tab says it uses the box.
+    page.get_by_role("tab", name="Batch").click()
+    wait_text(page, "#batch-examples", "1 example box drawn on the Test tab (widget)")
+    page.get_by_role("tab", name="Test").click()
+    page.click("#test-example-clear")
+    page.wait_for_function("document.querySelectorAll('#test-example-list .virtual-row').length === 0")
+
+
 def test_errors_show_as_messages(page, server, corrupt_image, photos):
     page.set_input_files("#test-upload input[type=file]", str(corrupt_image))
     page.fill("#test-prompts textarea", "person")
@@ -265,6 +298,24 @@ def test_batch_review_export(page, server, photos, tmp_path):
     x0, y0, x1, y1 = map(float, model_labels.xyxy[rejected])
     assert not any(a.get("score") is not None and a["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0], abs=0.05)
                    for a in anns)
+
+
+def test_relabel_a_finished_run_into_a_new_one(page, server):
+    """After the batch above: its candidates give a new run with new prompts, listed for review."""
+    page.get_by_role("tab", name="Batch").click()
+    page.get_by_text("Relabel a finished run").click()
+    choose(page, "batch-relabel-run", "e2e")
+    wait_text(page, "#batch-relabel-note", "e2e-relabel-N")
+    page.wait_for_function("document.querySelector('#batch-relabel-prompts textarea').value.includes('car=car,van')")
+    page.fill("#batch-relabel-prompts textarea", "car=car,van\nperson\ntruck")  # the reviewed classes stay
+    page.click("#batch-relabel")
+    page.wait_for_selector("#batch-progress-inner[data-run=e2e-relabel-1][data-state=finished]")
+    assert "finished 3/3 images" in page.inner_text("#batch-progress")
+    shot(page, "09-batch-relabel")
+    page.get_by_role("tab", name="Review").click()
+    choose(page, "review-run", "e2e-relabel-1")
+    page.click("#review-load")
+    wait_text(page, "#review-summary", "truck")
 
 
 def test_folder_batch_on_the_server(page, server):

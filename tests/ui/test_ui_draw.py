@@ -73,6 +73,18 @@ def test_labels_are_drawn_and_input_is_not_modified():
     assert (with_label[20:40, 20:120] != without[20:40, 20:120]).any()
 
 
+def test_text_scale_draws_larger_labels():
+    """Side by side the page shows each result at about half size: its labels are drawn larger."""
+    shape = Shape((20, 60, 180, 95), "car 0.87", (255, 255, 0))
+
+    def label_height(text_scale):
+        out = np.asarray(draw_shapes(_canvas(), [shape], text_scale=text_scale))
+        rows = np.flatnonzero((out[:60] == (255, 255, 0)).all(axis=2).any(axis=1))  # the label's background
+        return rows.max() - rows.min() + 1
+
+    assert label_height(2.0) >= 1.4 * label_height(1.0)  # the box padding does not grow
+
+
 def test_marker_is_drawn():
     out = np.asarray(draw_shapes(_canvas(), [], marker=(100, 50)))
     assert tuple(out[50, 100]) != GREY

@@ -56,6 +56,16 @@ def test_catalog_refuses_anything_not_listed(models_dir, tmp_path):
             catalog.checkpoint(key)
 
 
+def test_a_link_out_of_the_models_folder_is_logged_once(models_dir, caplog):
+    catalog = ModelCatalog("owl", models_dir)
+    with caplog.at_level("WARNING", logger="autolabel.ui.session"):
+        for _ in range(3):  # every page load and query lists the folder again
+            assert "escape" not in [c.key for c in catalog.choices()]
+    refused = [r.getMessage() for r in caplog.records if "outside the models directory" in r.getMessage()]
+    assert sorted(refused) == ["not listing config-link: it leads outside the models directory",
+                               "not listing escape: it leads outside the models directory"]
+
+
 def test_configured_default_is_listed_once_and_a_new_folder_shows_next_time(tmp_path):
     default = families("detector")[0].default_checkpoint
     catalog = ModelCatalog(default, tmp_path)

@@ -108,6 +108,9 @@ def test_drag_draw_resize_move_and_undo(browser, server):  # noqa: F811
     try:
         assert "<b>" not in page.inner_html("#review-position") and "<b>" not in page.inner_html("#review-canvas .al-legend")
         shot(page, "review-canvas-1366x768")
+        # What sits above the tabs must stay short: gestures start on the canvas without scrolling.
+        box = page.locator("#review-canvas canvas").bounding_box()
+        assert box["y"] + 0.75 * box["height"] <= 768, f"the canvas starts at y={box['y']:.0f} of 768"
 
         # Resize the model's box by its bottom-right handle: it becomes a person's label.
         _then(page, lambda: _drag(page, (160, 140), (200, 180)), "Saved: moved")

@@ -11,6 +11,7 @@ from PIL import Image
 
 from autolabel.errors import ConfigError, ImageLoadError, ModelLoadError
 from autolabel.ui import session
+from autolabel.ui.exemplars import add_box
 from autolabel.ui.session import (
     CachedImage,
     FeatureCache,
@@ -255,3 +256,58 @@ def test_shared_models_expose_the_model_api(ui_config, models):
         detector.no_such_attribute
     labeler = make_labeler(ui_config, models, parse_prompts("person"), "segment", 0.1)
     assert labeler.detector is detector and labeler.segmenter is segmenter
+
+
+def test_shared_detector_passes_the_family_extras_through_under_the_lock(ui_config, models, photos):
+    """Negatives, exemplars and kept candidates reach the model through the wrapper (they used to be
+    refused with a ConfigError); a family without them shows none: the engine tells what a family
+    supports by their presence."""
+    detector = models.detector
+    inner = detector.inner
+    assert (detector.family, detector.image_size) == (inner.family, inner.image_size)
+    assert detector.supports_negatives is True and detector.ranks_candidates is True
+    boxes = add_box((), photos[0], (10, 10, 60, 80), "widget", False, ui_config.work_dir, 10**7)
+    result = PromptTester(ui_config, models).query(photos[0], "car;not=toy car", 0.0, examples=boxes)
+    assert result.ontology.names == ["car", "widget"] and len(result.detections)
+
+    fake = SimpleNamespace(name="x", device="cpu", preprocessor=None, compiled=False, family="Fake")
+    shared = session.SharedDetector(fake)
+    assert shared.family == "Fake" and not hasattr(shared, "supports_negatives")
+    assert not any(hasattr(shared, n) for n in session.DETECTOR_CALLS)
+    for name in session.DETECTOR_CALLS:
+        setattr(fake, name, lambda: shared.lock.locked())
+    shared = session.SharedDetector(fake)
+    assert all(getattr(shared, n)() for n in session.DETECTOR_CALLS)  # each ran under the lock
+    assert not shared.lock.locked()
+
+
+def test_a_detection_found_by_an_example_box_names_no_prompt(ui_config, models, photos):
+    tester = PromptTester(ui_config, models)
+    boxes = add_box((), photos[0], (10, 10, 60, 80), "widget", False, ui_config.work_dir, 10**7)
+    result = tester.query(photos[0], "person", 0.0, examples=boxes)
+    assert {row[2] for row in detection_rows(result) if row[1] == "widget"} == {session.EXAMPLE_BOX}
+    # The prompt column of a mixed result: prompt id -1 is the example boxes', never a prompt's.
+    from autolabel.detections import Detections
+
+    mixed = Detections(np.zeros((2, 4), np.float32), np.array([0.5, 0.4], np.float32), np.array([0, 1]),
+                       np.array([0, -1]))
+    rows = detection_rows(SimpleNamespace(detections=mixed, ontology=result.ontology))
+    assert [row[1:3] for row in rows] == [["person", "person"], ["widget", session.EXAMPLE_BOX]]
+    # Only the exemplar image's encoding is extra: the photo itself was encoded once, and the
+    # exemplar's embedding is remembered by the shared detector across queries.
+    calls = models.detector.backbone_calls
+    again = tester.query(photos[0], "person", 0.5, examples=boxes)
+    assert again.backbone_seconds is None and models.detector.backbone_calls == calls
+
+
+def test_tiles_reach_the_engine_and_their_encoding_is_cached(ui_config, models, photo_12mp):
+    tester = PromptTester(ui_config, models)
+    tiled = tester.query(photo_12mp, "person", 0.2, tiles="auto")
+    calls = models.detector.backbone_calls
+    assert tiled.tiles > 1 and f"{tiled.tiles} tiles" in tiled.timing_text()
+    assert tiled.cached.decode_side is None  # tiles are cut at full resolution
+    again = tester.query(photo_12mp, "person", 0.3, tiles="auto")
+    assert again.backbone_seconds is None and models.detector.backbone_calls == calls
+    assert again.cached.encoded.tiles == tiled.cached.encoded.tiles
+    plain = tester.query(photo_12mp, "person", 0.2, tiles="off")
+    assert plain.tiles == 0 and plain.cached.decode_side == 500

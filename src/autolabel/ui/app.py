@@ -18,9 +18,10 @@ from autolabel.ui.tab_batch import BatchTab
 from autolabel.ui.tab_export import ExportTab
 from autolabel.ui.tab_review import KEYBOARD_JS, ReviewTab
 from autolabel.ui.tab_test import TestTab, model_options
+from autolabel.ui.tab_video import VideoTab
 
 CSS = """
-#batch-progress progress { width: 100%; height: 1.2em; }
+#batch-progress progress, #video-progress progress { width: 100%; height: 1.2em; }
 #review-image img, #test-result img { cursor: crosshair; }
 .autolabel-hint { opacity: 0.8; }
 """
@@ -44,6 +45,7 @@ class AutolabelApp:
         self.batch: BatchTab | None = None
         self.review: ReviewTab | None = None
         self.export: ExportTab | None = None
+        self.video: VideoTab | None = None
 
     def status(self, loading: bool = False) -> str:
         models = self.models.status()
@@ -84,10 +86,12 @@ class AutolabelApp:
     def build(self) -> gr.Blocks:
         with gr.Blocks(title="autolabel", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
             gr.Markdown("## autolabel: text-prompted auto-labeling")
-            self.status_box = gr.Markdown(self.status(), elem_id="model-status")
-            self.model_picker = gr.Dropdown(choices=model_options(self.models), elem_id="model-picker",
-                                            value=self.models.catalog.key(self.models.model), label="Detector",
-                                            info="Used by the Test and Batch tabs; loads on first use")
+            # One compact row: every line above the tabs pushes the Review canvas below a laptop screen.
+            with gr.Row(equal_height=True):
+                self.status_box = gr.Markdown(self.status(), elem_id="model-status", scale=3)
+                self.model_picker = gr.Dropdown(choices=model_options(self.models), elem_id="model-picker",
+                                                value=self.models.catalog.key(self.models.model), label="Detector",
+                                                show_label=False, container=False, scale=1, min_width=300)
             with gr.Tab("Test", id="test"):
                 self.test = TestTab(self)
             with gr.Tab("Batch", id="batch"):
@@ -96,20 +100,24 @@ class AutolabelApp:
                 self.review = ReviewTab(self)
             with gr.Tab("Export", id="export"):
                 self.export = ExportTab(self)
+            with gr.Tab("Video", id="video"):
+                self.video = VideoTab(self)
             listen(self.model_picker.change, self.select_model, [self.model_picker], [self.status_box],
                    queue=False, show_progress="hidden")
             self.test.wire()
             self.batch.wire(run_pickers=[self.review.run, self.export.run])
             self.review.wire()
             self.export.wire()
+            self.video.wire()
             # The Batch tab starts from what was dialled in on the Test tab.
             for source, target in ((self.test.prompts, self.batch.prompts), (self.test.threshold, self.batch.threshold),
-                                   (self.test.mode, self.batch.mode)):
+                                   (self.test.mode, self.batch.mode), (self.test.tiles, self.batch.tiles)):
                 listen(source.change, lambda value: value, [source], [target], queue=False, show_progress="hidden")
             on_load_outputs = [self.status_box, self.model_picker, self.batch.progress, self.batch.run_state,
-                               self.batch.timer, self.batch.stop_button, self.batch.resume_picker, self.batch.gallery,
-                               self.batch.zip, self.batch.failed_box, self.batch.failed, self.review.run,
-                               self.export.run, self.export.gt_run]
+                               self.batch.timer, self.batch.stop_button, self.batch.resume_picker,
+                               self.batch.relabel_picker, self.batch.gallery, self.batch.zip, self.batch.failed_box,
+                               self.batch.failed, self.review.run, self.export.run, self.export.gt_run,
+                               *self.video.load_outputs()]
             listen(demo.load, self.on_load, None, on_load_outputs)
         self.demo = demo
         return demo
@@ -117,7 +125,7 @@ class AutolabelApp:
     def on_load(self) -> dict:
         """A (re)loaded page: fresh model and run lists and the batch that runs in the server, if any."""
         return {self.status_box: self.status(), self.model_picker: self.model_dropdown(), **self.batch.on_load(),
-                **self.review.on_load(), **self.export.on_load()}
+                **self.review.on_load(), **self.export.on_load(), **self.video.on_load()}
 
 
 def launch(config: UiConfig, *, host: str, port: int | None, auth=None, max_file_size="200mb",

@@ -1,24 +1,25 @@
-"""The Batch tab's engine: one labelling run at a time in a background thread, into a run folder
-under the runs root, through ``labeling.label_into_store`` like the CLI. The job lives in the server:
+"""The Batch tab's engine: one job at a time in a background thread, into a run folder under the
+runs root: a labelling run through ``labeling.label_into_store`` like the CLI, or a relabel of a
+finished run through ``relabel.relabel_run`` like ``autolabel relabel``. The job lives in the server:
 a refreshed page finds it running; a finished run is a store like any CLI run (resume, review, export).
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autolabel.errors import AutolabelError, ConfigError
 from autolabel.ontology import Ontology
+from autolabel.tiling import tiling_from_dict
+from autolabel.ui.jobs import Job, JobRunner, format_duration
 from autolabel.ui.runs import read_sidecar, run_dir, write_sidecar
-from autolabel.ui.security import images_inside, sanitize_filename, sanitize_run_name, unique_child
+from autolabel.ui.security import (
+    RUN_NAME_LENGTH, images_inside, sanitize_filename, sanitize_run_name, unique_child,
+)
 from autolabel.ui.session import ModelHandles, UiConfig, make_labeler
-
-log = logging.getLogger(__name__)
 
 UPLOADS = "uploads"
 
@@ -47,53 +48,19 @@ def copy_uploads(files: list[str], dest: Path) -> list[Path]:
     return out
 
 
-class BatchStopped(Exception):
-    """Raised from the progress callback when the user stops the run: the labelling loop commits
-    the batches it finished and ends."""
-
-
 @dataclass
-class BatchJob:
+class BatchJob(Job):
     """Progress of one run. ``processed`` counts finished images (labelled or failed) this job;
     ``refused`` the images left out because their links lead outside the allowed folders."""
 
-    run: str
     run_dir: Path
     image_size: str | None
-    started: float = field(default_factory=time.perf_counter)
-    total: int | None = None
-    processed: int = 0
-    finished: float | None = None
-    error: str | None = None
-    summary: object = None
     zip_path: Path | None = None
     refused: list[Path] = field(default_factory=list)
-    stop_requested: bool = False
-    stopped: bool = False
-    thread: threading.Thread | None = field(default=None, repr=False)
-
-    @property
-    def running(self) -> bool:
-        return self.finished is None
-
-    @property
-    def elapsed(self) -> float:
-        return (self.finished or time.perf_counter()) - self.started
-
-    @property
-    def images_per_second(self) -> float:
-        return self.processed / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta_seconds(self) -> float | None:
-        """Seconds left at the rate so far (None until an image is done)."""
-        if not self.running or self.total is None or not self.processed:
-            return None
-        return max(self.total - self.processed, 0) / self.images_per_second
 
     def status_text(self) -> str:
         total = "?" if self.total is None else self.total
-        rate = f"{self.images_per_second:.2f} images/s"
+        rate = f"{self.per_second:.2f} images/s"
         if self.error:
             return f"run {self.run}: stopped: {self.error}"
         if self.running:
@@ -113,48 +80,39 @@ class BatchJob:
                 f"{self.elapsed:.1f} s · {rate}")
 
 
-def format_duration(seconds: float) -> str:
-    """``42 s``, ``3 min``, ``2 h 05 min``."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-class BatchRunner:
+class BatchRunner(JobRunner):
     """Starts and tracks batch jobs (one at a time)."""
 
+    busy = "batch {run} is still running: wait for it to finish or stop it"
+    kind = "batch"
+
     def __init__(self, config: UiConfig, models: ModelHandles):
+        super().__init__()
         self.config = config
         self.models = models
-        self._lock = threading.Lock()
-        self._jobs: dict[str, BatchJob] = {}
-        self._current: BatchJob | None = None
-
-    def current(self) -> BatchJob | None:
-        """The running job, else the last one started."""
-        return self._current
-
-    def job(self, run: str | None) -> BatchJob | None:
-        return self._jobs.get(run) if run else None
 
     def start_new(self, run_name: str | None, prompts_ontology: Ontology, mode: str, threshold: float,
-                  uploads: list[str] | None, folders: list[Path] | None, image_size: str | None) -> BatchJob:
-        """Start labelling uploads and/or server folders into run ``run_name`` (new, or the same set-up)."""
+                  uploads: list[str] | None, folders: list[Path] | None, image_size: str | None,
+                  tiles: str | None = None) -> BatchJob:
+        """Start labelling uploads and/or server folders into run ``run_name`` (new, or the same set-up);
+        ``tiles``: ``"off"`` or ``"auto"`` (``Labeler(tiles=...)``)."""
+        from autolabel.labeling import resolve_keep_candidates, run_config
+        from autolabel.store import open_store
+        from autolabel.video.store import is_video_run
+
         self._check_idle()
         name = sanitize_run_name(run_name) if run_name and run_name.strip() else time.strftime("ui-%Y%m%d-%H%M%S")
         if not uploads and not folders:
             raise ConfigError("add images: upload files or enter a folder on the server")
         _check_size(image_size)  # fails now, not after the run or with a half-made run folder
-        labeler = make_labeler(self.config, self.models, prompts_ontology, mode, threshold)
+        labeler = make_labeler(self.config, self.models, prompts_ontology, mode, threshold, tiles=tiles)
         folder = run_dir(self.config.runs_dir, name)
-        from autolabel.store import open_store
-
-        # Refuse a run folder made with another set-up before copying anything into it.
+        if is_video_run(folder):
+            raise ConfigError(f"run {name!r} is a video run (Video tab): pick another name")
+        # Refuse a run folder made with another set-up before copying anything into it; the same
+        # configuration the labelling loop binds (with kept candidates, so the run can be relabelled).
         with open_store(folder) as store:
-            store.bind_config(labeler.run_config())
+            store.bind_config(run_config(labeler, resolve_keep_candidates(labeler, store, None)))
         inputs: list[Path] = []
         if uploads:
             inputs += copy_uploads(uploads, folder / UPLOADS)
@@ -185,75 +143,92 @@ class BatchRunner:
                               f"({_model_name(stored.get('sam_model'))}) than this UI serves "
                               f"({_model_name(self.models.sam_model)}): it cannot be resumed here")
         labeler = make_labeler(self.config, self.models, Ontology.from_data(stored["ontology"]), stored["mode"], 0.0,
-                               detect=stored.get("detect"), model=str(stored["model"]))
+                               detect=stored.get("detect"), model=str(stored["model"]),
+                               tiles=tiling_from_dict(stored.get("tiles")))
         inputs = [Path(p) for p in read_sidecar(folder).get("inputs", []) if Path(p).exists()]
         if not inputs:
             raise ConfigError(f"run {run} has no images the UI can find: it was made on the command line, or its "
                               "folders are gone")
         return self._start(run, folder, labeler, inputs, image_size)
 
-    def stop(self) -> BatchJob | None:
-        """Ask the running job to stop after the batch in progress (what is done stays; Resume
-        continues). Returns the current job."""
-        job = self._current
-        if job is not None and job.running:
-            job.stop_requested = True
-        return job
-
-    def _check_idle(self) -> None:
-        job = self._current
-        if job is not None and job.running:
-            raise ConfigError(f"batch {job.run} is still running: wait for it to finish or stop it")
-
     def _start(self, name: str, folder: Path, labeler, inputs: list[Path], image_size: str | None) -> BatchJob:
         # Links that lead out of the allowed folders (or out of the run's uploads) are left out and reported.
         inputs, refused = images_inside(inputs, [*self.config.allow_folders, folder / UPLOADS])
         if not inputs and refused:
             raise ConfigError(f"every image links outside the allowed folders ({len(refused)} left out)")
-        with self._lock:
-            self._check_idle()
-            job = BatchJob(name, folder, image_size or None, refused=refused)
-            job.thread = threading.Thread(target=self._run, args=(job, labeler, inputs), name=f"batch-{name}",
-                                          daemon=True)
-            self._jobs[name] = job
-            self._current = job
-            job.thread.start()
-        return job
+        job = BatchJob(name, folder, image_size or None, refused=refused)
+        return self._launch(job, self._run, labeler, inputs)
 
-    def _run(self, job: BatchJob, labeler, inputs: list[Path]) -> None:
+    def relabel(self, run: str, ontology: Ontology, threshold: float) -> BatchJob:
+        """Re-score the finished run ``run`` from its kept candidates with ``ontology`` and
+        ``threshold`` into a new run ``<run>-relabel-N`` (``relabel.relabel_run``)."""
+        from autolabel.pipeline import DetectConfig
+        from autolabel.store import open_store
+
+        self._check_idle()
+        source = run_dir(self.config.runs_dir, run)
+        with open_store(source, create=False) as store:
+            stored = store.config
+        why_not = relabel_refusal(stored)
+        if why_not:
+            raise ConfigError(f"run {run} {why_not}")
+        name = relabel_name(self.config.runs_dir, run)
+        config = DetectConfig(threshold=float(threshold), nms_iou=self.config.nms_iou)
+        job = BatchJob(name, run_dir(self.config.runs_dir, name), None)
+        return self._launch(job, self._relabel, source, ontology, config, str(stored["model"]))
+
+    def _run(self, job: BatchJob, on_total, on_progress, labeler, inputs: list[Path]) -> None:
         from autolabel.labeling import label_into_store
         from autolabel.store import open_store
         from autolabel.ui.downloads import export_dir
         from autolabel.ui.exporting import run_export
 
-        def on_total(n: int) -> None:
-            job.total = n
-            if job.stop_requested:
-                raise BatchStopped
+        with open_store(job.run_dir) as store:
+            job.summary = label_into_store(labeler, inputs, store, batch_size=self.config.batch_size,
+                                           max_pixels=self.config.max_image_pixels,
+                                           on_total=on_total, on_progress=on_progress)
+            # The batch's download: the run as one COCO ZIP (``autolabel export --zip``).
+            job.zip_path = run_export(store, "coco", export_dir(self.config.work_dir, job.run),
+                                      image_size=job.image_size, zip_name=f"{job.run}_coco.zip",
+                                      max_pixels=self.config.max_image_pixels).path
 
-        def on_progress(k: int) -> None:
-            job.processed += k
-            if job.stop_requested:
-                raise BatchStopped
+    def _relabel(self, job: BatchJob, on_total, on_progress, source: Path, ontology: Ontology, config,
+                 model: str) -> None:
+        from autolabel.relabel import relabel_run
 
+        job.summary = relabel_run(source, job.run_dir, ontology, config, on_total=on_total, on_progress=on_progress,
+                                  detector=self._listed_detector(model))
+
+    def _listed_detector(self, checkpoint: str):
+        """The UI's loaded (or now loaded) detector of ``checkpoint`` when the picker lists it under
+        that name; None otherwise (a relabel then loads its own copy)."""
         try:
-            with open_store(job.run_dir) as store:
-                job.summary = label_into_store(labeler, inputs, store, batch_size=self.config.batch_size,
-                                               max_pixels=self.config.max_image_pixels,
-                                               on_total=on_total, on_progress=on_progress)
-                # The batch's download: the run as one COCO ZIP (``autolabel export --zip``).
-                job.zip_path = run_export(store, "coco", export_dir(self.config.work_dir, job.run),
-                                          image_size=job.image_size, zip_name=f"{job.run}_coco.zip",
-                                          max_pixels=self.config.max_image_pixels).path
-        except BatchStopped:
-            job.stopped = True
-        except AutolabelError as exc:
-            job.error = str(exc)
-        except Exception as exc:  # a bug: keep the traceback in the log, a line in the UI
-            log.exception("batch %s failed", job.run)
-            job.error = f"unexpected {type(exc).__name__}: {exc}"
-        finally:
-            job.finished = time.perf_counter()
+            listed = self.models.checkpoint(checkpoint) == checkpoint
+        except ConfigError:
+            return None
+        return self.models.detector_for(checkpoint) if listed else None
+
+
+def relabel_refusal(config: dict | None) -> str | None:
+    """Why a run with this stored configuration cannot be relabelled (a phrase after "run X"), or
+    None when it can: only labelling runs that kept their candidates can."""
+    if not config or config.get("mode") not in ("detect", "segment"):
+        return "is not a labelling run: only labelled runs can be relabelled"
+    if not config.get("keep_candidates"):
+        return ("was labelled without kept candidates (an OWLv2 detector keeps them): label it again to "
+                "relabel it")
+    return None
+
+
+def relabel_name(runs_dir: Path, run: str) -> str:
+    """The first free ``<run>-relabel-N`` under ``runs_dir`` (``run`` shortened to fit a run name)."""
+    n = 1
+    while True:
+        suffix = f"-relabel-{n}"
+        name = sanitize_run_name(run[: RUN_NAME_LENGTH - len(suffix)] + suffix)
+        if not run_dir(runs_dir, name).exists():
+            return name
+        n += 1
 
 
 def failed_images(store, refused: list[Path] = (), limit: int = 500) -> list[tuple[str, str]]:

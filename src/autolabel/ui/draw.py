@@ -88,9 +88,10 @@ def _dashed_rectangle(draw: ImageDraw.ImageDraw, box, color, width: int, dash: i
 
 
 def draw_shapes(image: Image.Image, shapes: list[Shape], scale: float = 1.0,
-                marker: tuple[float, float] | None = None) -> Image.Image:
+                marker: tuple[float, float] | None = None, text_scale: float = 1.0) -> Image.Image:
     """A new RGB image: ``image`` (display size) with masks blended first, then boxes and labels on
-    top so labels stay legible; ``marker`` (display pixels): a cross, e.g. a box's first corner."""
+    top so labels stay legible; ``marker`` (display pixels): a cross, e.g. a box's first corner;
+    ``text_scale``: larger labels for an image the page shows smaller than its pixels."""
     canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
     height, width = canvas.shape[:2]
     for shape in shapes:
@@ -102,7 +103,7 @@ def draw_shapes(image: Image.Image, shapes: list[Shape], scale: float = 1.0,
     out = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     line = max(2, round(max(width, height) / 400))
-    font = _font(max(11, round(max(width, height) / 60)))
+    font = _font(round(max(11, max(width, height) / 60) * text_scale))
     for shape in shapes:
         x0, y0, x1, y1 = (float(v) * scale for v in shape.xyxy)
         box = (x0, y0, max(x0, x1), max(y0, y1))

@@ -2,8 +2,8 @@
 
 - State-changing requests (uploads, events, login) from another site are refused: a foreign page
   could otherwise fill the disk or drive the UI with the visitor's login.
-- Uploads must be images (anything else is deleted and refused) and fit the work folder's size cap
-  (old files are pruned first).
+- Uploads must be images or video clips (checked by name and content; anything else is deleted and
+  refused) and fit the work folder's size cap (old files are pruned first).
 - Files are served with ``nosniff``; anything but an image only as a download, so an uploaded
   HTML or SVG file never becomes a page on the UI's origin.
 - Failed logins are counted per client; too many lock that client out for a while.
@@ -97,6 +97,13 @@ def is_image_file(path: Path) -> bool:
             return True
     except Exception:  # anything Pillow cannot identify is not an image we take
         return False
+
+
+def is_allowed_upload(path: Path) -> bool:
+    """What the UI takes: an image (the Test, Batch tabs) or a video clip PyAV opens (the Video tab)."""
+    from autolabel.video.decode import is_readable_video
+
+    return is_image_file(path) or is_readable_video(path)
 
 
 @dataclass
@@ -216,11 +223,11 @@ class RequestGuard:
                 stored = [Path(p) for p in json.loads(body)]
             except (ValueError, TypeError):
                 stored = []
-            if not all(is_image_file(p) for p in stored):
+            if not all(is_allowed_upload(p) for p in stored):
                 for p in stored:
                     if p.resolve().is_relative_to(self.upload_dir.resolve()):
                         p.unlink(missing_ok=True)
-                return await _refuse(415, "only image files can be uploaded")(scope, receive, send)
+                return await _refuse(415, "only image or video files can be uploaded")(scope, receive, send)
         for message in messages:
             await send(message)
 

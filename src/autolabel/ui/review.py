@@ -155,7 +155,7 @@ def data_url(image, fmt: str = "JPEG") -> str:
     return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _hex(color) -> str:
+def hex_color(color) -> str:
     return "#%02x%02x%02x" % tuple(color)
 
 
@@ -173,9 +173,9 @@ def canvas_value(record: ImageRecord, labels: Detections, class_names: list[str]
         "masks": data_url(overlay, "PNG") if overlay is not None else None,
         "width": record.width, "height": record.height, "selected": selected,
         "boxes": [{"id": int(labels.ids[i]), "xyxy": [float(v) for v in labels.xyxy[i]], "text": shape.label,
-                   "color": _hex(shape.color), "dark_text": sum(shape.color) > 380, "rejected": shape.dashed}
+                   "color": hex_color(shape.color), "dark_text": sum(shape.color) > 380, "rejected": shape.dashed}
                   for i, shape in enumerate(shapes)],
-        "legend": [{"name": name, "color": _hex(class_color(k)), "count": int(counts[k])}
+        "legend": [{"name": name, "color": hex_color(class_color(k)), "count": int(counts[k])}
                    for k, name in enumerate(class_names)],
         "strip": strip, "can_undo": can_undo, "can_redo": can_redo,
     }

@@ -23,6 +23,7 @@ from autolabel.errors import ConfigError
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 _MAX_NAME = 120
+RUN_NAME_LENGTH = 64
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
@@ -62,7 +63,7 @@ def sanitize_run_name(name: str | None) -> str:
     """A run name typed in the UI -> one folder name under the runs root: the user's name with path
     separators and control characters replaced, no leading dot, bounded. ``ConfigError`` when
     nothing usable is left."""
-    cleaned = _plain_name(str(name or "")).strip().lstrip(".").strip()[:64].rstrip()
+    cleaned = _plain_name(str(name or "")).strip().lstrip(".").strip()[:RUN_NAME_LENGTH].rstrip()
     if not cleaned.strip("._- "):
         raise ConfigError(f"run name {name!r} has no usable characters: use letters or digits")
     return cleaned

@@ -93,6 +93,7 @@ class ModelCatalog:
         self.configured = str(configured)
         self.models_dir = Path(models_dir).resolve() if models_dir else None
         self._configured_choice: ModelChoice | None = None
+        self._escapes_logged: set[Path] = set()  # the folder is read on every call: say it once
 
     def choices(self) -> list[ModelChoice]:
         """Configured first, then the families' defaults, then the models directory (path order);
@@ -116,7 +117,7 @@ class ModelCatalog:
         for choice in self.choices():
             if key in (choice.key, choice.checkpoint):
                 return choice.checkpoint
-        raise ConfigError(f"unknown detector {key!r}: pick one of the listed models")
+        raise ConfigError(f"unknown detector {key!r}: pick one of the listed models (a reload lists them anew)")
 
     def key(self, checkpoint: str) -> str:
         """The picker key of ``checkpoint`` (its shown name when it is no longer listed)."""
@@ -134,7 +135,9 @@ class ModelCatalog:
         for config in configs:
             folder = config.parent
             if not (is_within(folder, root) and is_within(config, root)):
-                log.warning("not listing %s: it leads outside the models directory", folder.relative_to(root))
+                if folder not in self._escapes_logged:
+                    self._escapes_logged.add(folder)
+                    log.warning("not listing %s: it leads outside the models directory", folder.relative_to(root))
                 continue
             family = _detector_family(str(folder.resolve()))
             if family is not None:
@@ -170,8 +173,16 @@ class _Shared:
         self.lock = threading.Lock()
 
 
+#: What a family offers beyond ``models.base.Detector`` (the engine looks for them by name):
+#: facts copied once, and calls that run the model and so take the lock.
+DETECTOR_FACTS = ("family", "image_size", "supports_negatives", "ranks_candidates")
+DETECTOR_CALLS = ("embed_exemplars", "with_exemplars", "candidates", "score_candidates")
+
+
 class SharedDetector(_Shared):
-    """A shared ``models.base.Detector``; ``backbone_calls`` counts vision-backbone passes."""
+    """A shared ``models.base.Detector``; ``backbone_calls`` counts vision-backbone passes. The
+    optional ``DETECTOR_FACTS`` and ``DETECTOR_CALLS`` exist only where the family has them: the
+    engine tells what a family supports by their presence."""
 
     backbone_calls = 0
 
@@ -179,6 +190,20 @@ class SharedDetector(_Shared):
         super().__init__(inner)
         self.yields_masks = getattr(inner, "yields_masks", False)  # families that predate it give none
         self.compiled = inner.compiled
+        for name in DETECTOR_FACTS:
+            if hasattr(inner, name):
+                setattr(self, name, getattr(inner, name))
+        for name in DETECTOR_CALLS:
+            if hasattr(inner, name):
+                setattr(self, name, self._locked(getattr(inner, name)))
+
+    def _locked(self, call):
+        def locked(*args, **kwargs):
+            with self.lock:
+                return call(*args, **kwargs)
+
+        locked.__name__ = call.__name__
+        return locked
 
     def compile_vision(self, **options) -> None:
         with self.lock:
@@ -194,9 +219,9 @@ class SharedDetector(_Shared):
             self.backbone_calls += 1
             return self.inner.encode_images(pixel_values)
 
-    def score(self, features, text):
+    def score(self, features, text, **options):
         with self.lock:
-            return self.inner.score(features, text)
+            return self.inner.score(features, text, **options)
 
     def postprocess(self, scores, sizes, ontology, config):
         return self.inner.postprocess(scores, sizes, ontology, config)
@@ -334,10 +359,11 @@ class ModelHandles:
 
 
 def make_labeler(config: UiConfig, models: ModelHandles, ontology: Ontology, mode: str, threshold: float,
-                 detect: dict | None = None, model: str | None = None):
+                 detect: dict | None = None, model: str | None = None, tiles=None):
     """A ``Labeler`` on the UI's shared models, loaded now (a load failure shows at once): the listed
     detector ``model``, by default the selected one. ``detect``: a stored ``DetectConfig`` dict
-    (resuming a run); otherwise the threshold and the configured NMS IoU."""
+    (resuming a run); otherwise the threshold and the configured NMS IoU. ``tiles``: the engine's
+    ``tiles`` (None, ``"off"``, ``"auto"`` or a ``Tiling``)."""
     from autolabel.pipeline import Labeler
 
     detect_config = (DetectConfig(**detect) if detect
@@ -345,7 +371,7 @@ def make_labeler(config: UiConfig, models: ModelHandles, ontology: Ontology, mod
     detector = models.detector_for(model)
     segment_with_model = mode == "segment" and not detector.yields_masks
     return Labeler(ontology, detector=detector, segmenter=models.segmenter if segment_with_model else None,
-                   mode=mode, config=detect_config, precision=models.precision)
+                   mode=mode, config=detect_config, precision=models.precision, tiles=tiles)
 
 
 def _shown(checkpoint: str) -> str:
@@ -399,8 +425,10 @@ class CachedImage:
         """Whether ``labeler`` gets the decode a batch would make, and each of its models either its
         output or its input."""
         prepared, encoded = self.encoded.batch[0], self.encoded
+        tiles = tuple(labeler.tile_boxes(self.size))
         return (labeler.decode_side(self.size) == self.decode_side
-                and (encoded.features is not None or prepared.detector_input is not None)
+                and (encoded.features is not None and (encoded.tiles or [()])[0] == tiles
+                     or prepared.detector_input is not None and prepared.tiles == tiles)
                 and (labeler.mode != "segment" or encoded.embeddings is not None
                      or prepared.segmenter_input is not None))
 
@@ -450,10 +478,13 @@ class QueryResult:
     backbone_calls: int
     threshold: float = 0.0
     model: str = ""  # the detector's picker key
+    tiles: int = 0  # tiles labelled besides the full image
 
     def timing_text(self) -> str:
         parts = [f"`{self.model}`"] if self.model else []
         parts += [f"threshold {self.threshold:.2f}, {self.mode}, classes {', '.join(self.ontology.names)}"]
+        if self.tiles:
+            parts.append(f"{self.tiles} tiles + the full image")
         if self.backbone_seconds is None:
             parts.append(f"re-queried cached image features in {self.query_seconds * 1000:.0f} ms (no backbone pass)")
         else:
@@ -508,7 +539,8 @@ class PromptTester:
                 prepared = labeler.prepare(path, self.config.max_image_pixels)
                 side = labeler.decode_side(prepared.size)
                 if cached is not None and cached.decode_side == side:  # same decode: its encodings hold
-                    encoded = Encoded([prepared], cached.encoded.features, cached.encoded.embeddings)
+                    encoded = Encoded([prepared], cached.encoded.features, cached.encoded.embeddings,
+                                      tiles=cached.encoded.tiles)
                     display, scale = cached.display, cached.display_scale
                 else:
                     encoded = Encoded([prepared])
@@ -519,20 +551,22 @@ class PromptTester:
             prepared = cached.encoded.batch[0]
             prepared.pixels = None
             if cached.encoded.features is not None:
-                prepared.detector_input = None
+                prepared.detector_input = prepared.tile_inputs = None
             if cached.encoded.embeddings is not None:
                 prepared.segmenter_input = None
             return self.cache.put(cached)
 
     def query(self, path: str | Path, prompts: str, threshold: float, mode: str = "detect",
-              model: str | None = None) -> QueryResult:
+              model: str | None = None, examples=(), tiles: str | None = None) -> QueryResult:
         """Detections (and masks in segment mode) for the image at ``path`` from the listed detector
-        ``model`` (default: the selected one)."""
+        ``model`` (default: the selected one); ``examples``: ``exemplars.ExampleBox``es joining the
+        classes of ``prompts``; ``tiles``: ``"off"`` or ``"auto"``."""
         from autolabel.pipeline import StageTimes
+        from autolabel.ui.exemplars import query_ontology
 
-        ontology = parse_prompts(prompts)
-        labeler = make_labeler(self.config, self.models, ontology, mode, threshold,
-                               model=model)  # loads before any decode
+        ontology = query_ontology(prompts, examples)
+        labeler = make_labeler(self.config, self.models, ontology, mode, threshold, model=model,
+                               tiles=tiles)  # loads before any decode
         times = StageTimes()
         cached = self.load(path, labeler, times)
         spent = times.as_dict()
@@ -540,7 +574,7 @@ class PromptTester:
         (dets,) = labeler.label(cached.encoded)
         return QueryResult(cached, ontology, dets, mode, spent.get("vision"), spent.get("sam2_encoder"),
                            time.perf_counter() - started, labeler.detector.backbone_calls, float(threshold),
-                           self.models.catalog.key(labeler.model))
+                           self.models.catalog.key(labeler.model), len((cached.encoded.tiles or [()])[0]))
 
 
 def check_decode_budget(path: str | Path, draft) -> None:
@@ -562,8 +596,16 @@ def check_decode_budget(path: str | Path, draft) -> None:
 def detection_rows(result: QueryResult) -> list[list]:
     """Rows of the Test tab's table: index, class, prompt, score, box (original pixels)."""
     d, names, queries = result.detections, result.ontology.names, result.ontology.queries
-    return [[i + 1, names[int(d.class_ids[i])], queries[int(d.prompt_ids[i])], round(float(d.scores[i]), 3),
+    return [[i + 1, names[int(d.class_ids[i])], _matched(queries, int(d.prompt_ids[i])), round(float(d.scores[i]), 3),
              *(round(float(v), 1) for v in d.xyxy[i])] for i in range(len(d))]
+
+
+def _matched(queries: list[str], prompt_id: int) -> str:
+    """The text prompt that found a detection; -1: none matched, its class's example boxes did."""
+    return EXAMPLE_BOX if prompt_id < 0 else queries[prompt_id]
+
+
+EXAMPLE_BOX = "(example box)"
 
 
 DETECTION_HEADERS = ["#", "class", "prompt", "score", "x0", "y0", "x1", "y1"]

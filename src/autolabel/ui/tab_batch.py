@@ -1,6 +1,7 @@
 """The Batch tab: a run in the shared runs root with live progress (and an estimate of the time
-left), a Stop button, a gallery, the failed images with a retry, and a ZIP. A timer polls the job
-(``batch.BatchRunner``); a refreshed page shows the running or last batch as it was."""
+left), a Stop button, a gallery, the failed images with a retry, and a ZIP; or a finished run
+relabelled with new prompts into a new run. A timer polls the job (``batch.BatchRunner``); a
+refreshed page shows the running or last batch as it was."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import pandas as pd
 
 from autolabel.errors import AutolabelError
 from autolabel.pipeline import MODES
-from autolabel.ui.batch import BatchJob, failed_images
+from autolabel.ui import exemplars
+from autolabel.ui.batch import BatchJob, failed_images, relabel_refusal
 from autolabel.ui.draw import detection_shapes, draw_shapes
 from autolabel.ui.events import listen, user_message, without_paths
+from autolabel.ui.review import md_text
 from autolabel.ui.security import resolve_server_folder
 from autolabel.ui.session import display_image, parse_prompts
-from autolabel.ui.tab_test import EXAMPLE_PROMPTS, LOADING
+from autolabel.ui.tab_test import EXAMPLE_PROMPTS, LOADING, TILES, TILES_INFO
 
 if TYPE_CHECKING:
     from autolabel.ui.app import AutolabelApp
@@ -50,7 +53,10 @@ class BatchTab:
                                           elem_id="batch-prompts", info="copied from the Test tab as you type")
                 self.threshold = gr.Slider(0.0, 1.0, value=cfg.threshold, step=0.01, label="Score threshold",
                                            elem_id="batch-threshold")
+                self.examples_note = gr.Markdown("", elem_id="batch-examples", elem_classes="autolabel-hint")
                 self.mode = gr.Radio(list(MODES), value="detect", label="Mode", elem_id="batch-mode")
+                self.tiles = gr.Radio(TILES, value="off", label="Small objects (tiles)", elem_id="batch-tiles",
+                                      info=TILES_INFO)
                 with gr.Row():
                     self.name = gr.Textbox(label="Run name", placeholder="ui-YYYYMMDD-HHMMSS",
                                            elem_id="batch-run-name")
@@ -60,6 +66,14 @@ class BatchTab:
                 with gr.Accordion("Resume a run", open=False):
                     self.resume_picker = gr.Dropdown(label="Run", choices=app.runs(), elem_id="batch-resume-run")
                     self.resume_button = gr.Button("Resume", elem_id="batch-resume")
+                with gr.Accordion("Relabel a finished run (new prompts, no image model pass)", open=False):
+                    self.relabel_picker = gr.Dropdown(label="Run", choices=app.runs(), elem_id="batch-relabel-run")
+                    self.relabel_note = gr.Markdown("", elem_id="batch-relabel-note", elem_classes="autolabel-hint")
+                    self.relabel_prompts = gr.Textbox(label="New classes and prompts", lines=2,
+                                                      placeholder=EXAMPLE_PROMPTS, elem_id="batch-relabel-prompts")
+                    self.relabel_threshold = gr.Slider(0.0, 1.0, value=cfg.threshold, step=0.01,
+                                                       label="Score threshold", elem_id="batch-relabel-threshold")
+                    self.relabel_button = gr.Button("Relabel into a new run", elem_id="batch-relabel")
             with gr.Column(scale=2):
                 # Run, Stop and the progress at the top: in view however long the form on the left gets.
                 with gr.Row():
@@ -78,11 +92,18 @@ class BatchTab:
 
     def wire(self, run_pickers: list[gr.Dropdown]) -> None:
         self.run_pickers = run_pickers
-        pickers = [self.resume_picker, *run_pickers]
+        pickers = [self.resume_picker, self.relabel_picker, *run_pickers]
         outputs = [self.progress, self.run_state, self.shown_state, self.timer, self.zip, self.stop_button,
                    self.failed_box, self.failed, self.app.status_box, *pickers]
         listen(self.start_button.click, self.start_new,
-               [self.files, self.folder, self.prompts, self.threshold, self.mode, self.name, self.image_size], outputs)
+               [self.files, self.folder, self.prompts, self.threshold, self.mode, self.name, self.image_size,
+                self.tiles, self.app.test.examples], outputs)
+        listen(self.relabel_button.click, self.relabel, [self.relabel_picker, self.relabel_prompts,
+                                                         self.relabel_threshold], outputs)
+        listen(self.relabel_picker.change, self.relabel_text, [self.relabel_picker],
+               [self.relabel_note, self.relabel_prompts], queue=False, show_progress="hidden")
+        listen(self.app.test.examples.change, examples_text, [self.app.test.examples], [self.examples_note],
+               queue=False, show_progress="hidden")
         listen(self.resume_button.click, self.resume, [self.resume_picker, self.image_size], outputs)
         listen(self.retry_button.click, self.resume, [self.run_state, self.image_size], outputs)
         listen(self.stop_button.click, self.stop, None, [self.progress, self.stop_button], queue=False)
@@ -94,17 +115,19 @@ class BatchTab:
                [self.progress, self.gallery, self.shown_state, self.timer, self.zip, self.stop_button,
                 self.failed_box, self.failed, *pickers, self.app.status_box], show_progress="hidden")
 
-    def start_new(self, files, folder, prompts, threshold, mode, run_name, image_size):
-        """Generator: validate, say so if the models load now, then start the run in the background."""
+    def start_new(self, files, folder, prompts, threshold, mode, run_name, image_size, tiles="off", examples=()):
+        """Generator: validate, say so if the models load now, then start the run in the background.
+        ``examples``: the Test tab's example boxes, which join the classes."""
         cfg = self.app.config
-        ontology = parse_prompts(prompts)
+        ontology = exemplars.query_ontology(prompts, tuple(examples or ()))
         folders = [resolve_server_folder(folder, cfg.allow_folders)] if (folder or "").strip() else []
         uploads = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
         if self.app.models_to_load(mode):
             yield {self.progress: f"<div id='batch-progress-inner' data-state='loading'>{LOADING}</div>",
                    self.app.status_box: self.app.status(loading=True)}
         try:
-            job = self.app.runner.start_new(run_name, ontology, mode, threshold, uploads, folders, image_size)
+            job = self.app.runner.start_new(run_name, ontology, mode, threshold, uploads, folders, image_size,
+                                            tiles=tiles)
         except AutolabelError:
             yield {self.progress: progress_html(self.app.runner.current()), self.app.status_box: self.app.status()}
             raise
@@ -112,6 +135,25 @@ class BatchTab:
 
     def resume(self, run, image_size):
         return self._started(self.app.runner.resume(run, image_size))
+
+    def relabel(self, run, prompts, threshold):
+        return self._started(self.app.runner.relabel(run, parse_prompts(prompts), threshold))
+
+    def relabel_text(self, run):
+        """Whether the chosen run can be relabelled, in one line, and its classes to start from."""
+        if not run:
+            return "", gr.skip()
+        try:
+            with self.app.open_run(run) as store:
+                why_not = relabel_refusal(store.config)
+                ontology = store.ontology if store.config else None
+        except AutolabelError as exc:
+            return user_message(str(exc)), gr.skip()
+        if why_not:
+            return f"This run {md_text(why_not)}.", gr.skip()
+        return (f"Relabelled into a new run {md_text(run)}-relabel-N from its kept candidates: seconds, not a "
+                "model pass per image. Human labels and reviews are carried over (keep their classes).",
+                prompt_lines(ontology))
 
     def stop(self):
         job = self.app.runner.stop()
@@ -125,7 +167,8 @@ class BatchTab:
 
     def _pickers(self, run: str) -> dict:
         """Every run list, with ``run`` (now in the runs root) among the choices."""
-        return {picker: self.app.run_dropdown(run) for picker in (self.resume_picker, *self.run_pickers)}
+        return {picker: self.app.run_dropdown(run) for picker in (self.resume_picker, self.relabel_picker,
+                                                                  *self.run_pickers)}
 
     def tick(self, run, shown):
         """Timer tick while a batch runs: progress, the gallery when it changed; at the end the ZIP,
@@ -188,7 +231,8 @@ class BatchTab:
         out = {self.progress: progress_html(job), self.run_state: job.run if job else None,
                self.timer: gr.Timer(active=job is not None and job.running),
                self.stop_button: gr.Button(visible=job is not None and job.running),
-               self.resume_picker: self.app.run_dropdown(), self.gallery: [],
+               self.resume_picker: self.app.run_dropdown(), self.relabel_picker: self.app.run_dropdown(),
+               self.gallery: [],
                self.zip: gr.update(value=None, visible=False), self.failed_box: gr.Column(visible=False),
                self.failed: pd.DataFrame([], columns=FAILED_HEADERS)}
         if job is not None:
@@ -196,6 +240,26 @@ class BatchTab:
             if not job.running:
                 out.update(self._finished(job))
         return out
+
+
+def prompt_lines(ontology) -> str:
+    """An ontology's classes in the prompt box's syntax (classes found by example boxes alone have none)."""
+    lines = []
+    for c in ontology.classes if ontology is not None else ():
+        if c.prompts:
+            negatives = f";not={','.join(c.negatives)}" if c.negatives else ""
+            lines.append(f"{c.name}={','.join(c.prompts)}{negatives}" if c.prompts != (c.name,) or negatives
+                         else c.name)
+    return "\n".join(lines)
+
+
+def examples_text(examples) -> str:
+    """The Batch tab's line about the Test tab's example boxes, which a batch started here uses."""
+    boxes = tuple(examples or ())
+    if not boxes:
+        return ""
+    names = ", ".join(dict.fromkeys(md_text(b.class_name) for b in boxes))
+    return f"Also uses the {len(boxes)} example box{'es' if len(boxes) != 1 else ''} drawn on the Test tab ({names})."
 
 
 def start_label(mode: str) -> str:
