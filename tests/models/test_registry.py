@@ -75,6 +75,26 @@ def test_sam3_release_config_serves_as_detector_and_as_segmenter(tmp_path):
     assert family_for(str(tmp_path), "segmenter").name == "sam3-tracker"
 
 
+@pytest.mark.parametrize("build, family, image_class", [
+    ("sam2_video_checkpoint:build_sam2_video_checkpoint", "sam2", "Sam2Model"),
+    ("edgetam_video_checkpoint:build_edgetam_video_checkpoint", "edgetam", "EdgeTamModel"),
+])
+def test_published_video_configs_load_whole_as_image_segmenters(tmp_path, build, family, image_class):
+    # facebook/sam2.1-hiera-* and the EdgeTAM checkpoint say sam2_video / edgetam_video; the image
+    # model must load from them with every weight (the load path refuses missing ones).
+    import importlib
+
+    import transformers
+
+    module, function = build.split(":")
+    path = getattr(importlib.import_module(f"autolabel.testing.{module}"), function)(tmp_path / family)
+    assert family_for(str(path), "segmenter").name == family
+    segmenter = load_segmenter(str(path))
+    plain = getattr(transformers, image_class).from_pretrained(str(path)).state_dict()
+    got = segmenter.model.state_dict()
+    assert got.keys() == plain.keys() and all(torch.equal(got[k], plain[k]) for k in got)
+
+
 def test_records_are_complete_and_loaders_that_exist_resolve():
     names = [f.name for f in FAMILIES]
     assert len(names) == len(set(names))

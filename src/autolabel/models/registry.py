@@ -74,7 +74,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("sam3", "detector", ("sam3", "sam3_video"), "autolabel.models.sam3:Sam3Detector",
            "facebook/sam3", "1008 px square", "SAM License", True,
            "Concept prompts with masks from one model (--mode segment needs no SAM); gated weights."),
-    Family("sam2", "segmenter", ("sam2",), "autolabel.models.sam2:Sam2Segmenter",
+    # The published SAM2.1 and EdgeTAM checkpoints say sam2_video / edgetam_video: the image model
+    # loads whole from them (tested).
+    Family("sam2", "segmenter", ("sam2", "sam2_video"), "autolabel.models.sam2:Sam2Segmenter",
            "facebook/sam2.1-hiera-large", "1024 px square, stretched", "Apache-2.0", False,
            "The default segmenter; hiera tiny < small < base-plus < large trade quality for speed."),
     Family("sam", "segmenter", ("sam", "sam_hq"), "autolabel.models.sam_v1:SamSegmenter",
@@ -83,7 +85,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("sam3-tracker", "segmenter", ("sam3_tracker", "sam3_video"),
            "autolabel.models.sam3:Sam3TrackerSegmenter", "facebook/sam3", "1008 px square", "SAM License", True,
            "SAM 3 weights behind the SAM2 box-to-mask interface; gated weights."),
-    Family("edgetam", "segmenter", ("edgetam",), "autolabel.models.edgetam:EdgeTamSegmenter",
+    Family("edgetam", "segmenter", ("edgetam", "edgetam_video"), "autolabel.models.edgetam:EdgeTamSegmenter",
            "yonigozlan/EdgeTAM-hf", "1024 px square, stretched", "Apache-2.0", False,
            "Masks on small devices: a SAM2 variant many times faster, slightly coarser."),
 )
