@@ -31,7 +31,7 @@ from autolabel.pipeline import Labeler  # noqa: E402
 from autolabel.testing.sam2_video_checkpoint import build_sam2_video_checkpoint  # noqa: E402
 from autolabel.testing.video_scenes import (BLUE, CLASSES_RGB, GREEN, ONTOLOGY_RGB, RED, ColorDetector,  # noqa: E402
                                             Scene, Shape, write_clip)
-from autolabel.video.propagate import Sam2VideoPropagator  # noqa: E402
+from autolabel.models.sam2_video import Sam2VideoPropagator  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -71,7 +71,7 @@ def label_videos(inputs, out_dir: str | Path, labeler, *, video_model: str | Non
                  echo=click.echo) -> list[tuple[VideoJob, VideoRunSummary | None]]:
     """Track ``labeler``'s classes through every clip of ``inputs`` (resuming finished chunks).
 
-    ``make_propagator``: makes a ``video.propagate.Propagator`` (called once per clip), else
+    ``make_propagator``: makes a ``models.sam2_video.Propagator`` (called once per clip), else
     ``video_model`` (a SAM2 video checkpoint; default ``labeler.sam_model`` or the settings' SAM
     model) loaded once on the labeler's device. Clips that cannot be read are reported and skipped.
     """
@@ -117,7 +117,7 @@ def export_video(run_dir: str | Path, fmt: str, out_dir: str | Path, echo=click.
 def _sam2_video(labeler, video_model: str | None):
     """A factory of SAM2 video propagators sharing one loaded model (sessions are per clip)."""
     from autolabel.settings import load_settings, resolve_device
-    from autolabel.video.propagate import Sam2VideoPropagator
+    from autolabel.models.sam2_video import Sam2VideoPropagator
 
     name = video_model or labeler.sam_model or load_settings().sam_model
     loaded = Sam2VideoPropagator.from_pretrained(name, resolve_device(labeler.device), labeler.precision)

@@ -1,6 +1,6 @@
 """Generated video scenes for tests: clips of moving rectangles whose every box is known, a detector
 that finds them by colour (a ``models.base.Detector`` whose right answer is known) and a propagator
-that follows them by colour (a perfect ``video.propagate.Propagator``)."""
+that follows them by colour (a perfect ``models.sam2_video.Propagator``)."""
 
 from __future__ import annotations
 

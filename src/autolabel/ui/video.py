@@ -100,7 +100,7 @@ class VideoJob(Job):
 
 class VideoRunner(JobRunner):
     """Starts and follows video jobs (one at a time). ``make_propagator``: a factory of
-    ``video.propagate.Propagator`` (one per clip); None: SAM2 video from the UI's ``sam_model``.
+    ``models.sam2_video.Propagator`` (one per clip); None: SAM2 video from the UI's ``sam_model``.
     ``chunk_frames``: frames per transaction (what a stop keeps)."""
 
     busy = "clip {run} is still being labelled: wait for it or stop it"
@@ -179,7 +179,7 @@ class VideoRunner(JobRunner):
         if self.make_propagator is not None:
             return self.make_propagator(), None
         from autolabel.settings import resolve_device
-        from autolabel.video.propagate import Sam2VideoPropagator
+        from autolabel.models.sam2_video import Sam2VideoPropagator
 
         name = self.models.sam_model
         if not name:

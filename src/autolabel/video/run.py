@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from autolabel.errors import ConfigError
 from autolabel.video.decode import FrameSelection, VideoSource
-from autolabel.video.propagate import Propagator
+from autolabel.models.sam2_video import Propagator
 from autolabel.video.store import VideoStore
 from autolabel.video.track import FrameLabels, Track, TrackConfig, Tracker
 

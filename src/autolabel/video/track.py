@@ -18,7 +18,7 @@ from autolabel.detections import Detections
 from autolabel.errors import ConfigError
 from autolabel.geometry import Size, box_iou, box_to_rle, mask_to_rle, rle_to_mask
 from autolabel.video.decode import Frame
-from autolabel.video.propagate import Propagator
+from autolabel.models.sam2_video import Propagator
 
 
 @dataclass(frozen=True)

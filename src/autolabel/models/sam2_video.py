@@ -10,12 +10,14 @@ frame's size; an empty mask means the object is not visible (SAM2's object score
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from autolabel.errors import ModelLoadError
-from autolabel.video.decode import Frame
+
+if TYPE_CHECKING:  # a type only: models/ does not import the video package
+    from autolabel.video.decode import Frame
 
 #: model_type -> (model class, processor class, name in messages) of the video models with
 #: SAM2-video's streaming API. Image checkpoints of these families carry the memory weights too (the

@@ -8,7 +8,7 @@ import pytest
 
 from autolabel.testing.video_scenes import two_movers
 from autolabel.video.decode import Frame
-from autolabel.video.propagate import Propagator, Sam2VideoPropagator
+from autolabel.models.sam2_video import Propagator, Sam2VideoPropagator
 
 RED_BOX, GREEN_BOX = [4, 8, 20, 20], [60, 4, 72, 16]
 
