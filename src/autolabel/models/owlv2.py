@@ -21,7 +21,7 @@ from autolabel.models.loaded import LoadedDetector
 from autolabel.models.owl_exemplars import exemplar_embeddings, with_exemplar_queries
 from autolabel.models.postprocess import BoxScores, best_prompt, per_image, thresholded
 from autolabel.models.preprocess import DraftPreprocessor, Owlv2Preprocessor, StockPreprocessor
-from autolabel.models.prompts import TruncationWarnings
+from autolabel.models.prompts import PaddedTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Owlv2Detector(LoadedDetector):
                  exact: bool = False):
         super().__init__(model, processor, name, device, dtype, exact)
         self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
-        self._truncation = TruncationWarnings(processor.tokenizer, self.max_text_tokens)
+        self._tokenize = PaddedTokenizer(processor.tokenizer, self.max_text_tokens)
 
     @classmethod
     def checkpoint_classes(cls, name_or_path: str) -> tuple:
@@ -88,10 +88,7 @@ class Owlv2Detector(LoadedDetector):
 
     def _encode_text(self, key: tuple[str, ...]) -> TextQueries:
         """Projected text embeddings of the prompts (``encode_text`` caches them)."""
-        self._truncation.check(key)
-        tokens = self.processor.tokenizer(
-            list(key), padding="max_length", truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
-        ).to(self.device)
+        tokens = self._tokenize(key, self.device)
         with torch.inference_mode():
             embeds = self.model.base_model.get_text_features(**tokens).pooler_output
         # forward() marks a query as padding when its first token is the pad id (0).

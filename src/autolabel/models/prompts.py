@@ -30,18 +30,21 @@ class PromptCache:
         return encoded
 
 
-class TruncationWarnings:
-    """Warns once per prompt that the tokenizer cuts at ``max_tokens`` (the rest is silently ignored)."""
+class PaddedTokenizer:
+    """Tokens of prompts padded (and cut) to the ``max_tokens`` a text tower reads (OWL families,
+    SAM 3), warning once per prompt that the cut drops (the rest would be silently ignored)."""
 
     def __init__(self, tokenizer, max_tokens: int):
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self._warned: set[str] = set()
 
-    def check(self, queries: tuple[str, ...]) -> None:
+    def __call__(self, queries: tuple[str, ...], device):
         lengths = self.tokenizer(list(queries), truncation=False)["input_ids"]
         for query, ids in zip(queries, lengths):
             if len(ids) > self.max_tokens and query not in self._warned:
                 self._warned.add(query)
                 log.warning("prompt %r is %d tokens; the model reads only the first %d, the rest is ignored",
                             query, len(ids), self.max_tokens)
+        return self.tokenizer(list(queries), padding="max_length", truncation=True, max_length=self.max_tokens,
+                              return_tensors="pt").to(device)

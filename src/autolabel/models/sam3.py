@@ -58,7 +58,7 @@ from autolabel.geometry import Size, clip_boxes
 from autolabel.models.loaded import LoadedDetector
 from autolabel.models.masks import encode_upsampled
 from autolabel.models.preprocess import stretch_preprocessor
-from autolabel.models.prompts import TruncationWarnings
+from autolabel.models.prompts import PaddedTokenizer
 from autolabel.models.sam2 import Sam2Segmenter
 
 
@@ -121,7 +121,7 @@ class Sam3Detector(LoadedDetector):
                  exact: bool = False):
         super().__init__(model, processor, name, device, dtype, exact)
         self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
-        self._truncation = TruncationWarnings(processor.tokenizer, self.max_text_tokens)
+        self._tokenize = PaddedTokenizer(processor.tokenizer, self.max_text_tokens)
 
     @classmethod
     def checkpoint_classes(cls, name_or_path: str) -> tuple:
@@ -143,10 +143,7 @@ class Sam3Detector(LoadedDetector):
         ``Sam3Processor`` makes them (padded to 32), cut at 32 where it would fail."""
         if not key:
             raise ValueError("no prompts to encode")
-        self._truncation.check(key)
-        tokens = self.processor.tokenizer(
-            list(key), padding="max_length", truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
-        ).to(self.device)
+        tokens = self._tokenize(key, self.device)
         with torch.inference_mode():
             features = self.model.get_text_features(**tokens).pooler_output
         return Sam3Prompts(key, features, tokens["attention_mask"])
