@@ -3,11 +3,13 @@
 On CUDA the decode workers hand over uint8 pixels and the device makes the model inputs and runs
 the models (``Labeler.prepare`` / ``encode``); on the CPU the workers make the inputs. Both must
 give the same detections and masks up to float rounding. Run by ``benchmarks/gpu.sh``; prints one
-line per mode and exits non-zero on a mismatch.
+line per mode and exits non-zero on a mismatch. ``--device cpu`` compares the CPU with itself: it
+only checks that the script runs (``gpu.sh --check``).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -24,14 +26,17 @@ def _run(photos: Path, run_dir: Path, owl: Path, sam: Path | None, device: str) 
     labeler = Labeler(Ontology.from_prompts(["car=car,van", "person"]), model=str(owl),
                       sam_model=str(sam) if sam else None, mode="segment" if sam else "detect",
                       config=DetectConfig(threshold=0.0, nms_iou=None, max_detections=5), device=device,
-                      dtype="float32")
+                      precision="fp32")
     with open_store(run_dir) as store:
         summary = label_into_store(labeler, [photos], store, batch_size=4)
         assert summary.failed == 0, summary.failures
         return {Path(img.path).name: store.labels(img.id) for img in store.images()}
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", help="the side compared with the CPU (default cuda)")
+    device = parser.parse_args(argv).device
     import torch
 
     from autolabel.geometry import mask_iou, rle_to_mask
@@ -53,7 +58,7 @@ def main() -> int:
             synthetic_photo(w, h, seed=i).save(photos / f"{i}.jpg", quality=90)
         for mode, seg in (("detect", None), ("segment", sam)):
             cpu = _run(photos, tmp / f"cpu-{mode}", owl, seg, "cpu")
-            gpu = _run(photos, tmp / f"gpu-{mode}", owl, seg, "cuda")
+            gpu = _run(photos, tmp / f"{device}-{mode}-compared", owl, seg, device)
             box_diff = max(float(np.abs(cpu[k].xyxy - gpu[k].xyxy).max(initial=0)) for k in cpu)
             same_classes = all(np.array_equal(cpu[k].class_ids, gpu[k].class_ids) for k in cpu)
             ious = [mask_iou(rle_to_mask(a), rle_to_mask(b)) for k in cpu if cpu[k].masks
@@ -61,7 +66,7 @@ def main() -> int:
             iou = f", mask IoU min {min(ious):.4f}" if ious else ""
             good = box_diff < 0.5 and same_classes and (not ious or min(ious) > 0.95)
             ok &= good
-            print(f"cuda parity {mode}: max box difference {box_diff:.4f} px, same classes {same_classes}{iou}"
+            print(f"{device} parity {mode}: max box difference {box_diff:.4f} px, same classes {same_classes}{iou}"
                   f" -> {'ok' if good else 'MISMATCH'}")
     return 0 if ok else 1
 
