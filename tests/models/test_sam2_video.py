@@ -168,3 +168,11 @@ def test_a_checkpoint_that_cannot_track_is_refused(tmp_path):
 
     with pytest.raises(ModelLoadError, match="not a video model that can track"):
         Sam2VideoPropagator.from_pretrained(str(build_owlv2_checkpoint(tmp_path / "owl")))
+
+
+def test_an_image_only_sam2_checkpoint_is_refused_with_what_to_give_instead(tmp_path):
+    from autolabel.errors import ModelLoadError
+    from autolabel.testing.sam2_checkpoint import build_sam2_checkpoint
+
+    with pytest.raises(ModelLoadError, match=r"Tracking needs a video checkpoint: give one with --video-model"):
+        Sam2VideoPropagator.from_pretrained(str(build_sam2_checkpoint(tmp_path / "sam2")))

@@ -88,8 +88,16 @@ class Sam2VideoPropagator:
                                  f"(use SAM2, EdgeTAM or SAM 3: {', '.join(sorted(VIDEO_FAMILIES))})")
         model_class, processor_class, family = VIDEO_FAMILIES[model_type]
         plan = resolve_precision(precision, device)
-        model, processor = load_checkpoint(getattr(transformers, model_class), getattr(transformers, processor_class),
-                                           name_or_path, family, plan)
+        try:
+            model, processor = load_checkpoint(getattr(transformers, model_class),
+                                               getattr(transformers, processor_class), name_or_path, family, plan)
+        except ModelLoadError as exc:
+            if model_type.endswith("_video"):
+                raise
+            # An image-model checkpoint (e.g. one saved for boxes -> masks) usually lacks the memory
+            # weights and video processor that tracking needs; say what to give instead.
+            raise ModelLoadError(f"{exc}. Tracking needs a video checkpoint: give one with --video-model "
+                                 "(e.g. facebook/sam2.1-hiera-tiny)") from exc
         return cls(model.to(device), processor, str(name_or_path), device, plan.dtype)
 
     def fresh(self) -> "Sam2VideoPropagator":
