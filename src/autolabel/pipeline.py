@@ -453,10 +453,10 @@ class Labeler:
             return detector.encode_text(texts)
         text = detector.encode_text(texts) if texts else None  # a class may have exemplars alone
         positive, negative = self._exemplar_queries()
-        return detector.with_exemplars(text, positive, negative, len(ontology.queries))
+        return detector.with_exemplars(text, positive, negative, ontology.query_class_ids)
 
-    def _exemplar_queries(self) -> tuple[list, list]:
-        """Per class with exemplars (then per class with negative exemplars) the embeddings of its
+    def _exemplar_queries(self) -> tuple[dict[int, list], dict[int, list]]:
+        """Per class index with exemplars (then with negative exemplars) the embeddings of its
         exemplars (``detector.embed_exemplars`` rows), remembered per detector (``ExemplarMemo``)."""
         from autolabel.models.owl_exemplars import ExemplarMemo
 
@@ -469,8 +469,9 @@ class Labeler:
             rows = self._embed_exemplars(image, on_image)
             embedding.update((ExemplarMemo.key(e), row) for e, row in zip(on_image, rows))
         memo.put(embedding)
-        return tuple([[embedding[ExemplarMemo.key(e)] for e in c.exemplars_of(negative)]
-                      for c in self.ontology.classes if c.exemplars_of(negative)] for negative in (False, True))
+        return tuple({i: [embedding[ExemplarMemo.key(e)] for e in c.exemplars_of(negative)]
+                      for i, c in enumerate(self.ontology.classes) if c.exemplars_of(negative)}
+                     for negative in (False, True))
 
     def _embed_exemplars(self, image: str, exemplars: list) -> list:
         """The ``embed_exemplars`` rows of ``exemplars`` drawn on ``image``: decoded and encoded as

@@ -133,15 +133,18 @@ class Owlv2Detector(LoadedDetector):
         image of ``size``, from that image's ``encode_images`` features."""
         return exemplar_embeddings(self, features, boxes_xyxy, size)
 
-    def with_exemplars(self, text: TextQueries, positive: list, negative: list, num_positive_text: int) -> TextQueries:
-        """Encoded positive-then-negative prompts plus one query per class with (negative) exemplars,
-        from each one's list of ``embed_exemplars`` rows, in the column order of ``Ontology``.
-        ``text`` None: no text prompts at all."""
+    def with_exemplars(self, text: TextQueries, positive: dict[int, list], negative: dict[int, list],
+                       query_class_ids: np.ndarray) -> TextQueries:
+        """Encoded positive-then-negative prompts (``query_class_ids``: the class of each positive
+        one) plus one query per class with (negative) exemplars, from each class index's list of
+        ``embed_exemplars`` rows, in the column order of ``Ontology``. ``text`` None: no text
+        prompts at all."""
         if text is None:
             dim = self.model.class_head.dense0.out_features
             text = TextQueries((), torch.empty((0, dim), dtype=self.dtype, device=self.device),
                                torch.empty(0, dtype=torch.bool, device=self.device))
-        return with_exemplar_queries(text, positive, negative, num_positive_text)
+        positive, negative = ([groups[c] for c in sorted(groups)] for groups in (positive, negative))  # class order
+        return with_exemplar_queries(text, positive, negative, len(query_class_ids))
 
     # -- kept candidates (re-prompting a finished run, ``autolabel relabel``) --------------------------
 

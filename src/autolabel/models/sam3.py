@@ -11,38 +11,44 @@ Detect mode asks ``score(..., masks=False)``: ``forward`` has no switch to skip 
 so the same steps run up to the DETR head (``detection_heads``, proven equal to ``forward``) and
 the mask decoder, a large share of the per-pair cost, is not run.
 
-Every prompt of ``Ontology.queries`` gets its own ``num_queries`` candidates (200 for the released
-model), each scored ``sigmoid(logit) * sigmoid(presence)`` as ``post_process_instance_segmentation``
-does. The candidates of all prompts are pooled, each keeping its prompt, so per-class thresholds,
-NMS and prompt ids work as for OWLv2 (``pipeline.filter_detections``).
+Every prompt column (a prompt of ``Ontology.queries``, or a class's example boxes, below) gets its
+own ``num_queries`` candidates (200 for the released model), each scored
+``sigmoid(logit) * sigmoid(presence)`` as ``post_process_instance_segmentation`` does. The
+candidates of all prompts are pooled, each keeping its prompt, so per-class thresholds, NMS and
+prompt ids work as for OWLv2 (``pipeline.filter_detections``).
 
 Geometry: the processor stretches every image to a square (1008 px) without padding; boxes come out
 normalised ``xyxy`` and scale per axis; masks (``4 / patch_size`` of the square, 288 px) are
 stretched back per axis. Masks are upsampled only inside the region where they can pass the
 threshold, with ATen's bilinear weights, so they equal the recipe's without full-frame floats.
 
-Exemplars (example boxes) are SAM 3's own box prompts. ``forward`` turns ``input_boxes`` into prompt
-tokens with its geometry encoder (each box: a projection of its coordinates, ROI-pooled features of
-its image and a position encoding, refined by attention over that image's features; plus a CLS
-token) and appends them to the text tokens; the DETR encoder, decoder, scoring and mask decoder read
-the joined sequence as one prompt. An exemplar's tokens are computed once, on its own image
-(``embed_exemplars``), and used as they are on every image labelled: this is the only reading that
-keeps what the encoder looked at (re-encoding the box on another image would pool unrelated
-pixels), and on the exemplar's own image it is exactly the recipe. Elsewhere the tokens carry the
-exemplar's appearance, and its box's position encoding as a weak prior. A class's exemplars form
-one prompt column, "visual" (the text the processor gives a box-only prompt) then each exemplar's
-tokens; the class's text prompts stay their own columns and its detections are the union, as for
-the OWL families (``with_exemplars`` is not told which class a column is, so it cannot join them).
-Several exemplars are encoded one by one (their box and CLS tokens in turn): one image's boxes may
-belong to different classes, and the tokens are remembered per exemplar (``ExemplarMemo``); for one
-exemplar this is the recipe, for several on the same image it differs from encoding them jointly.
+Exemplars (example boxes) are SAM 3's own box prompts: a class's text and its boxes form one
+prompt, as ``processor(text=, input_boxes=, input_boxes_labels=)`` makes it (label 1: an example of
+the class, 0: an example of what it is not). ``forward`` turns ``input_boxes`` into prompt tokens with
+its geometry encoder (each box: a projection of its coordinates, ROI-pooled features of its image, a
+position encoding and its label's embedding, refined by attention over that image's features; plus a
+CLS token) and appends them to the text tokens; the DETR encoder, decoder, scoring and mask decoder
+read the joined sequence as one prompt. An exemplar's tokens are computed once, on its own image
+(``embed_exemplars``, under both labels), and used as they are on every image labelled: this is the
+only reading that keeps what the encoder looked at (re-encoding the box on another image would pool
+unrelated pixels), and on the exemplar's own image it is exactly the recipe. Elsewhere the tokens
+carry the exemplar's appearance, and its box's position encoding as a weak prior.
 
-Negatives are refused. SAM 3 takes negative boxes natively (label 0, mixed with the positive boxes
-of one prompt), but ``with_exemplars`` receives the negative exemplars per class without knowing
-which class's positive column they belong with. The shared suppression rule
+``with_exemplars`` is told each exemplar group's class and each text prompt's: every text prompt of a
+class is followed by the class's exemplar tokens (positive, then negative); a class with exemplars but
+no text prompt gets one column, "visual" (the text the processor gives a box-only prompt) then its
+tokens. The columns' classes and prompt ids (-1 for a "visual" one) ride with the prompts
+(``PromptColumns``) to post-processing. Several exemplars are encoded one by one (their box and CLS
+tokens in turn): exemplars come from different images, and one image's boxes may belong to different
+classes, so the tokens are remembered per exemplar (``ExemplarMemo``); for one box this is the
+recipe, for several on the same image it differs from encoding them jointly (one CLS, attention
+between the boxes).
+
+Negative exemplars need a prompt to join: a class with negative exemplars only is refused (the
+ontology refuses it too). Negative text prompts are refused: the shared suppression rule
 (``postprocess.suppress_negatives``) compares the scores of one candidate across columns; here each
 prompt decodes its own candidates (query ``i`` of two prompts is not the same object), so there is
-no such comparison, for negative text prompts or negative exemplars.
+no such comparison, and SAM 3 has no negative text form.
 """
 
 from __future__ import annotations
@@ -63,13 +69,24 @@ from autolabel.models.sam2 import Sam2Segmenter
 
 
 @dataclass(frozen=True)
+class PromptColumns:
+    """What each prompt column stands for: ``class_ids`` ``(Q,)`` its class, ``prompt_ids`` ``(Q,)``
+    its text prompt's index in ``Ontology.queries`` (-1: a box-only prompt)."""
+
+    class_ids: np.ndarray
+    prompt_ids: np.ndarray
+
+
+@dataclass(frozen=True)
 class Sam3Prompts:
     """Encoded prompts: ``features`` ``(Q, L, D)`` projected text features, ``mask`` ``(Q, L)``
-    (1: token, 0: padding), on the detector's device."""
+    (1: token, 0: padding), on the detector's device. ``columns`` None: the ontology's text
+    prompts in order (``encode_text``); else set by ``with_exemplars``."""
 
     queries: tuple[str, ...]
     features: torch.Tensor
     mask: torch.Tensor
+    columns: PromptColumns | None = None
 
 
 @dataclass
@@ -98,11 +115,12 @@ class Sam3Scores:
     """``Sam3Detector.score`` output for B images and Q prompts with N candidates each, on the
     model's device: ``scores`` (B, Q, N) float32 (instance x presence), ``boxes`` (B, Q, N, 4)
     normalised ``xyxy``, ``mask_logits`` (B, Q, N, h, w) in the model's dtype, None when scored
-    without masks."""
+    without masks; ``columns`` as the prompts' (``Sam3Prompts.columns``)."""
 
     scores: torch.Tensor
     boxes: torch.Tensor
     mask_logits: torch.Tensor | None
+    columns: PromptColumns | None = None
 
 
 class Sam3Detector(LoadedDetector):
@@ -167,9 +185,11 @@ class Sam3Detector(LoadedDetector):
     VISUAL_PROMPT = "visual"
 
     def embed_exemplars(self, features: Sam3ImageFeatures, boxes_xyxy: np.ndarray, size: Size) -> torch.Tensor:
-        """``(k, T, D)``: per exemplar box (``xyxy`` pixels of one image of ``size``) the geometry
+        """``(k, 2, T, D)``: per exemplar box (``xyxy`` pixels of one image of ``size``) the geometry
         encoder's tokens (the box's, then CLS) as ``forward`` makes them from ``input_boxes`` on
-        that image's ``encode_images`` features; each box encoded on its own (positive label)."""
+        that image's ``encode_images`` features, each box encoded on its own, indexed by SAM 3's box
+        label: ``[:, 0]`` as a negative box, ``[:, 1]`` as a positive one (the label enters before
+        the encoder's attention; ``with_exemplars`` takes the one its group asks for)."""
         from transformers.models.sam3.processing_sam3 import box_xyxy_to_cxcywh
 
         if len(features) != 1:
@@ -178,36 +198,51 @@ class Sam3Detector(LoadedDetector):
         scale = np.array([width, height, width, height], dtype=np.float32)  # the processor stretches
         boxes = box_xyxy_to_cxcywh(torch.as_tensor(np.asarray(boxes_xyxy, dtype=np.float32) / scale))
         k = len(boxes)
-        boxes = boxes.to(device=self.device, dtype=self.dtype).unsqueeze(1)  # one box per prompt
-        ones = torch.ones((k, 1), dtype=torch.long, device=self.device)
+        # One box per prompt, each box twice: 2k prompts, the first k labelled 0, the next k 1.
+        boxes = boxes.to(device=self.device, dtype=self.dtype).unsqueeze(1).repeat(2, 1, 1)
+        labels = torch.arange(2, device=self.device).repeat_interleave(k)[:, None]
         # forward reads every FPN level but the coarsest.
-        levels = lambda states: tuple(x.expand(k, -1, -1, -1) for x in states[:-1])  # noqa: E731
+        levels = lambda states: tuple(x.expand(2 * k, -1, -1, -1) for x in states[:-1])  # noqa: E731
         with torch.inference_mode():
-            out = self.model.geometry_encoder(box_embeddings=boxes, box_mask=ones.bool(), box_labels=ones,
-                                              img_feats=levels(features.fpn_hidden_states),
+            out = self.model.geometry_encoder(box_embeddings=boxes, box_mask=torch.ones_like(labels, dtype=torch.bool),
+                                              box_labels=labels, img_feats=levels(features.fpn_hidden_states),
                                               img_pos_embeds=levels(features.fpn_position_encoding))
-        return out.last_hidden_state
+        tokens = out.last_hidden_state
+        return tokens.reshape(2, k, *tokens.shape[1:]).transpose(0, 1)
 
-    def with_exemplars(self, text: Sam3Prompts | None, positive: list, negative: list,
-                       num_positive_text: int) -> Sam3Prompts:
-        """Encoded positive-then-negative prompts plus one prompt per class with exemplars ("visual"
-        then its ``embed_exemplars`` rows), in the column order of ``Ontology``; prompts of unequal
-        length padded (masked). ``text`` None: no text prompts at all."""
-        if negative:
-            raise ConfigError(f"negative exemplars are not supported by {self.family}: remove them "
-                              "('negative: true'), or use an OWLv2 or OWL-ViT checkpoint")
-        visual = self.encode_text((self.VISUAL_PROMPT,))
-        rows = [(torch.cat([visual.features[0], *(r.to(visual.features) for r in group)]),
-                 torch.cat([visual.mask[0], visual.mask.new_ones(sum(len(r) for r in group))]))
-                for group in positive]
-        split = num_positive_text
-        texts, queries = ([], ()) if text is None else (list(zip(text.features, text.mask)), text.queries)
-        columns = texts[:split] + rows + texts[split:]
-        names = queries[:split] + tuple(f"<exemplar {i}>" for i in range(len(positive))) + queries[split:]
-        length = max(len(f) for f, _ in columns)
-        features = torch.stack([torch.nn.functional.pad(f, (0, 0, 0, length - len(f))) for f, _ in columns])
-        mask = torch.stack([torch.nn.functional.pad(m, (0, length - len(m))) for _, m in columns])
-        return Sam3Prompts(names, features, mask)
+    def with_exemplars(self, text: Sam3Prompts | None, positive: dict[int, list], negative: dict[int, list],
+                       query_class_ids: np.ndarray) -> Sam3Prompts:
+        """SAM 3's own text + boxes prompts: each text prompt followed by its class's exemplar
+        tokens (``embed_exemplars`` rows, the positive ones with label 1, then the negative ones
+        with label 0), then per class with exemplars but no text prompt one "visual" column with
+        them. ``positive`` / ``negative``: per class index its exemplars' rows; ``text``: the
+        encoded text prompts (None: none), ``query_class_ids`` the class of each. Columns of
+        unequal length are padded (masked); ``columns`` says each one's class and prompt."""
+        queries = () if text is None else text.queries
+        text_classes = [int(c) for c in query_class_ids]
+        if len(queries) > len(text_classes):
+            raise ConfigError(f"negative prompts are not supported by {self.family}: remove the negatives ('not=')")
+        alone = sorted(set(negative) - set(text_classes) - set(positive))
+        if alone:
+            raise ConfigError(f"class {alone[0]} has negative exemplars only: {self.family} needs a text prompt "
+                              "or a positive exemplar of the class to go with them")
+        boxes_only = sorted(set(positive) - set(text_classes))
+        heads = [] if text is None else list(zip(text.features, text.mask))  # (L, D) features, (L,) mask
+        if boxes_only:
+            visual = self.encode_text((self.VISUAL_PROMPT,))
+            heads += [(visual.features[0], visual.mask[0])] * len(boxes_only)
+        joined = []
+        for (features, mask), cls in zip(heads, text_classes + boxes_only):
+            tokens = [row[1] for row in positive.get(cls, ())] + [row[0] for row in negative.get(cls, ())]
+            tokens = torch.cat([features, *(t.to(features) for t in tokens)])
+            joined.append((tokens, torch.cat([mask, mask.new_ones(len(tokens) - len(mask))])))
+        length = max(len(f) for f, _ in joined)
+        features = torch.stack([torch.nn.functional.pad(f, (0, 0, 0, length - len(f))) for f, _ in joined])
+        mask = torch.stack([torch.nn.functional.pad(m, (0, length - len(m))) for _, m in joined])
+        names = tuple(queries) + tuple(f"<exemplars of class {c}>" for c in boxes_only)
+        prompt_ids = np.concatenate([np.arange(len(text_classes)), np.full(len(boxes_only), -1)]).astype(np.int64)
+        class_ids = np.array(text_classes + boxes_only, dtype=np.int64)
+        return Sam3Prompts(names, features, mask, PromptColumns(class_ids, prompt_ids))
 
     # -- prompts x images ---------------------------------------------------------------------------
 
@@ -238,6 +273,7 @@ class Sam3Detector(LoadedDetector):
             scores.reshape(b, q, *scores.shape[1:]),
             boxes.reshape(b, q, *boxes.shape[1:]),
             None if mask_logits is None else mask_logits.reshape(b, q, *mask_logits.shape[1:]),
+            text.columns,
         )
 
     def postprocess(self, scores: Sam3Scores, sizes: list[Size], ontology, config) -> list[Detections]:
@@ -249,10 +285,10 @@ class Sam3Detector(LoadedDetector):
         from autolabel.pipeline import filter_detections
 
         width, height = size
-        image_scores = scores.scores[index].cpu().numpy()  # (Q + E, N): text prompts, then exemplar columns
-        columns = np.repeat(np.arange(image_scores.shape[0]), image_scores.shape[1])
-        class_ids = ontology.positive_class_ids[columns]
-        prompt_ids = np.where(columns < len(ontology.query_class_ids), columns, -1)  # exemplars: no prompt
+        image_scores = scores.scores[index].cpu().numpy()  # (Q, N): per prompt column its candidates
+        columns = scores.columns or PromptColumns(ontology.query_class_ids, np.arange(len(ontology.queries)))
+        column = np.repeat(np.arange(image_scores.shape[0]), image_scores.shape[1])
+        class_ids, prompt_ids = columns.class_ids[column], columns.prompt_ids[column]
         flat = image_scores.reshape(-1)
         keep = np.flatnonzero(flat.astype(np.float64) > ontology.thresholds(config.threshold)[class_ids])
         boxes = candidate_boxes_to_pixels(scores.boxes[index].reshape(-1, 4)[keep].cpu(), width, height)
