@@ -174,5 +174,5 @@ def test_an_image_only_sam2_checkpoint_is_refused_with_what_to_give_instead(tmp_
     from autolabel.errors import ModelLoadError
     from autolabel.testing.sam2_checkpoint import build_sam2_checkpoint
 
-    with pytest.raises(ModelLoadError, match=r"Tracking needs a video checkpoint: give one with --video-model"):
+    with pytest.raises(ModelLoadError, match=r"Tracking needs a video checkpoint, e.g. facebook/sam2.1-hiera-tiny \(--video-model"):
         Sam2VideoPropagator.from_pretrained(str(build_sam2_checkpoint(tmp_path / "sam2")))

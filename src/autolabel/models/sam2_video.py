@@ -96,8 +96,8 @@ class Sam2VideoPropagator:
                 raise
             # An image-model checkpoint (e.g. one saved for boxes -> masks) usually lacks the memory
             # weights and video processor that tracking needs; say what to give instead.
-            raise ModelLoadError(f"{exc}. Tracking needs a video checkpoint: give one with --video-model "
-                                 "(e.g. facebook/sam2.1-hiera-tiny)") from exc
+            raise ModelLoadError(f"{exc}. Tracking needs a video checkpoint, e.g. facebook/sam2.1-hiera-tiny "
+                                 "(--video-model; the web UI tracks with its --sam-model)") from exc
         return cls(model.to(device), processor, str(name_or_path), device, plan.dtype)
 
     def fresh(self) -> "Sam2VideoPropagator":
