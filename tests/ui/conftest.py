@@ -1,4 +1,4 @@
-"""Fixtures of the web UI tests: tiny checkpoints, a few photos, a UiConfig in temp folders."""
+"""Fixtures of the web UI tests: tiny checkpoints, a few photos, a UiConfig in temp folders, a browser."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ui_helpers import write_photos
+from ui_helpers import CHROMIUM, CHROMIUM_ARGS, need_browser, write_photos
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +48,15 @@ def no_gradio_environment_leaks():
     yield
     after = {k: v for k, v in os.environ.items() if k.startswith("GRADIO_")}
     assert after == before, "a UI test left GRADIO_* environment variables behind"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the module's tests (skipped without one, failed under CI)."""
+    need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

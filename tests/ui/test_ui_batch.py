@@ -276,6 +276,31 @@ def test_a_batch_keeps_candidates_and_relabels_into_a_new_run(ui_config, models,
     assert _wait(runner.relabel("street", parse_prompts("bus"), 0.3)).run == "street-relabel-2"
 
 
+def test_relabel_uses_the_test_tabs_example_boxes_as_a_batch_does(ui_config, models, uploads, photos):
+    """The Batch tab's relabel takes the Test tab's example boxes the way its batches do
+    (``exemplars.query_ontology``): a box joins its class or makes one of its own."""
+    from autolabel.ui.app import AutolabelApp
+    from autolabel.ui.exemplars import add_box
+
+    app = AutolabelApp(ui_config, models)
+    app.build()
+    _wait(app.runner.start_new("street", parse_prompts(PROMPTS), "detect", 0.1, uploads, [], None))
+    boxes = add_box((), photos[1], (5, 5, 50, 40), "widget", False, ui_config.work_dir, 10**7)
+    boxes = add_box(boxes, photos[1], (60, 60, 110, 100), "person", True, ui_config.work_dir, 10**7)
+    shown = app.batch.relabel("street", "person", 0.2, boxes)
+    job = _wait(app.runner.current())
+    assert job.run == "street-relabel-1" and job.summary.done == 3 and "street-relabel-1" in shown[app.batch.progress]
+    with open_run(ui_config.runs_dir, "street-relabel-1") as store:
+        classes = {c.name: c for c in store.ontology.classes}
+    assert list(classes) == ["person", "widget"] and classes["widget"].prompts == ()
+    assert [(e.sha256, e.negative) for e in classes["widget"].exemplars] == [(boxes[0].sha256, False)]
+    assert [(e.sha256, e.negative) for e in classes["person"].exemplars] == [(boxes[1].sha256, True)]
+    # Without boxes the prompt box alone gives the classes, as before.
+    app.batch.relabel("street", "person", 0.2, ())
+    with open_run(ui_config.runs_dir, _wait(app.runner.current()).run) as store:
+        assert [c.exemplars for c in store.ontology.classes] == [()]
+
+
 def test_a_run_without_candidates_says_why_it_cannot_be_relabelled(ui_config, models, photos):
     from autolabel.ui.batch import relabel_refusal
 

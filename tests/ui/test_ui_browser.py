@@ -12,56 +12,18 @@ under CI (``CI=true``).
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ui_helpers import live_server, make_config, write_photos
+from ui_helpers import (ARTIFACTS, TIMEOUT, VIEWPORT, choose, download, live_server, make_config, set_slider,
+                        shot, table_rows, toast, wait_text, write_photos)
 
 # Gradio 6.31's queue calls pandas options that pandas 3 deprecates (not our code).
 pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated:Warning"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:Warning")]
-
-CHROMIUM = os.environ.get("AUTOLABEL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
-TIMEOUT = 30_000  # ms, per wait
-VIEWPORT = {"width": 1366, "height": 768}  # a common laptop screen: the layout must hold there
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _need_browser() -> None:
-    problem = None
-    if not Path(CHROMIUM).exists():
-        problem = (f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`, which "
-                   "`make test` does when missing); do not use `playwright install`")
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "the playwright Python package is missing (pip install -e '.[dev]')"
-    if problem:
-        if _in_ci():
-            pytest.fail(f"browser tests cannot run: {problem}", pytrace=False)
-        pytest.skip(problem)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -82,57 +44,6 @@ def page(browser, server):
     page.wait_for_selector("#test-run")
     yield page
     context.close()
-
-
-def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
-    return path
-
-
-def wait_text(page, selector: str, text: str) -> str:
-    """Wait until the element's text contains ``text`` (and no progress overlay is shown)."""
-    page.wait_for_function(
-        """([sel, text]) => { const el = document.querySelector(sel);
-               return el && el.innerText.includes(text) && !el.innerText.includes('processing'); }""",
-        arg=[selector, text])
-    return page.inner_text(selector)
-
-
-def toast(page, text: str) -> str:
-    """The text of the error/warning message that contains ``text``."""
-    item = page.locator("[data-testid='toast-body']", has_text=text).first
-    item.wait_for()
-    return item.inner_text()
-
-
-def set_slider(page, elem_id: str, value: float) -> None:
-    """Move a Gradio slider the way a drag does (input + change events on the range input)."""
-    page.locator(f"#{elem_id} input[type=range]").fill(str(value))
-
-
-def choose(page, elem_id: str, value: str) -> None:
-    """Pick ``value`` in a Gradio dropdown."""
-    box = page.locator(f"#{elem_id} input")
-    box.click()
-    page.locator(f"#{elem_id} [data-testid=dropdown-option][aria-label='{value}']").click()
-    page.wait_for_function("([sel, v]) => document.querySelector(sel).value === v", arg=[f"#{elem_id} input", value])
-
-
-def download(page, elem_id: str, dest: Path) -> Path:
-    with page.expect_download() as info:
-        page.click(f"#{elem_id}")
-    info.value.save_as(dest)
-    return dest
-
-
-def table_rows(page, elem_id: str) -> list[list[str]]:
-    """The rows a Gradio Dataframe shows (its virtualised body: ``[role=row]`` of ``[role=gridcell]``)."""
-    return page.eval_on_selector_all(
-        f"#{elem_id} .virtual-row",
-        "rows => rows.map(r => Array.from(r.querySelectorAll('[role=gridcell]')).map(c => c.innerText.trim()))")
 
 
 # -- Test tab -------------------------------------------------------------------------------------

@@ -13,18 +13,18 @@ from PIL import Image
 from autolabel.detections import Detections
 from autolabel.ontology import Ontology
 from autolabel.store import ImageResult, open_store
-from test_ui_browser import browser, shot, wait_text  # noqa: F401  (the browser fixture)
-from ui_helpers import live_server, make_config
+from ui_helpers import live_server, make_config, shot, wait_text
 
 pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated:Warning"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:Warning")]
 
 WIDTH, HEIGHT = 400, 300
 RUN = "canvas"
+PORTRAIT_RUN = "portrait"
 
 
 @pytest.fixture(scope="module")
-def server(browser, tiny_owlv2, tiny_sam2, tmp_path_factory):  # noqa: F811
+def server(browser, tiny_owlv2, tiny_sam2, tmp_path_factory):
     root = tmp_path_factory.mktemp("canvas")
     config = make_config(root, tiny_owlv2, tiny_sam2)
     rng = np.random.default_rng(1)
@@ -40,20 +40,28 @@ def server(browser, tiny_owlv2, tiny_sam2, tmp_path_factory):  # noqa: F811
             ImageResult(str(paths[0]), "s0", WIDTH, HEIGHT,
                         Detections(np.array([[40.0, 40, 160, 140]]), np.array([0.8]), np.array([0]), np.array([0]))),
             ImageResult(str(paths[1]), "s1", WIDTH, HEIGHT, Detections.empty())])
+    # A run of one portrait photo: the tallest image the canvas must show whole.
+    portrait = root / "portrait.jpg"
+    Image.fromarray(rng.integers(0, 255, (WIDTH, HEIGHT, 3), dtype=np.uint8)).save(portrait)
+    with open_store(config.runs_dir / PORTRAIT_RUN) as store:
+        store.bind_config({"model": "m", "mode": "detect", "ontology": ontology.to_dict()})
+        store.write_results([ImageResult(str(portrait), "p0", HEIGHT, WIDTH,
+                                         Detections(np.array([[30.0, 250, 270, 390]]), np.array([0.8]), np.array([0]),
+                                                    np.array([0])))])
     with live_server(config) as live:
         yield live
 
 
-def _open(browser, server, viewport):  # noqa: F811
+def _open(browser, server, viewport, run: str = RUN, images: int = 2):
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(60_000)  # a loaded 2-core machine can take long to answer a gesture
     page.goto(server.url)
     page.get_by_role("tab", name="Review").click()
     page.locator("#review-run input").click()
-    page.locator(f"#review-run [data-testid=dropdown-option][aria-label='{RUN}']").click()
+    page.locator(f"#review-run [data-testid=dropdown-option][aria-label='{run}']").click()
     page.click("#review-load")
-    wait_text(page, "#review-position", "Image 1 of 2")
+    wait_text(page, "#review-position", f"Image 1 of {images}")
     page.wait_for_function("document.querySelector('#review-canvas .al-legend').innerText.includes('car: 1')")
     return context, page
 
@@ -103,7 +111,7 @@ def _labels(server):
         return store, store.labels(image_id)
 
 
-def test_drag_draw_resize_move_and_undo(browser, server):  # noqa: F811
+def test_drag_draw_resize_move_and_undo(browser, server):
     context, page = _open(browser, server, {"width": 1366, "height": 768})
     try:
         assert "<b>" not in page.inner_html("#review-position") and "<b>" not in page.inner_html("#review-canvas .al-legend")
@@ -150,7 +158,7 @@ def test_drag_draw_resize_move_and_undo(browser, server):  # noqa: F811
         context.close()
 
 
-def test_canvas_fits_a_large_screen(browser, server):  # noqa: F811
+def test_canvas_fits_a_large_screen(browser, server):
     context, page = _open(browser, server, {"width": 1920, "height": 1080})
     try:
         box = page.locator("#review-canvas canvas").bounding_box()
@@ -159,3 +167,44 @@ def test_canvas_fits_a_large_screen(browser, server):  # noqa: F811
         shot(page, "review-canvas-1920x1080")
     finally:
         context.close()
+
+
+
+#: What a reviewer uses on every image: it must all be on a 1366x768 screen without scrolling.
+EVERY_IMAGE_CONTROLS = ("review-prev", "review-next", "review-accept-image", "review-accept", "review-reject",
+                        "review-class")
+
+
+@pytest.mark.parametrize("run, images, orientation", [(RUN, 2, "landscape"), (PORTRAIT_RUN, 1, "portrait")])
+def test_image_and_controls_fit_a_laptop_screen(browser, server, run, images, orientation):
+    viewport = {"width": 1366, "height": 768}
+    context, page = _open(browser, server, viewport, run, images)
+    try:
+        page.evaluate("window.scrollTo(0, 0)")  # choosing the run may have scrolled its list into view
+        page.wait_for_timeout(300)  # the canvas sizes itself on the next frame
+        shot(page, f"review-{orientation}-1366x768", full_page=False)
+        _in_view(page, viewport)
+        # A status line that wraps (every model loaded, long names) moves the canvas: it fits again.
+        page.evaluate("document.querySelector('#model-status').insertAdjacentHTML('beforeend',"
+                      " '<p>' + 'a long model status line '.repeat(8) + '</p>')")
+        page.wait_for_timeout(300)
+        _in_view(page, viewport)
+    finally:
+        context.close()
+
+
+def _in_view(page, viewport) -> None:
+    """The whole image, the image strip and ``EVERY_IMAGE_CONTROLS`` lie inside the window."""
+    assert page.evaluate("window.scrollY") == 0
+    stage = page.locator("#review-canvas canvas").bounding_box()
+    drawn = page.evaluate("document.querySelector('#review-canvas .al-review').dataset.imageBox").split(",")
+    x0, y0, x1, y1 = (float(v) for v in drawn)  # the image as drawn, in canvas pixels
+    assert x1 - x0 > 0 and y1 - y0 > 0 and x0 >= 0 and y0 >= 0
+    assert stage["y"] + y1 <= viewport["height"] and stage["x"] + x1 <= viewport["width"], (stage, drawn)
+    # The canvas takes the window's height down to the image strip, which is in view too.
+    strip = page.locator("#review-canvas .al-strip").bounding_box()
+    assert stage["height"] >= 300 and viewport["height"] - 40 <= strip["y"] + strip["height"] <= viewport["height"]
+    for elem_id in EVERY_IMAGE_CONTROLS:
+        box = page.locator(f"#{elem_id}").bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"], (elem_id, box)
+        assert box["x"] + box["width"] <= viewport["width"], (elem_id, box)

@@ -4,7 +4,6 @@ track edits; uploads must be videos."""
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from autolabel.testing.video_scenes import CLASSES_RGB, ColorDetector, ColorProp
 from autolabel.ui.session import ModelHandles, UiConfig, parse_prompts
 from autolabel.ui.video import VideoRunner, edit_track, list_video_runs, render_frame, video_run_dir, view_run
 from autolabel.video.store import open_video_store
-from test_ui_browser import browser  # noqa: F401  (the module's Chromium)
+from ui_helpers import TIMEOUT, VIEWPORT, choose, shot, table_rows
 
 PROMPTS = "red\ngreen\nblue"
 
@@ -30,15 +29,28 @@ def clip(tmp_path_factory) -> Path:
     return write_clip(tmp_path_factory.mktemp("clip") / "movers.mp4", two_movers(frames=12, late_first=5))
 
 
-def color_models() -> ModelHandles:
-    """Handles whose detector is the colour detector (what the Test and Batch tabs would share)."""
+class ColorVideoModel:
+    """A loaded "video model" whose sessions are colour propagators."""
+
+    def fresh(self) -> ColorPropagator:
+        return ColorPropagator()
+
+
+def color_models(video_model: str | None = None) -> ModelHandles:
+    """Handles whose detector is the colour detector (what the Test and Batch tabs would share) and,
+    with ``video_model``, whose video model under that name is ``ColorVideoModel``; ``loads``
+    lists what they loaded."""
     loads = []
 
     def load(name, device, precision):
         loads.append(name)
         return ColorDetector(CLASSES_RGB, name=name)
 
-    models = ModelHandles("color", None, device="cpu", loaders={"detector": load})
+    def load_video(name, device, precision):
+        loads.append(name)
+        return ColorVideoModel()
+
+    models = ModelHandles("color", video_model, device="cpu", loaders={"detector": load, "video": load_video})
     models.loads = loads
     return models
 
@@ -181,11 +193,36 @@ def test_sam2_video_loads_once_from_the_uis_segmentation_checkpoint(tmp_path, cl
                       device="cpu")
     runner = VideoRunner(config, models)
     first = finish(runner.start("a", parse_prompts(PROMPTS), 0.1, upload=str(clip), fps=2))
-    loaded = runner._sam2_video
+    loaded = models.video_model
     second = finish(runner.start("b", parse_prompts(PROMPTS), 0.1, upload=str(clip), fps=2))
-    assert runner._sam2_video is loaded and first.processed == second.processed == 3
+    assert models.video_model is loaded and first.processed == second.processed == 3
+    assert f"**Video model** `{Path(checkpoint).name}`: ready on cpu" in models.status()
     with runner.editing("b") as store:
         assert store.config["video"]["propagator"] == str(checkpoint) and store.finished
+
+
+def test_the_video_model_shows_in_the_status_line_loading_then_loaded_and_is_reused(tmp_path, clip):
+    from autolabel.ui.app import AutolabelApp
+
+    (tmp_path / "work").mkdir()
+    config = UiConfig(model="color", sam_model="color-video", runs_dir=tmp_path / "runs", work_dir=tmp_path / "work",
+                      device="cpu", threshold=0.1)
+    models = color_models("color-video")
+    app = AutolabelApp(config, models)
+    app.build()
+    tab = app.video
+    assert "Video model" not in app.status()  # until the Video tab asks for it
+    loading, started = tab.start(str(clip), "", PROMPTS, 0.1, 4, None, "first")
+    assert "**Video model** `color-video`: loading…" in loading[app.status_box]
+    assert "data-state='loading'" in loading[tab.progress]
+    finish(tab.runner.current())
+    assert "**Video model** `color-video`: ready on cpu" in started[app.status_box]
+    (again,) = tab.start(str(clip), "", PROMPTS, 0.1, 4, None, "second")  # nothing to load: no loading step
+    assert finish(tab.runner.current()).summary.tracks == 3
+    assert models.loads == ["color", "color-video"] and models.is_loaded("video")
+    assert "**Video model** `color-video`: ready" in app.status()  # the other tabs' line shows it too
+    with pytest.raises(ConfigError, match="--sam-model"):
+        color_models().video_model  # no segmentation checkpoint: nothing to track with
 
 
 def test_uploads_pass_the_guard_as_images_or_readable_videos(clip, tmp_path):
@@ -200,9 +237,6 @@ def test_uploads_pass_the_guard_as_images_or_readable_videos(clip, tmp_path):
 
 
 # -- in a browser --------------------------------------------------------------------------------------
-
-SHOTS = Path(os.environ.get("AUTOLABEL_SCREENSHOTS", Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"))
-
 
 @pytest.fixture(scope="module")
 def video_server(tmp_path_factory):
@@ -222,10 +256,7 @@ def video_server(tmp_path_factory):
 
 
 def video_shot(page, name: str) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"video-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
+    return shot(page, f"video-{name}")
 
 
 def open_video_tab(page, url: str) -> None:
@@ -235,14 +266,10 @@ def open_video_tab(page, url: str) -> None:
 
 
 def track_rows(page) -> list[list[str]]:
-    from test_ui_browser import table_rows
-
     return table_rows(page, "video-tracks")
 
 
 def test_browser_upload_run_scrub_reject_and_reload(video_server, browser, tmp_path):
-    from test_ui_browser import TIMEOUT, VIEWPORT, choose
-
     clip = write_clip(tmp_path / "street.mp4", two_movers(frames=12, late_first=5))
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()

@@ -47,8 +47,10 @@ class AutolabelApp:
         self.export: ExportTab | None = None
         self.video: VideoTab | None = None
 
-    def status(self, loading: bool = False) -> str:
-        models = self.models.status()
+    def status(self, loading: bool = False, video: bool = False) -> str:
+        """The status line; ``loading``: models not loaded yet are loading now; ``video``: with the
+        video model."""
+        models = self.models.status(video=video)
         if loading:
             models = models.replace("not loaded", "loading…")
         return f"{models} · runs in `{self.config.runs_dir.name}`"

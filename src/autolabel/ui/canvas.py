@@ -52,17 +52,18 @@ CSS = """
 .al-toolbar input[type=checkbox] { appearance: auto; -webkit-appearance: checkbox; accent-color: #f97316; }
 .al-legend { display: flex; flex-wrap: wrap; gap: 8px; }
 .al-legend span i { display: inline-block; width: 10px; height: 10px; margin-right: 3px; border-radius: 2px; }
-.al-stage { position: relative; height: 480px; background: #222;
+.al-stage { position: relative; height: 480px; flex: none; background: #222;
             border-radius: 4px; overflow: hidden; }
 .al-stage canvas { width: 100%; height: 100%; display: block; cursor: crosshair; touch-action: none; }
 .al-help { position: absolute; inset: 10% 10%; background: rgba(0,0,0,0.85); color: #fff; padding: 12px 16px;
            border-radius: 6px; overflow: auto; font-size: 0.9em; }
-.al-strip { display: flex; gap: 4px; overflow-x: auto; }
-.al-strip button { flex: none; padding: 0; border: 2px solid transparent; background: #333; height: 56px;
+/* A fixed height (thumbnails and a thin scrollbar): fitStage gives the stage the rest of the window. */
+.al-strip { display: flex; flex: none; gap: 4px; height: 56px; overflow-x: auto; scrollbar-width: thin; }
+.al-strip button { flex: none; padding: 0; border: 2px solid transparent; background: #333; height: 48px;
                    min-width: 40px; color: #ddd; font-size: 0.75em; }
 .al-strip button.current { border-color: #e69f00; }
 .al-strip button.reviewed { opacity: 0.6; }
-.al-strip img { height: 52px; display: block; }
+.al-strip img { height: 44px; display: block; }
 """
 
 JS = r"""
@@ -74,6 +75,7 @@ const view = {scale: 1, x: 0, y: 0, labels: true, masks: true, fitted: false};
 let data = null, image = new Image(), masks = new Image();
 let drag = null, space = false;
 const HANDLE = 7;
+const STRIP_HEIGHT = 60;  // .al-strip's height and the gap above it
 
 function loadValue() {
   fitStage();
@@ -89,10 +91,14 @@ function loadValue() {
 }
 
 function fitStage() {
-  // The stage takes the window's height below its top, within limits, so the whole image shows at once.
+  // The stage takes the window's height from its top down to the image strip (and the page's bottom
+  // margin), so the whole image and the strip show at once; where that leaves too little (a canvas
+  // far down the page, a tiny window) it keeps a usable height and the page scrolls.
   const stage = root.querySelector('.al-stage');
+  if (root.offsetParent === null) return;  // the tab is hidden: nothing to measure
   const top = stage.getBoundingClientRect().top + window.scrollY;
-  const h = Math.min(Math.max(window.innerHeight - top - 90, 360), window.innerHeight - 130);
+  const room = window.innerHeight - top - STRIP_HEIGHT - 16;
+  const h = room >= 240 ? room : 360;
   if (Math.abs(stage.offsetHeight - h) > 1) stage.style.height = `${Math.round(h)}px`;
 }
 
@@ -135,6 +141,8 @@ function draw() {
   if (!data || !image.complete || !image.naturalWidth) return;
   ctx.setTransform(view.scale, 0, 0, view.scale, view.x, view.y);
   ctx.drawImage(image, 0, 0, data.width, data.height);
+  // Where the image lands on the canvas (canvas pixels): the layout tests read it.
+  root.dataset.imageBox = toScreen([0, 0, data.width, data.height]).map(v => v.toFixed(1)).join(',');
   if (view.masks && data.masks && masks.complete && masks.naturalWidth) ctx.drawImage(masks, 0, 0, data.width, data.height);
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.font = '12px sans-serif';
@@ -306,8 +314,10 @@ document.addEventListener('keydown', (event) => {
   if (done) event.preventDefault();
 });
 document.addEventListener('keyup', (event) => { if (event.key === ' ') space = false; });
-new ResizeObserver(() => { view.fitted = false; fit(); }).observe(canvas);
+new ResizeObserver(() => { fitStage(); view.fitted = false; fit(); }).observe(canvas);
 window.addEventListener('resize', fitStage);
+// Content above the stage (a wrapped legend or status line) moves it: fit again when the page changes.
+new ResizeObserver(() => fitStage()).observe(document.body);
 fitStage();
 watch('value', loadValue);
 loadValue();

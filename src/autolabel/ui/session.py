@@ -257,11 +257,12 @@ DETECTOR_CACHE_SIZE = 2
 
 
 class ModelHandles:
-    """The detectors and the segmenter (any family, ``models.registry``), each loaded on first use
-    (thread-safe), with a status line for the UI. ``model`` is the selected detector (``select``):
-    what a Labeler gets unless a call names another listed one (``catalog``); the last
-    ``cache_size`` detectors used stay loaded. ``loaders`` replaces the registry's loaders in tests:
-    ``{"detector": fn, "segmenter": fn}``, ``fn(name, device, precision) -> model``."""
+    """The detectors, the segmenter (any family, ``models.registry``) and the Video tab's video
+    model, each loaded on first use (thread-safe), with a status line for the UI. ``model`` is the
+    selected detector (``select``): what a Labeler gets unless a call names another listed one
+    (``catalog``); the last ``cache_size`` detectors used stay loaded. ``loaders`` replaces the
+    registry's loaders in tests: ``{"detector": fn, "segmenter": fn, "video": fn}``,
+    ``fn(name, device, precision) -> model``."""
 
     def __init__(self, model: str, sam_model: str | None, device: str = "auto", precision: str = "auto",
                  loaders: dict | None = None, models_dir: str | Path | None = None,
@@ -278,14 +279,19 @@ class ModelHandles:
         self._lock = threading.Lock()
         self._detectors: OrderedDict[str, SharedDetector] = OrderedDict()  # checkpoint -> model, LRU
         self._segmenter: SharedSegmenter | None = None
+        self._video = None  # models.sam2_video.Sam2VideoPropagator: each clip takes a fresh() session of it
         self._state: dict[tuple[str, str | None], str] = {}  # (kind, checkpoint) -> status
 
-    def status(self) -> str:
-        """One Markdown line: what is loaded, loading or failed (checkpoint names, not server paths)."""
+    def status(self, video: bool = False) -> str:
+        """One Markdown line: what is loaded, loading or failed (checkpoint names, not server paths).
+        The video model shows once the Video tab asked for it, or with ``video``."""
         parts = [f"**Detector** `{_shown(self.model)}`: {self._state.get(('detector', self.model), 'not loaded')}"]
         if self.sam_model:
             state = self._state.get(("segmenter", self.sam_model), "not loaded")
             parts.append(f"**Segmenter** `{_shown(self.sam_model)}`: {state}")
+            video_state = self._state.get(("video", self.sam_model))
+            if video_state or video:
+                parts.append(f"**Video model** `{_shown(self.sam_model)}`: {video_state or 'not loaded'}")
         return " · ".join(parts)
 
     def select(self, key: str) -> str:
@@ -298,9 +304,12 @@ class ModelHandles:
         return self.catalog.checkpoint(key) if key else self.model
 
     def is_loaded(self, which: str, key: str | None = None) -> bool:
-        """Whether the segmenter, or the detector ``key`` (default: the selected one), is loaded."""
+        """Whether the segmenter, the video model, or the detector ``key`` (default: the selected
+        one) is loaded."""
         if which == "detector":
             return self.checkpoint(key) in self._detectors
+        if which == "video":
+            return self._video is not None
         return self._segmenter is not None
 
     def makes_masks(self, key: str | None = None) -> bool:
@@ -356,6 +365,19 @@ class ModelHandles:
 
                 self._segmenter = SharedSegmenter(self._load("segmenter", self.sam_model, load_segmenter))
             return self._segmenter
+
+    @property
+    def video_model(self):
+        """The SAM2-video model of the segmentation checkpoint (``models.sam2_video``), shared by every
+        clip: one clip at a time runs on it, each in a session of its own (``fresh()``)."""
+        with self._lock:
+            if self._video is None:
+                if not self.sam_model:
+                    raise ConfigError("tracking needs a SAM2 model: start the UI with --sam-model")
+                from autolabel.models.sam2_video import Sam2VideoPropagator
+
+                self._video = self._load("video", self.sam_model, Sam2VideoPropagator.from_pretrained)
+            return self._video
 
 
 def make_labeler(config: UiConfig, models: ModelHandles, ontology: Ontology, mode: str, threshold: float,

@@ -20,7 +20,7 @@ from autolabel.ui.draw import detection_shapes, draw_shapes
 from autolabel.ui.events import listen, user_message, without_paths
 from autolabel.ui.review import md_text
 from autolabel.ui.security import resolve_server_folder
-from autolabel.ui.session import display_image, parse_prompts
+from autolabel.ui.session import display_image
 from autolabel.ui.tab_test import EXAMPLE_PROMPTS, LOADING, TILES, TILES_INFO
 
 if TYPE_CHECKING:
@@ -71,6 +71,8 @@ class BatchTab:
                     self.relabel_note = gr.Markdown("", elem_id="batch-relabel-note", elem_classes="autolabel-hint")
                     self.relabel_prompts = gr.Textbox(label="New classes and prompts", lines=2,
                                                       placeholder=EXAMPLE_PROMPTS, elem_id="batch-relabel-prompts")
+                    self.relabel_examples_note = gr.Markdown("", elem_id="batch-relabel-examples",
+                                                             elem_classes="autolabel-hint")
                     self.relabel_threshold = gr.Slider(0.0, 1.0, value=cfg.threshold, step=0.01,
                                                        label="Score threshold", elem_id="batch-relabel-threshold")
                     self.relabel_button = gr.Button("Relabel into a new run", elem_id="batch-relabel")
@@ -99,11 +101,12 @@ class BatchTab:
                [self.files, self.folder, self.prompts, self.threshold, self.mode, self.name, self.image_size,
                 self.tiles, self.app.test.examples], outputs)
         listen(self.relabel_button.click, self.relabel, [self.relabel_picker, self.relabel_prompts,
-                                                         self.relabel_threshold], outputs)
+                                                         self.relabel_threshold, self.app.test.examples], outputs)
         listen(self.relabel_picker.change, self.relabel_text, [self.relabel_picker],
                [self.relabel_note, self.relabel_prompts], queue=False, show_progress="hidden")
-        listen(self.app.test.examples.change, examples_text, [self.app.test.examples], [self.examples_note],
-               queue=False, show_progress="hidden")
+        for note in (self.examples_note, self.relabel_examples_note):
+            listen(self.app.test.examples.change, examples_text, [self.app.test.examples], [note],
+                   queue=False, show_progress="hidden")
         listen(self.resume_button.click, self.resume, [self.resume_picker, self.image_size], outputs)
         listen(self.retry_button.click, self.resume, [self.run_state, self.image_size], outputs)
         listen(self.stop_button.click, self.stop, None, [self.progress, self.stop_button], queue=False)
@@ -136,8 +139,11 @@ class BatchTab:
     def resume(self, run, image_size):
         return self._started(self.app.runner.resume(run, image_size))
 
-    def relabel(self, run, prompts, threshold):
-        return self._started(self.app.runner.relabel(run, parse_prompts(prompts), threshold))
+    def relabel(self, run, prompts, threshold, examples=()):
+        """Relabel into a new run; ``examples``: the Test tab's example boxes, which join the classes
+        as they do in a batch."""
+        ontology = exemplars.query_ontology(prompts, tuple(examples or ()))
+        return self._started(self.app.runner.relabel(run, ontology, threshold))
 
     def relabel_text(self, run):
         """Whether the chosen run can be relabelled, in one line, and its classes to start from."""

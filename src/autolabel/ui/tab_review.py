@@ -77,32 +77,36 @@ class ReviewTab:
         self.app = app
         self.thumbnails = review.Thumbnails(max_pixels=app.config.max_image_pixels)
         self.state = gr.State(ReviewState())
+        # Laid out for a 1366x768 screen: one row to pick the run, then the canvas (as high as the
+        # window allows, ``canvas.fitStage``) beside what is used on every image, then the run's summary.
         with gr.Row():
             self.run = gr.Dropdown(label="Run", choices=app.runs(), elem_id="review-run", scale=2)
-            self.filter = gr.Radio(list(review.FILTERS), value="all", label="Images", elem_id="review-filter", scale=2)
+            self.filter = gr.Dropdown(list(review.FILTERS), value="all", label="Images", elem_id="review-filter",
+                                      scale=2)
             self.low_score = gr.Number(0.3, label="Low score below", minimum=0, maximum=1, elem_id="review-low",
                                        scale=1)
             self.load_button = gr.Button("Load", variant="primary", elem_id="review-load", scale=1)
-        self.summary = gr.Markdown(elem_id="review-summary")
-        with gr.Row():
-            self.prev_button = gr.Button("◀ Previous (p)", elem_id="review-prev", size="sm")
-            self.next_button = gr.Button("Next (n) ▶", elem_id="review-next", size="sm")
-            self.accept_image_button = gr.Button("Accept image (a)", variant="primary", elem_id="review-accept-image",
-                                                 size="sm")
-        self.position = gr.Markdown(elem_id="review-position")
         with gr.Row():
             with gr.Column(scale=4):
                 self.canvas = review_canvas()
-                self.hint = gr.Markdown(elem_id="review-hint", elem_classes="autolabel-hint")
             with gr.Column(scale=2, min_width=300):
+                self.position = gr.Markdown(elem_id="review-position")
+                with gr.Row():
+                    self.prev_button = gr.Button("◀ Previous (p)", elem_id="review-prev", size="sm", min_width=80)
+                    self.next_button = gr.Button("Next (n) ▶", elem_id="review-next", size="sm", min_width=80)
+                self.accept_image_button = gr.Button("Accept image (a)", variant="primary",
+                                                     elem_id="review-accept-image", size="sm")
                 self.class_name = gr.Dropdown(label="Class (of new boxes, or to change the selected one to)",
                                               choices=[], elem_id="review-class")
                 self.select = gr.Dropdown(label="Selected label", choices=[], elem_id="review-select")
                 with gr.Row():
-                    self.accept_button = gr.Button("Accept (y)", elem_id="review-accept", size="sm")
-                    self.reject_button = gr.Button("Reject (r)", elem_id="review-reject", size="sm", variant="stop")
-                    self.delete_button = gr.Button("Delete (x)", elem_id="review-delete", size="sm")
+                    self.accept_button = gr.Button("Accept (y)", elem_id="review-accept", size="sm", min_width=60)
+                    self.reject_button = gr.Button("Reject (r)", elem_id="review-reject", size="sm", variant="stop",
+                                                   min_width=60)
+                    self.delete_button = gr.Button("Delete (x)", elem_id="review-delete", size="sm", min_width=60)
                 self.set_class_button = gr.Button("Change class of selected", elem_id="review-set-class", size="sm")
+                self.hint = gr.Markdown(elem_id="review-hint", elem_classes="autolabel-hint")
+                self.summary = gr.Markdown(elem_id="review-summary")
                 self.table = gr.Dataframe(value=_labels_table([]), label="Labels", interactive=False,
                                           elem_id="review-table", max_height=320)
 

@@ -16,7 +16,7 @@ import pandas as pd
 from autolabel.errors import AutolabelError
 from autolabel.ui.events import listen, user_message, without_paths
 from autolabel.ui.session import parse_prompts
-from autolabel.ui.tab_test import EXAMPLE_PROMPTS
+from autolabel.ui.tab_test import EXAMPLE_PROMPTS, LOADING
 from autolabel.ui.video import (VideoJob, VideoRunner, edit_track, list_video_runs, open_video_run, render_frame,
                                 view_run)
 from autolabel.video.decode import VIDEO_EXTENSIONS
@@ -131,13 +131,26 @@ class VideoTab:
         return {self.upload_state: path, self.clip_name: f"Clip: **{name}**" if name else ""}
 
     def start(self, upload, server_clip, prompts, threshold, keyframe_every, fps, run_name):
-        job = self.runner.start(run_name, parse_prompts(prompts), threshold, upload=upload,
-                                clip_path=server_clip if (server_clip or "").strip() else None,
-                                keyframe_every=keyframe_every, fps=fps or None)
-        return self._following(job)
+        """Generator: a 'loading' status first when a model loads on this call, then the job."""
+        ontology = parse_prompts(prompts)
+        yield from self._started(functools.partial(
+            self.runner.start, run_name, ontology, threshold, upload=upload,
+            clip_path=server_clip if (server_clip or "").strip() else None, keyframe_every=keyframe_every,
+            fps=fps or None))
 
     def resume(self, run):
-        return self._following(self.runner.resume(run))
+        yield from self._started(functools.partial(self.runner.resume, run))
+
+    def _started(self, start):
+        if self.runner.loads_models():
+            yield {self.progress: f"<div id='video-progress-inner' data-state='loading'>{LOADING}</div>",
+                   self.app.status_box: self.app.status(loading=True, video=True)}
+        try:
+            job = start()
+        except AutolabelError:
+            yield {self.progress: progress_html(self.runner.current()), self.app.status_box: self.app.status()}
+            raise
+        yield self._following(job)
 
     def stop(self):
         job = self.runner.stop()

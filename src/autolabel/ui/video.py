@@ -3,9 +3,9 @@
 like ``autolabel label --mode track``, a frame drawn with its tracks, and the track edits.
 
 The clip is an upload (copied into the run folder under a sanitized name) or a file inside a folder
-the operator allowed. The detector is the one the Test and Batch tabs use (``ModelHandles``); the
-SAM2 video propagator is loaded once, from the UI's segmentation checkpoint. Nothing of the clip
-goes back to the browser but the frames drawn here.
+the operator allowed. The detector is the one the Test and Batch tabs use, and the SAM2 video model
+(from the UI's segmentation checkpoint) is held beside it: both are ``ModelHandles``'. Nothing of
+the clip goes back to the browser but the frames drawn here.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class VideoJob(Job):
 
 class VideoRunner(JobRunner):
     """Starts and follows video jobs (one at a time). ``make_propagator``: a factory of
-    ``models.sam2_video.Propagator`` (one per clip); None: SAM2 video from the UI's ``sam_model``.
+    ``models.sam2_video.Propagator`` (one per clip); None: a session of ``ModelHandles.video_model``.
     ``chunk_frames``: frames per transaction (what a stop keeps)."""
 
     busy = "clip {run} is still being labelled: wait for it or stop it"
@@ -113,7 +113,6 @@ class VideoRunner(JobRunner):
         self.models = models
         self.make_propagator = make_propagator
         self.chunk_frames = chunk_frames
-        self._sam2_video = None  # the loaded SAM2 video model, shared by every clip
 
     def start(self, run_name: str | None, ontology: Ontology, threshold: float, *, upload: str | None = None,
               clip_path: str | None = None, keyframe_every: int = TrackConfig.keyframe_every,
@@ -175,20 +174,16 @@ class VideoRunner(JobRunner):
         mode = "segment" if self.models.makes_masks(kwargs.get("model")) else "detect"
         return make_labeler(self.config, self.models, ontology, mode, threshold, **kwargs)
 
+    def loads_models(self) -> bool:
+        """Whether a clip started now loads a model first, the selected detector or the video
+        model (the tab then says so while it waits)."""
+        loads_video = self.make_propagator is None and not self.models.is_loaded("video")
+        return loads_video or not self.models.is_loaded("detector")
+
     def _propagator(self):
         if self.make_propagator is not None:
             return self.make_propagator(), None
-        from autolabel.settings import resolve_device
-        from autolabel.models.sam2_video import Sam2VideoPropagator
-
-        name = self.models.sam_model
-        if not name:
-            raise ConfigError("tracking needs a SAM2 model: start the UI with --sam-model")
-        with self._lock:
-            if self._sam2_video is None:
-                self._sam2_video = Sam2VideoPropagator.from_pretrained(name, resolve_device(self.models.device),
-                                                                       self.models.precision)
-        return self._sam2_video.fresh(), name
+        return self.models.video_model.fresh(), self.models.sam_model
 
     def _start(self, name: str, folder: Path, labeler, source: VideoSource, selection: FrameSelection,
                track: TrackConfig) -> VideoJob:
