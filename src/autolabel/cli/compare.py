@@ -18,7 +18,7 @@ from autolabel.models.precision import PRECISIONS
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the report and one run per model (re-use it to resume).")
 @click.option("--gt-images", type=click.Path(exists=True, file_okay=False), default=None,
-              help="COCO ground truth: folder its file_name entries are relative to.")
+              help="Where the ground truth's images are (COCO, VOC, Label Studio; YOLO names its own).")
 @click.option("--prompt", "prompts", multiple=True,
               help='Prompts of a ground-truth class: "car=car,automobile" (default: each class prompted by its name).')
 @click.option("--ontology", "ontology_file", type=click.Path(exists=True, dir_okay=False),

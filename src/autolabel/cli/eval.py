@@ -12,9 +12,10 @@ from autolabel.evaluation.evaluate import DEFAULT_IOU
 @click.command("eval")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--gt", "gt", required=True, type=click.Path(exists=True),
-              help="Ground truth: a COCO .json, a YOLO data.yaml, or a run folder (e.g. from `autolabel import`).")
+              help="Ground truth: a COCO .json, a YOLO data.yaml, a Pascal VOC folder, a Label Studio JSON "
+                   "export, or a run folder (e.g. from `autolabel import`).")
 @click.option("--gt-images", type=click.Path(exists=True, file_okay=False), default=None,
-              help="COCO ground truth: folder its file_name entries are relative to.")
+              help="Where the ground truth's images are (COCO, VOC, Label Studio; YOLO names its own).")
 @click.option("--iou", type=float, default=DEFAULT_IOU, show_default=True, help="IoU for precision, recall and thresholds.")
 @click.option("--target-precision", type=float, default=None,
               help="Also find each class's lowest threshold with at least this precision; thresholds.yaml then uses it.")

@@ -75,7 +75,8 @@ def from_store(store: Store, *, ground_truth: bool, model_only: bool = False) ->
 
 
 def from_path(source: str | Path, images_dir: str | Path | None = None, fmt: str | None = None) -> LabelSet:
-    """Ground truth from a run folder, a COCO ``.json`` or a YOLO ``data.yaml`` (or its folder)."""
+    """Ground truth from a run folder, a COCO ``.json``, a YOLO ``data.yaml`` (or its folder), a Pascal
+    VOC folder or a Label Studio JSON export (``importers.load_dataset``)."""
     source = Path(source)
     if source.is_dir() and (source / DB_NAME).exists():
         with open_store(source, create=False) as store:

@@ -1,4 +1,4 @@
-"""Load existing datasets (COCO, YOLO) and store them as ground-truth runs.
+"""Load existing datasets (COCO, YOLO, Pascal VOC, Label Studio) and store them as ground-truth runs.
 
 An imported run is an ordinary run folder (config ``{"mode": "import", "format", "source",
 "ontology", "masks"}``) whose labels are human labels (accepted, no score) on reviewed images: it can
@@ -18,34 +18,64 @@ from pathlib import Path
 from autolabel.errors import ConfigError
 from autolabel.importers.dataset import Dataset, DatasetImage, ImportFormatError
 
-IMPORT_FORMATS = ("coco", "yolo")
+IMPORT_FORMATS = ("coco", "yolo", "voc", "labelstudio")
 _BATCH = 256
 
 __all__ = ["IMPORT_FORMATS", "Dataset", "DatasetImage", "ImportFormatError", "ImportSummary",
            "detect_format", "import_dataset", "load_dataset"]
 
 
+def _json_holds_a_list(path: Path) -> bool:
+    """Whether the JSON document's top level is a list (Label Studio tasks), from its first character:
+    a COCO file can be large, and its reader parses it once."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            head = fh.read(4096).lstrip()
+    except (OSError, ValueError):
+        return False  # the COCO reader reports it
+    return head.startswith("[")
+
+
 def detect_format(source: str | Path) -> str:
-    """``coco`` for a ``.json`` file, ``yolo`` for a ``.yaml``/``.yml`` file or a folder."""
+    """``labelstudio`` for a ``.json`` list of tasks, ``coco`` for another ``.json``, ``yolo`` for a
+    ``.yaml``/``.yml`` file; a folder is ``voc`` when it holds ``Annotations/`` (or ``.xml`` files but
+    no ``data.yaml``), else ``yolo``."""
     path = Path(source)
     if path.suffix.lower() == ".json":
-        return "coco"
-    if path.suffix.lower() in (".yaml", ".yml") or path.is_dir():
+        return "labelstudio" if _json_holds_a_list(path) else "coco"
+    if path.suffix.lower() in (".yaml", ".yml"):
         return "yolo"
-    raise ConfigError(f"cannot tell the format of {source}: give a COCO .json, a YOLO data.yaml (or its folder), "
-                      "or --format")
+    if path.is_dir():
+        from autolabel.importers.voc import ANNOTATION_DIR
+
+        has_yaml = any(path.glob("*.yaml")) or any(path.glob("*.yml"))
+        if (path / ANNOTATION_DIR).is_dir() or (not has_yaml and any(path.glob("*.xml"))):
+            return "voc"
+        return "yolo"
+    raise ConfigError(f"cannot tell the format of {source}: give a COCO or Label Studio .json, a YOLO data.yaml "
+                      "(or its folder), a VOC folder, or --format")
 
 
 def load_dataset(source: str | Path, fmt: str | None = None, images_dir: str | Path | None = None) -> Dataset:
-    """Read a dataset into memory (labels in oriented pixels). ``images_dir`` is for COCO only."""
+    """Read a dataset into memory (labels in oriented pixels). ``images_dir``: where the images are,
+    for the formats that name images by file name (all but YOLO)."""
     fmt = fmt or detect_format(source)
     if fmt == "coco":
         from autolabel.importers.coco import load_coco
 
         return load_coco(source, images_dir)
+    if fmt == "voc":
+        from autolabel.importers.voc import load_voc
+
+        return load_voc(source, images_dir)
+    if fmt == "labelstudio":
+        from autolabel.importers.labelstudio import load_labelstudio
+
+        return load_labelstudio(source, images_dir)
     if fmt == "yolo":
         if images_dir is not None:
-            raise ConfigError("--images is for COCO; a YOLO dataset's data.yaml names its image folders")
+            raise ConfigError("--images is for COCO, VOC and Label Studio; a YOLO dataset's data.yaml names "
+                              "its image folders")
         from autolabel.importers.yolo import load_yolo
 
         return load_yolo(source)
@@ -61,6 +91,7 @@ class ImportSummary:
     per_class: Counter = field(default_factory=Counter)
     skipped_crowd: int = 0
     skipped_invalid: int = 0
+    notes: list[str] = field(default_factory=list)  # the reader's remarks (what it kept or left out)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -75,7 +106,8 @@ def import_dataset(source: str | Path, run_dir: str | Path, *, fmt: str | None =
     from autolabel.store import ImageResult, open_store
 
     dataset = load_dataset(source, fmt, images_dir)
-    summary = ImportSummary(Path(run_dir), skipped_crowd=dataset.crowd, skipped_invalid=dataset.skipped_invalid)
+    summary = ImportSummary(Path(run_dir), skipped_crowd=dataset.crowd, skipped_invalid=dataset.skipped_invalid,
+                            notes=list(dataset.notes))
     if on_total:
         on_total(len(dataset.images))
     with open_store(run_dir) as store:

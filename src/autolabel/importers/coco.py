@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from autolabel.detections import Detections
-from autolabel.importers.dataset import Dataset, DatasetImage, ImportFormatError, human_labels, probe_images, safe_join
+from autolabel.importers.dataset import (Dataset, DatasetImage, ImportFormatError, declared_frame, human_labels,
+                                         orient_labels, probe_images, safe_join)
 from autolabel.importers.segmentation import SegmentationError, segmentation_rle
 
 
@@ -112,31 +113,6 @@ def _annotations_by_image(data: dict, json_path: Path, image_ids, category_ids) 
     return by_image
 
 
-def labels_frame(image: DatasetImage, declared: tuple[int, int]) -> int:
-    """The EXIF orientation the image's labels must be turned by (1: none); see the size policy."""
-    from autolabel.orientation import file_orientation, orient_size, swaps_sides
-
-    if declared == (image.width, image.height):
-        return 1
-    try:
-        orientation = file_orientation(image.path)
-    except OSError:
-        orientation = 1
-    if swaps_sides(orientation) and declared == orient_size((image.width, image.height), orientation):
-        return orientation
-    raise ImportFormatError(f"{image.path}: COCO says {declared[0]}x{declared[1]} but the image is "
-                            f"{image.width}x{image.height} (after EXIF orientation); labels were made for another copy")
-
-
-def _orient(labels: Detections, orientation: int, stored: tuple[int, int]) -> Detections:
-    from autolabel.orientation import orient_boxes, orient_rle
-
-    if orientation == 1:
-        return labels
-    masks = None if labels.masks is None else [m if m is None else orient_rle(m, orientation) for m in labels.masks]
-    return human_labels(orient_boxes(labels.xyxy, orientation, stored), labels.class_ids, masks)
-
-
 def load_coco(json_path: str | Path, images_dir: str | Path | None = None, *, hash_files: bool = True) -> Dataset:
     """Parse a COCO file and probe its images (oriented size; SHA-256 with ``hash_files``)."""
     json_path = Path(json_path)
@@ -166,7 +142,7 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None, *, ha
         im = coco_images[image_id]
         declared = (int(im.get("width") or image.width), int(im.get("height") or image.height))
         try:
-            orientation = labels_frame(image, declared)
+            orientation = declared_frame(image, declared, "COCO")
         except ImportFormatError as exc:
             image.error = str(exc)
             continue
@@ -174,7 +150,7 @@ def load_coco(json_path: str | Path, images_dir: str | Path | None = None, *, ha
         anns = by_image.get(image_id, [])
         crowd = [a for a in anns if a.get("iscrowd")]
         plain = [a for a in anns if not a.get("iscrowd")]
-        image.labels = _orient(from_coco(plain, *declared, class_index, where), orientation, declared)
-        image.crowd = _orient(from_coco(crowd, *declared, class_index, where), orientation, declared)
+        image.labels = orient_labels(from_coco(plain, *declared, class_index, where), orientation, declared)
+        image.crowd = orient_labels(from_coco(crowd, *declared, class_index, where), orientation, declared)
         dataset.skipped_invalid += len(anns) - len(image.labels) - len(image.crowd)
     return dataset

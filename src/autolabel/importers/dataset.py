@@ -59,6 +59,7 @@ class Dataset:
     classes: list[str]
     images: list[DatasetImage]
     skipped_invalid: int = 0  # annotations without a usable box or mask
+    notes: list[str] = field(default_factory=list)  # what the reader kept or left out, for the report
 
     @property
     def crowd(self) -> int:
@@ -94,3 +95,54 @@ def probe_images(paths: list[Path], hash_files: bool = True) -> list[DatasetImag
 
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe") as pool:
         return list(pool.map(probe, paths))
+
+
+def declared_frame(image: DatasetImage, declared: tuple[int, int], fmt: str) -> int:
+    """The EXIF orientation that labels made for a ``declared`` ``(w, h)`` image must be turned by
+    (1: none). The oriented size is taken as is; the stored size of a file whose orientation swaps
+    the sides means the labels were drawn on the stored pixels; any other size fails the image."""
+    from autolabel.orientation import file_orientation, orient_size, swaps_sides
+
+    if declared == (image.width, image.height):
+        return 1
+    try:
+        orientation = file_orientation(image.path)
+    except OSError:
+        orientation = 1
+    if swaps_sides(orientation) and declared == orient_size((image.width, image.height), orientation):
+        return orientation
+    raise ImportFormatError(f"{image.path}: {fmt} says {declared[0]}x{declared[1]} but the image is "
+                            f"{image.width}x{image.height} (after EXIF orientation); labels were made for another copy")
+
+
+def orient_labels(labels: Detections, orientation: int, stored: tuple[int, int]) -> Detections:
+    """Labels in the stored frame of size ``stored`` ``(w, h)`` -> the EXIF-oriented frame."""
+    from autolabel.orientation import orient_boxes, orient_rle
+
+    if orientation == 1:
+        return labels
+    masks = None if labels.masks is None else [m if m is None else orient_rle(m, orientation) for m in labels.masks]
+    return human_labels(orient_boxes(labels.xyxy, orientation, stored), labels.class_ids, masks)
+
+
+def relative_inside(root: Path, name: str) -> Path | None:
+    """``root / name`` when ``name`` is a relative path that stays inside ``root`` (``safe_join``), else None."""
+    try:
+        return safe_join(root, name, str(root))
+    except ImportFormatError:
+        return None
+
+
+def polygon_mask(polygons: list[list[float]], width: int, height: int, where: str) -> tuple[dict, np.ndarray]:
+    """Polygons (flat ``x1 y1 x2 y2 ...`` pixel lists) on a ``width x height`` image -> a COCO RLE
+    and the polygons' extent ``xyxy`` (not clipped). A polygon that is not usable raises
+    ``ImportFormatError`` naming ``where``."""
+    from autolabel.geometry import polygons_to_rle
+    from autolabel.importers.segmentation import SegmentationError, check_polygons
+
+    try:
+        check_polygons(polygons, height, width)
+    except SegmentationError as exc:
+        raise ImportFormatError(f"{where}: invalid polygon ({exc})") from None
+    points = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons])
+    return polygons_to_rle(polygons, height, width), np.array([*points.min(axis=0), *points.max(axis=0)])
