@@ -14,7 +14,6 @@ rather than guessing.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -22,18 +21,12 @@ import numpy as np
 
 from autolabel.detections import Detections
 from autolabel.importers.dataset import (Dataset, DatasetImage, ImportFormatError, declared_frame, human_labels,
-                                         orient_labels, probe_images, safe_join)
+                                         orient_labels, probe_images, read_json, safe_join)
 from autolabel.importers.segmentation import SegmentationError, segmentation_rle
 
 
 def _load_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise ImportFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ImportFormatError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise ImportFormatError(f"{path} is not a COCO file: it needs 'images' and 'categories' lists")
     if not isinstance(data.get("annotations", []), list):

@@ -70,6 +70,20 @@ class Dataset:
         return any(image.labels.masks is not None for image in self.images)
 
 
+def read_json(path: Path):
+    """A dataset's JSON file, or an ``ImportFormatError`` saying why it cannot be read."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ImportFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ImportFormatError(f"{path} is not valid JSON: {exc}") from None
+    return data
+
+
 def safe_join(root: Path, name: str, what: str) -> Path:
     """``root / name``, refusing absolute names and names that climb out of ``root`` (``../``)."""
     if not name or os.path.isabs(name) or Path(name).drive:

@@ -21,7 +21,6 @@ reported and skipped.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -34,7 +33,7 @@ import numpy as np
 
 from autolabel.detections import Detections
 from autolabel.importers.dataset import (Dataset, DatasetImage, ImportFormatError, declared_frame, human_labels,
-                                         orient_labels, polygon_mask, probe_images, relative_inside)
+                                         orient_labels, polygon_mask, probe_images, read_json, relative_inside)
 from autolabel.images import IMAGE_EXTENSIONS
 
 BOX_TYPES = ("rectanglelabels", "rectangle")
@@ -85,13 +84,7 @@ class Skipped:
 
 
 def load_tasks(path: Path) -> list[dict]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise ImportFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ImportFormatError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     if not isinstance(data, list):
         raise ImportFormatError(f"{path} is not a Label Studio JSON export: it must be a list of tasks")
     for index, task in enumerate(data):
