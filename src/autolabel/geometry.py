@@ -101,12 +101,12 @@ def region_to_rle(region: np.ndarray, x0: int, y0: int, height: int, width: int)
     if cx1 > cx0 and cy1 > cy0:
         sub = reg[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] != 0
         cw, ch = sub.shape[1], sub.shape[0]
-        # One row per frame column, zero-padded above and below: +1 marks a run start, -1 a run end.
-        padded = np.zeros((cw, ch + 2), dtype=np.int8)
+        # One row per frame column, padded with False above and below: every change is a run's start
+        # or end, and they alternate (each column starts and ends outside a run).
+        padded = np.zeros((cw, ch + 2), dtype=bool)
         padded[:, 1:-1] = sub.T
-        diff = np.diff(padded, axis=1)  # (cw, ch + 1)
-        flat_starts = np.flatnonzero(diff == 1)
-        flat_ends = np.flatnonzero(diff == -1)
+        changes = np.flatnonzero(padded[:, 1:] != padded[:, :-1])  # in the (cw, ch + 1) layout
+        flat_starts, flat_ends = changes[0::2], changes[1::2]
         if flat_starts.size:
 
             def to_frame(flat: np.ndarray) -> np.ndarray:

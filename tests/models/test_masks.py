@@ -20,6 +20,7 @@ from autolabel.models.masks import check_boxes, encode_upsampled, upsampled_rle
         (3000, 4000, "blob"),  # a 12 MP frame, positive cells in one corner: a small region
         (3000, 4000, "random"),
         (37, 1001, "blob"),  # odd sizes
+        (1080, 1920, "object"),  # SAM-like: large logits, one object with a sharp edge
     ],
 )
 def test_region_upsampling_equals_f_interpolate(height, width, positive):
@@ -29,6 +30,9 @@ def test_region_upsampling_equals_f_interpolate(height, width, positive):
     if positive == "blob":
         logits = -logits.abs()
         logits[20:23, 25:29] = torch.rand(3, 4) * 5
+    if positive == "object":  # the edge band, where rows are blended one by one, is what matters
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+        logits = (-(((xx - 0.2) ** 2 + yy**2).sqrt() - 0.5) * 60).clamp(-20, 20) + logits * 0.05
     rows = BilinearAxis.build(32, height)
     cols = BilinearAxis.build(32, width)
     ours = rle_to_mask(upsampled_rle(logits, rows, cols))
