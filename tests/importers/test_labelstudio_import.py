@@ -1,5 +1,5 @@
-"""``import`` of Label Studio JSON exports: our tasks reviewed and back, annotation choice, result
-types, image references, EXIF frames, broken files."""
+"""``import`` of Label Studio JSON exports: our tasks reviewed and back (multi-part masks too),
+annotation choice, result types, brush masks, image references, EXIF frames, broken files."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from PIL import Image
 from autolabel.detections import Detections
 from autolabel.errors import ConfigError
 from autolabel.export import ExportOptions, export_dataset
-from autolabel.geometry import rle_to_mask
+from autolabel.geometry import mask_iou, rle_to_mask
 from autolabel.images import file_sha256, oriented_size
 from autolabel.importers import detect_format, import_dataset, load_dataset
 from autolabel.orientation import orient_boxes
 from autolabel.store import ImageResult, open_store
-from autolabel.testing.synthetic import CLASSES, assert_boxes_close, detection_images, make_run, stored_labels
+from autolabel.testing.synthetic import (CLASSES, Label, SyntheticImage, assert_boxes_close, blob_mask,
+                                         detection_images, make_run, segmentation_images, stored_labels)
 
 EXIF = Path(__file__).parents[1] / "data" / "exif"
+BRUSH = json.loads((Path(__file__).parents[1] / "data" / "labelstudio" / "brush_vectors.json").read_text())
 EXIF_BOXES = {"Landscape_6.jpg": [[100.5, 200.25, 900.0, 1100.75]], "Portrait_8.jpg": [[10.0, 1500.0, 1190.0, 1790.5]]}
 
 
@@ -139,7 +141,6 @@ def test_annotation_choice_and_result_types(tmp_path):
             {"id": 1, "updated_at": "2024-05-01T10:00:00Z", "was_cancelled": False, "result": [_rect(0, 0, 10, 10, "old")]},
             {"id": 2, "updated_at": "2024-05-02T10:00:00Z", "was_cancelled": False,
              "result": [_rect(50, 20, 10, 30, "dog", rotation=90), polygon, *paired,
-                        {"id": "b", "type": "brushlabels", "value": {"format": "rle", "rle": [1, 2], "brushlabels": ["dog"]}},
                         {"id": "c", "type": "choices", "value": {"choices": ["day"]}}]},
             {"id": 3, "updated_at": "2024-05-03T10:00:00Z", "was_cancelled": True, "result": []}]},  # newest: cancelled
         {"id": 2, "data": {"image": "b.png"}, "predictions": [{"result": [_rect(0, 0, 10, 10, "dog")]}]},  # no review
@@ -156,8 +157,107 @@ def test_annotation_choice_and_result_types(tmp_path):
     assert dataset.notes == [
         "skipped 1 tasks without a submitted annotation (predictions alone are not ground truth)",
         "1 rotated rectangles became their axis-aligned hull",
-        "skipped 1 brush masks (Label Studio's brush RLE is not read; use polygons)",
         "skipped 1 results of other types (choices)"]
+
+
+def test_multi_part_masks_come_back_as_one_label(tmp_path):
+    """A mask of two parts is two polygons in Label Studio and one label again; two one-part masks of
+    one class in one image stay two labels."""
+    twins = SyntheticImage("siteD/twins.png", (80, 60), [Label.from_mask("car", blob_mask((80, 60), box))
+                                                          for box in ((5, 5, 30, 30), (40, 20, 75, 55))])
+    store = make_run(tmp_path / "run", tmp_path / "src", CLASSES, segmentation_images() + [twins])
+    export_dataset(store, tmp_path / "ls", "labelstudio", ExportOptions.build())
+    original = stored_labels(store)
+    store.close()
+    tasks_path = _accept_predictions(tmp_path / "ls" / "tasks.json")
+    ids = [r["id"] for task in json.loads(tasks_path.read_text()) for a in task["annotations"] for r in a["result"]]
+    assert "1-1-1" in ids and "1-1-2" in ids  # the ring with a second part
+    summary = import_dataset(tasks_path, tmp_path / "gt")
+    assert (summary.failed, summary.labels) == (0, sum(len(labels) for labels in original.values()))
+    manifest = json.loads((tasks_path.parent / "manifest.json").read_text())
+    source_of = {str((tasks_path.parent / e["image"]).resolve()): e["source"] for e in manifest["images"]}
+    with open_store(tmp_path / "gt", create=False) as gt:
+        imported = stored_labels(gt)
+        sizes = {r.path: (r.width, r.height) for r in gt.images()}
+        names = gt.ontology.names
+    for path, labels in imported.items():
+        want = original[source_of[path]]
+        assert [names[c] for c in labels.class_ids] == [CLASSES[c] for c in want.class_ids]
+        assert_boxes_close(labels.xyxy, want.xyxy, sizes[path])
+        for got_rle, want_rle in zip(labels.masks or [], want.masks or []):
+            assert mask_iou(rle_to_mask(got_rle), rle_to_mask(want_rle)) > 0.99
+
+
+def _polygon(region_id, label, x0):
+    return {"id": region_id, "type": "polygonlabels", "original_width": 200, "original_height": 100,
+            "value": {"points": [[x0, 10], [x0 + 4, 10], [x0 + 4, 50], [x0, 50]], "polygonlabels": [label]}}
+
+
+@pytest.mark.parametrize(
+    "parts, areas",
+    [
+        ([("3-1-1", "a"), ("3-1-2", "a"), ("3-1-3", "a")], [960]),  # all parts: one label
+        ([("3-1-2", "a"), ("3-2", "b"), ("3-1-1", "a")], [640, 320]),  # in any order, beside a one-part mask
+        ([("3-1-1", "a"), ("3-1-3", "a")], [320, 320]),  # part 2 missing
+        ([("3-1-1", "a"), ("3-1-2", "b")], [320, 320]),  # different labels
+        ([("3-1-1", "a"), ("3-1-1", "a"), ("3-1-2", "a")], [320, 320, 320]),  # a part twice
+        ([("3-1", "a"), ("3-2", "a")], [320, 320]),  # one-part masks of one image
+        ([("x-1", "a"), ("x-2", "a")], [320, 320]),  # not our export's ids
+        ([("3-1-1", "a")], [320]),  # a lone first part
+    ],
+)
+def test_only_complete_part_sequences_are_joined(tmp_path, parts, areas):
+    """Each part is 8 x 40 pixels (320), 20 pixels right of the one before."""
+    Image.new("RGB", (200, 100)).save(tmp_path / "a.png")
+    results = [_polygon(region_id, label, 10 * k) for k, (region_id, label) in enumerate(parts)]
+    [image] = load_dataset(_write(tmp_path / "tasks.json", [_task("a.png", results)])).images
+    assert [int(rle_to_mask(rle).sum()) for rle in image.labels.masks] == areas
+    if areas == [960]:
+        np.testing.assert_allclose(image.labels.xyxy, [[0, 10, 48, 50]])  # the union's box
+
+
+def _brush(region_id, rle, size, label="cat"):
+    return {"id": region_id, "type": "brushlabels", "original_width": size[0], "original_height": size[1],
+            "image_rotation": 0, "value": {"format": "rle", "rle": rle, "brushlabels": [label]}}
+
+
+# A 7x5 brush mask with nothing in it: 140 values, word size 8, widths [3, 4, 8, 16], one run of 0.
+EMPTY_7X5 = [0, 0, 0, 140, 57, 27, 254, 139, 0]
+
+
+def test_brush_masks(tmp_path):
+    """Decoded masks and tight boxes; the stored frame of a rotated photo turned; an empty mask left
+    out and counted; a broken one fails its image alone, in one line naming the task."""
+    big, small = BRUSH["big"], BRUSH["small"]
+    Image.new("RGB", (big["width"], big["height"])).save(tmp_path / "big.png")
+    Image.new("RGB", (7, 5)).save(tmp_path / "broken.png")
+    rotated = Image.new("RGB", (7, 5))  # stored 7x5, shown 5x7
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "rotated.jpg", exif=exif)
+    tasks = [_task("big.png", [_brush("b", big["rle"], (big["width"], big["height"]))], id=1),
+             _task("rotated.jpg", [_brush("b", small["rle"], (7, 5), "dog"), _brush("e", EMPTY_7X5, (7, 5))], id=2),
+             _task("broken.png", [_brush("b", small["rle"][:-3], (7, 5))], id=3)]
+    dataset = load_dataset(_write(tmp_path / "tasks.json", tasks))
+    images = {Path(image.path).name: image for image in dataset.images}
+    assert dataset.classes == ["cat", "dog"]
+
+    want = np.zeros((big["height"], big["width"]), dtype=bool)
+    for x0, y0, x1, y1 in big["rects_xyxy"]:
+        want[y0:y1, x0:x1] = True
+    labels = images["big.png"].labels
+    assert labels.class_ids.tolist() == [0]
+    np.testing.assert_array_equal(rle_to_mask(labels.masks[0]), want)
+    np.testing.assert_array_equal(labels.xyxy, [[10, 20, 391, 290]])
+
+    labels = images["rotated.jpg"].labels
+    assert labels.class_ids.tolist() == [1] and dataset.skipped_invalid == 1  # the empty mask
+    stored = np.array([[c == "1" for c in row] for row in small["rows"]])
+    np.testing.assert_array_equal(rle_to_mask(labels.masks[0]), np.rot90(stored, -1))  # turned clockwise
+    np.testing.assert_array_equal(labels.xyxy, [[0, 0, 5, 7]])
+
+    error = images["broken.png"].error
+    assert "tasks.json: task 3: result b: invalid brush mask (the stream is truncated" in error and "\n" not in error
 
 
 @pytest.mark.parametrize(

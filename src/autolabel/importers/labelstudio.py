@@ -3,14 +3,18 @@
 Each task's ground truth is its most recent annotation that was not cancelled (``updated_at``, then
 ``id``); tasks with only predictions (or only cancelled annotations) are not ground truth and are
 skipped. Results read: ``rectanglelabels`` (a rotated one becomes its axis-aligned hull),
-``polygonlabels`` (a mask and the polygon's extent), and ``rectangle`` / ``polygon`` whose class is a
-``labels`` result with the same id. ``brushlabels`` (Label Studio's own RLE) and other result types
-are skipped and counted. A region with several labels gives one label per name. Classes are in the
-order their names first appear.
+``polygonlabels`` (a mask and the polygon's extent), ``brushlabels`` (Label Studio's brush RLE, decoded
+by ``ls_brush``: a mask and its tight box; an empty one is left out), and ``rectangle`` / ``polygon`` /
+``brush`` whose class is a ``labels`` result with the same id. Other result types are skipped and
+counted. A region with several labels gives one label per name. Classes are in the order their names
+first appear.
 
-Coordinates are percent of ``original_width`` x ``original_height``, which follows the COCO reader's
-size policy (``dataset.declared_frame``); results whose image was turned in the editor
-(``image_rotation``) fail their image.
+Our own export writes a mask of ``n`` parts as polygons ``<region>-1`` .. ``<region>-n``; they come
+back as one label (the union of the parts) when all ``n`` are there with the same labels.
+
+Coordinates are percent of ``original_width`` x ``original_height`` (a brush mask has that many
+pixels), which follows the COCO reader's size policy (``dataset.declared_frame``); results whose image
+was turned in the editor (``image_rotation``) or a brush mask that cannot be decoded fail their image.
 
 ``data.image`` is resolved under ``images_dir`` (default: the JSON's folder): the path after ``?d=``
 (local files storage) or a plain relative path, then that path without its leading folders, then the
@@ -32,22 +36,32 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 
 from autolabel.detections import Detections
+from autolabel.geometry import mask_to_rle, rle_to_xyxy
+from autolabel.images import IMAGE_EXTENSIONS
 from autolabel.importers.dataset import (Dataset, DatasetImage, ImportFormatError, declared_frame, human_labels,
                                          orient_labels, polygon_mask, probe_images, read_json, relative_inside)
-from autolabel.images import IMAGE_EXTENSIONS
+from autolabel.importers.ls_brush import decode_brush
 
 BOX_TYPES = ("rectanglelabels", "rectangle")
 POLYGON_TYPES = ("polygonlabels", "polygon")
 BRUSH_TYPES = ("brushlabels", "brush")
 _UPLOAD_PREFIX = re.compile(r"[0-9a-f]{8}-(.+)")
+# A part of a multi-part mask in our export: "<image>-<label>-<part>". Requiring the "<image>-<label>"
+# base keeps one-part masks "<image>-<label>" of one image from being taken for parts of one region.
+_PART_ID = re.compile(r"(\d+-\d+)-([1-9]\d*)")
+
+
+class BrushMaskError(ImportFormatError):
+    """A brush mask that cannot be decoded: it fails its image, not the whole import."""
 
 
 @dataclass
 class Region:
-    kind: str  # "box" or "polygon"
+    kind: str  # "box", "polygon" or "brush"
     names: list[str]
-    value: dict
+    values: list[dict]  # the result's value; a multi-part polygon has one per part
     where: str
+    id: str | None = None
 
 
 @dataclass
@@ -64,7 +78,6 @@ class Skipped:
     """What the reader leaves out, for the report."""
 
     tasks: int = 0  # no submitted annotation
-    brush: int = 0
     other: Counter = field(default_factory=Counter)  # result type -> count
     rotated: int = 0  # rotated rectangles turned into their hull
 
@@ -75,8 +88,6 @@ class Skipped:
                          "(predictions alone are not ground truth)")
         if self.rotated:
             notes.append(f"{self.rotated} rotated rectangles became their axis-aligned hull")
-        if self.brush:
-            notes.append(f"skipped {self.brush} brush masks (Label Studio's brush RLE is not read; use polygons)")
         if self.other:
             kinds = ", ".join(sorted(self.other))
             notes.append(f"skipped {sum(self.other.values())} results of other types ({kinds})")
@@ -143,10 +154,7 @@ def read_task(task: dict, annotation: dict, where: str, skipped: Skipped) -> Tas
     for index, result in enumerate(results):
         kind = result.get("type")
         at = f"{where}: result {result.get('id', index)}"
-        if kind in BRUSH_TYPES:
-            skipped.brush += 1
-            continue
-        if kind not in BOX_TYPES + POLYGON_TYPES:
+        if kind not in BOX_TYPES + POLYGON_TYPES + BRUSH_TYPES:
             if kind != "labels":
                 skipped.other[str(kind)] += 1
             continue
@@ -154,7 +162,10 @@ def read_task(task: dict, annotation: dict, where: str, skipped: Skipped) -> Tas
         if not isinstance(value, dict):
             raise ImportFormatError(f"{at}: 'value' must be an object")
         names = value.get(kind) if kind.endswith("labels") else labels_by_id.get(result.get("id"))
-        regions.append(Region("box" if kind in BOX_TYPES else "polygon", _label_names(names or [], at), value, at))
+        shape = "box" if kind in BOX_TYPES else "polygon" if kind in POLYGON_TYPES else "brush"
+        result_id = result.get("id")
+        regions.append(Region(shape, _label_names(names or [], at), [value], at,
+                              result_id if isinstance(result_id, str) else None))
         size = _declared_size(result, at)
         if size is not None:
             sizes.add(size)
@@ -165,7 +176,31 @@ def read_task(task: dict, annotation: dict, where: str, skipped: Skipped) -> Tas
     elif rotations - {0}:
         error = (f"{where}: image_rotation {max(rotations):g} (the image was turned in the editor) "
                  "is not supported")
-    return Task(where, reference.strip(), regions, next(iter(sizes), None), error)
+    return Task(where, reference.strip(), join_parts(regions, where), next(iter(sizes), None), error)
+
+
+def join_parts(regions: list[Region], where: str) -> list[Region]:
+    """Polygons ``<base>-1`` .. ``<base>-n`` (n >= 2, each once, the same labels) -> one region where
+    the first of them was; anything else is left as it is."""
+    parts: dict[str, dict[int, list[int]]] = {}  # base -> part number -> indices in regions
+    for index, region in enumerate(regions):
+        match = _PART_ID.fullmatch(region.id or "") if region.kind == "polygon" else None
+        if match:
+            parts.setdefault(match.group(1), {}).setdefault(int(match.group(2)), []).append(index)
+    joined: dict[int, Region] = {}  # where the first part was -> the joined region
+    dropped: set[int] = set()
+    for base, numbers in parts.items():
+        complete = sorted(numbers) == list(range(1, len(numbers) + 1)) and len(numbers) >= 2
+        if not complete or any(len(found) > 1 for found in numbers.values()):
+            continue
+        indices = [numbers[k][0] for k in range(1, len(numbers) + 1)]
+        names = regions[indices[0]].names
+        if any(regions[i].names != names for i in indices):
+            continue
+        joined[min(indices)] = Region("polygon", names, [regions[i].values[0] for i in indices],
+                                      f"{where}: result {base}-1..{len(indices)}", base)
+        dropped.update(indices)
+    return [joined.get(i, region) for i, region in enumerate(regions) if i in joined or i not in dropped]
 
 
 def _numbers(value: dict, keys: tuple[str, ...], where: str) -> list[float]:
@@ -205,6 +240,19 @@ def region_polygon(value: dict, width: int, height: int, where: str) -> list[flo
     return flat
 
 
+def region_brush(value: dict, width: int, height: int, where: str) -> tuple[dict, np.ndarray]:
+    """A brush result's mask on a ``width x height`` image -> its COCO RLE and tight ``xyxy`` (zeros
+    when empty). A malformed one raises ``BrushMaskError`` naming ``where``."""
+    if value.get("format", "rle") != "rle":
+        raise BrushMaskError(f"{where}: brush format {value.get('format')!r} is not supported (only 'rle')")
+    try:
+        mask = decode_brush(value.get("rle"), width, height)
+    except ValueError as exc:
+        raise BrushMaskError(f"{where}: invalid brush mask ({exc})") from None
+    rle = mask_to_rle(mask)
+    return rle, rle_to_xyxy(rle)
+
+
 def from_labelstudio(regions: list[Region], width: int, height: int, class_index: dict[str, int],
                      skipped: Skipped) -> tuple[Detections, int]:
     """Regions of one ``width x height`` image -> (human labels in its pixels, regions left out).
@@ -214,11 +262,13 @@ def from_labelstudio(regions: list[Region], width: int, height: int, class_index
     for region in regions:
         rle = None
         if region.kind == "box":
-            xyxy, rotated = region_box(region.value, width, height, region.where)
+            xyxy, rotated = region_box(region.values[0], width, height, region.where)
             skipped.rotated += rotated
+        elif region.kind == "brush":
+            rle, xyxy = region_brush(region.values[0], width, height, region.where)
         else:
-            rle, xyxy = polygon_mask([region_polygon(region.value, width, height, region.where)], width, height,
-                                     region.where)
+            polygons = [region_polygon(value, width, height, region.where) for value in region.values]
+            rle, xyxy = polygon_mask(polygons, width, height, region.where)
         xyxy = np.clip(xyxy, 0, [width, height, width, height])
         if not region.names or not (xyxy[2] > xyxy[0] and xyxy[3] > xyxy[1]):
             left_out += 1
@@ -333,7 +383,11 @@ def load_labelstudio(json_path: str | Path, images_dir: str | Path | None = None
         except ImportFormatError as exc:
             image.error = str(exc)
             continue
-        labels, left_out = from_labelstudio(task.regions, *declared, class_index, skipped)
+        try:
+            labels, left_out = from_labelstudio(task.regions, *declared, class_index, skipped)
+        except BrushMaskError as exc:
+            image.error = str(exc)
+            continue
         image.labels = orient_labels(labels, orientation, declared)
         dataset.skipped_invalid += left_out
     dataset.notes += skipped.notes()
