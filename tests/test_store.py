@@ -136,6 +136,42 @@ def test_an_unchanged_edit_only_accepts(store):
                                                                                        label.scores.tolist())
 
 
+def test_a_moved_box_takes_its_new_mask_in_the_same_edit(store):
+    from autolabel.geometry import box_to_rle
+
+    store.write_results([ImageResult("/a.jpg", "h", 60, 50, _dets())])
+    image_id = next(store.images()).id
+    car, person = store.labels(image_id).ids.tolist()
+    mask = box_to_rle((2, 3, 20, 30), 50, 60)
+    store.update_detection(car, xyxy=(2, 3, 20, 30), rle=mask)
+    moved = store.labels(image_id)[store.labels(image_id).ids == car]
+    assert (moved.xyxy.tolist(), moved.masks, moved.sources.tolist()) == ([[2, 3, 20, 30]], [mask], ["human"])
+    assert store.model_predictions(image_id).masks[0] == RLE  # the model's mask stays with its prediction
+    store.update_detection(car, xyxy=(2, 3, 20, 30), rle=mask)  # the same box and mask: only accepted
+    store.update_detection(car, class_name="person")  # a new class keeps the mask of an unmoved box
+    assert store.labels(image_id)[store.labels(image_id).ids == car].masks == [mask]
+    store.update_detection(person, xyxy=(5, 5, 12, 12))  # no mask given: a moved box has none
+    assert store.labels(image_id)[store.labels(image_id).ids == person].masks == [None]
+
+
+@pytest.mark.parametrize("bad, why", [
+    ({"size": [60, 50], "counts": "0"}, "not the image's"),  # height and width swapped
+    ({"size": [50, 60], "counts": [10, 20]}, "cover 30 pixels"),  # too short: another image's
+    ("not a mask", "COCO RLE dict"),
+])
+def test_a_mask_of_the_wrong_size_is_refused_and_nothing_changes(store, bad, why):
+    store.write_results([ImageResult("/a.jpg", "h", 60, 50, _dets())])
+    image_id = next(store.images()).id
+    car = int(store.labels(image_id).ids[0])
+    before = store.detection_row(car)
+    with pytest.raises(StoreError, match=why):
+        store.update_detection(car, xyxy=(2, 3, 20, 30), rle=bad)
+    assert store.detection_row(car) == before
+    with pytest.raises(StoreError, match=why):  # a drawn box's mask is checked the same way
+        store.add_detection(image_id, "car", (2, 3, 20, 30), rle=bad)
+    assert len(store.labels(image_id)) == 2
+
+
 def test_a_label_snapshot_puts_back_exactly(store):
     store.write_results([ImageResult("/a.jpg", "h", 60, 50, _dets())])
     image_id = next(store.images()).id

@@ -23,6 +23,7 @@ import numpy as np
 from autolabel.detections import Detections
 from autolabel.errors import ConfigError
 from autolabel.geometry import Size
+from autolabel.models.memo import ModelMemo
 from autolabel.models.precision import PRECISIONS
 from autolabel.ontology import Ontology
 from autolabel.tiling import AutoTiling, Tiling
@@ -559,6 +560,55 @@ class Labeler:
                  for i, (p, size) in enumerate(zip(pixels, sizes))]
         return self.label(self.encode(batch))
 
+    def masks_for_boxes(self, image: str | Path, boxes_xyxy, max_pixels: int | None = None) -> list[dict | None]:
+        """COCO RLE masks (original resolution, EXIF-oriented frame) of ``(N, 4)`` ``xyxy`` boxes in
+        the original pixels of the image file ``image``, made as a segment run makes them: the same
+        draft decode (``decode_side``), segmenter embedding and mask encoding. Boxes are clipped to
+        the image; one left empty gets None. The embedding of the last few images is remembered per
+        segmenter (``_EmbeddingMemo``), so a second box on an image does not run the encoder again."""
+        if not self.uses_segmenter:
+            raise ConfigError("masks for boxes need a segmenter: a segment-mode labeler with sam_model= or segmenter=")
+        from autolabel.geometry import clip_boxes
+
+        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+        if not len(boxes):
+            return []
+        embedding, size = self._image_embedding(image, max_pixels)
+        boxes = clip_boxes(boxes, *size)
+        usable = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        masks: list[dict | None] = [None] * len(boxes)
+        if usable.any():
+            logits = self.segmenter.predict_logits(embedding, boxes[usable])
+            for i, rle in zip(np.flatnonzero(usable), self.segmenter.encode_masks(logits, size)):
+                masks[i] = rle
+        return masks
+
+    def _image_embedding(self, image: str | Path, max_pixels: int | None):
+        """``(embedding, original size)`` of one image file for the segmenter, decoded and
+        preprocessed as ``prepare`` and ``encode`` do it in a run; remembered by content and decode side."""
+        import torch
+
+        from autolabel.images import DEFAULT_MAX_PIXELS, file_sha256, load_image, oriented_size
+        from autolabel.models.preprocess import as_hwc_uint8
+
+        segmenter = self.segmenter
+        memo = _EmbeddingMemo.of(segmenter) or self.__dict__.setdefault("_embedding_memo", _EmbeddingMemo())
+        key = (file_sha256(image), self.decode_side(Size(*oriented_size(image))))
+        remembered = memo.recall([key])
+        if remembered:
+            return remembered[key]
+        loaded = load_image(image, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                            draft=lambda size: self.decode_side(Size(*size)))
+        size = Size(loaded.width, loaded.height)
+        pixels = as_hwc_uint8(loaded.image)
+        del loaded
+        on_device = self.model_device != "cpu" and segmenter.preprocessor.on_device
+        with torch.inference_mode():
+            inputs = segmenter.preprocessor(pixels, size, segmenter.device if on_device else "cpu")
+        (embedding,) = segmenter.embed(torch.stack([inputs]), [size])
+        memo.remember({key: (embedding, size)})
+        return embedding, size
+
     def candidates(self, launched: Launched, k: int) -> list:
         """The detector's top-``k`` prompt-independent candidates of each image of a launched batch
         (``autolabel.candidates.Candidates``, queued on the device), for re-prompting it later
@@ -586,6 +636,13 @@ class Labeler:
             scores = self.detector.score_candidates(candidates, queries, min_score=floor)
         with _stage(times, "postprocess"):
             return self.detector.postprocess(scores, list(sizes), self.ontology, self.config)
+
+
+class _EmbeddingMemo(ModelMemo):
+    """Segmenter embeddings of the last images ``masks_for_boxes`` was asked about (keyed by file
+    content and decode side): the image encoder is the costly part of a mask."""
+
+    KEPT = 2  # an embedding is tens of MB at 1024 px
 
 
 def _attach_masks(dets: Detections, logits, size: Size, encode, times) -> Detections:

@@ -332,15 +332,17 @@ class Store:
         with self._transaction(durable=True) as conn:
             conn.execute("UPDATE detections SET review = ? WHERE id = ?", (review, detection_id))
 
-    def update_detection(self, detection_id: int, *, class_name: str | None = None, xyxy=None) -> None:
-        """Change a label's class or box. A changed label becomes a person's label: source ``human``,
-        accepted, no score or prompt, and no mask when the box moved (the mask no longer matches);
-        the model's prediction it came from is kept (``model_predictions``). Setting the same class
-        and box only accepts the label."""
+    def update_detection(self, detection_id: int, *, class_name: str | None = None, xyxy=None,
+                         rle: dict | None = None) -> None:
+        """Change a label's class, box or mask. A changed label becomes a person's label: source
+        ``human``, accepted, no score or prompt; a moved box takes ``rle`` as its mask (a COCO RLE of
+        the image's size, e.g. from ``Labeler.masks_for_boxes``) or, without one, has none (the old
+        mask no longer matches). The model's prediction it came from is kept (``model_predictions``).
+        Setting the same class, box and mask only accepts the label."""
         if class_name is not None:
             self._check_class(class_name)
         with self._transaction(durable=True) as conn:
-            row = conn.execute("SELECT class_name, prompt, score, x0, y0, x1, y1, rle, source, original "
+            row = conn.execute("SELECT class_name, prompt, score, x0, y0, x1, y1, rle, source, original, image_id "
                                "FROM detections WHERE id = ?", (detection_id,)).fetchone()
             if row is None:
                 raise StoreError(f"no detection with id {detection_id}")
@@ -348,27 +350,34 @@ class Store:
             box = tuple(map(float, xyxy)) if xyxy is not None else old_box
             if not (box[2] > box[0] and box[3] > box[1]):
                 raise StoreError(f"box {tuple(box)} is empty: need x1 > x0 and y1 > y0")
+            if rle is not None:
+                _check_image_rle(conn, row[10], rle)
+                mask = json.dumps(rle)
+            else:
+                mask = row[7] if box == old_box else None
             new_class = class_name or row[0]
-            if (new_class, box) == (row[0], old_box):
+            if (new_class, box, mask) == (row[0], old_box, row[7]):
                 conn.execute("UPDATE detections SET review = 'accepted' WHERE id = ?", (detection_id,))
                 return
             original = row[9]
             if original is None and row[8] == "model":
                 original = json.dumps({"class_name": row[0], "prompt": row[1], "score": row[2], "xyxy": old_box,
                                        "rle": json.loads(row[7]) if row[7] else None})
-            rle = row[7] if box == old_box else None
             conn.execute("UPDATE detections SET class_name = ?, prompt = NULL, score = NULL, x0 = ?, y0 = ?, x1 = ?, "
                          "y1 = ?, rle = ?, source = 'human', review = 'accepted', original = ? WHERE id = ?",
-                         (new_class, *box, rle, original, detection_id))
+                         (new_class, *box, mask, original, detection_id))
 
     def add_detection(self, image_id: int, class_name: str, xyxy, rle: dict | None = None) -> int:
-        """Add a human-drawn label (accepted, no score); returns its id."""
+        """Add a human-drawn label (accepted, no score), with ``rle`` as its mask (a COCO RLE of the
+        image's size) if given; returns its id."""
         self._check_class(class_name)
         self.image(image_id)
         x0, y0, x1, y1 = map(float, xyxy)
         if not (x1 > x0 and y1 > y0):
             raise StoreError(f"box {xyxy} is empty: need x1 > x0 and y1 > y0")
         with self._transaction(durable=True) as conn:
+            if rle:
+                _check_image_rle(conn, image_id, rle)
             return conn.execute(_INSERT_LABELS, (image_id, class_name, None, None, x0, y0, x1, y1,
                                                  json.dumps(rle) if rle else None, "human", "accepted")).lastrowid
 
@@ -430,6 +439,19 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_image_rle(conn: sqlite3.Connection, image_id: int, rle) -> None:
+    """Refuse a mask that is not a valid COCO RLE of the image's (oriented) size."""
+    from autolabel.importers.segmentation import SegmentationError, check_rle
+
+    height, width = conn.execute("SELECT height, width FROM images WHERE id = ?", (image_id,)).fetchone()
+    if not isinstance(rle, dict):
+        raise StoreError(f"a mask must be a COCO RLE dict, got {type(rle).__name__}")
+    try:
+        check_rle(rle, int(height), int(width))
+    except SegmentationError as exc:
+        raise StoreError(f"mask refused: {exc}") from None
 
 
 def open_store(run_dir: str | Path, create: bool = True) -> Store:

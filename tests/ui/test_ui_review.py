@@ -249,3 +249,136 @@ def test_evaluation_table_against_a_ground_truth_run(store, tmp_path, photos):
     car = next(row for row in rows if row[0] == "car")
     assert car[1] == 3 and car[2] == 2  # three true cars; the run found two, both right
     assert "images compared" in text
+
+
+# -- masks for a person's boxes in runs that keep masks (the Review tab's canvas handler) ------------
+
+
+def _segment_run(app, photos, name="seg", config=None):
+    """A run whose labels carry masks (segment mode unless ``config`` says otherwise): image 1 holds
+    a model car with a mask."""
+    from autolabel.geometry import box_to_rle
+
+    ontology = Ontology.from_prompts(["car", "person"])
+    with open_store(app.config.runs_dir / name) as s:
+        s.bind_config(config or {"model": "m", "sam_model": "s", "mode": "segment", "ontology": ontology.to_dict()})
+        s.write_results([ImageResult(str(photos[0]), "sha", 120, 170, Detections(
+            np.array([[10.0, 10, 60, 80]]), np.array([0.9]), np.array([0]), np.array([0]),
+            masks=[box_to_rle((12, 12, 58, 78), 170, 120)]))])
+        return next(s.images()).id
+
+
+@pytest.fixture
+def app(ui_config):
+    from autolabel.ui.app import AutolabelApp
+
+    app = AutolabelApp(ui_config)
+    app.build()
+    return app
+
+
+def _gesture(app, state, masks, **data):
+    """One canvas gesture through the tab's handler: every step it yields, the last one's state."""
+    from types import SimpleNamespace
+
+    steps = list(app.review.on_canvas(state, "car", masks, SimpleNamespace(_data=data)))
+    return steps, steps[-1][app.review.state]
+
+
+def _row(app, run, label_id):
+    with app.open_run(run) as s:
+        return s.detection_row(label_id)
+
+
+def test_drawn_and_moved_boxes_get_masks_and_undo_puts_the_old_mask_back(app, photos):
+    from autolabel.ui.session import mask_labeler
+
+    image_id = _segment_run(app, photos)
+    rev = app.review
+    loaded = rev.load("seg", "all", 0.3)
+    assert loaded[rev.masks].visible and loaded[rev.masks].value  # on by default where it applies
+    state = loaded[rev.state]
+    with app.open_run("seg") as s:
+        car = int(s.labels(image_id).ids[0])
+        expected = mask_labeler(app.config, app.models, s.config, s.ontology).masks_for_boxes(
+            photos[0], [[20, 30, 100, 150], [5, 40, 90, 160]])
+    model_row = _row(app, "seg", car)
+
+    steps, state = _gesture(app, state, True, action="add", box=[20, 30, 100, 150])
+    assert steps[0][rev.hint] == "Segmenting…" and "with its mask" in steps[-1][rev.hint]
+    drawn = state.undo[-1].label_id
+    assert json.loads(_row(app, "seg", drawn)["rle"]) == expected[0]  # what the engine makes for the box
+    assert steps[-1][rev.canvas]["masks"].startswith("data:image/png")
+
+    steps, state = _gesture(app, state, True, action="move", id=car, box=[5, 40, 90, 160])
+    moved = _row(app, "seg", car)
+    assert json.loads(moved["rle"]) == expected[1] and moved["rle"] != model_row["rle"]
+    assert app.models.segmenter.embed_calls == 1  # one image embedding for every box on the image
+
+    _, state = _gesture(app, state, True, action="undo")
+    assert _row(app, "seg", car) == model_row  # the model's box and mask, exactly
+    _, state = _gesture(app, state, True, action="undo")
+    assert _row(app, "seg", drawn) is None
+    _, state = _gesture(app, state, True, action="redo")
+    _, state = _gesture(app, state, True, action="redo")
+    assert _row(app, "seg", car) == moved and json.loads(_row(app, "seg", drawn)["rle"]) == expected[0]
+
+
+def test_with_the_checkbox_off_a_box_gets_no_mask(app, photos):
+    image_id = _segment_run(app, photos)
+    state = app.review.load("seg", "all", 0.3)[app.review.state]
+    steps, state = _gesture(app, state, False, action="add", box=[20, 30, 100, 150])
+    assert len(steps) == 1 and _row(app, "seg", state.undo[-1].label_id)["rle"] is None
+    assert not app.models.is_loaded("segmenter")
+    with app.open_run("seg") as s:
+        car = int(s.labels(image_id).ids[0])
+    _gesture(app, state, False, action="move", id=car, box=[5, 40, 90, 160])
+    assert _row(app, "seg", car)["rle"] is None  # a moved box's old mask no longer fits it
+
+
+@pytest.mark.parametrize("run_config", [
+    {"mode": "detect"},  # a detect run: its labels carry no masks
+    {"mode": "import", "format": "coco", "source": "x", "masks": False},  # an import without masks
+])
+def test_runs_without_masks_show_no_checkbox(app, photos, run_config):
+    ontology = Ontology.from_prompts(["car", "person"])
+    _segment_run(app, photos, config={"model": "m", **run_config, "ontology": ontology.to_dict()})
+    loaded = app.review.load("seg", "all", 0.3)
+    assert not loaded[app.review.masks].visible and not loaded[app.review.masks].value
+    steps, state = _gesture(app, loaded[app.review.state], True, action="add", box=[20, 30, 100, 150])
+    assert len(steps) == 1 and _row(app, "seg", state.undo[-1].label_id)["rle"] is None
+
+
+def test_without_a_segmenter_no_checkbox_and_no_mask(ui_config, photos):
+    from dataclasses import replace
+
+    from autolabel.ui.app import AutolabelApp
+
+    app = AutolabelApp(replace(ui_config, sam_model=None))
+    app.build()
+    _segment_run(app, photos)
+    loaded = app.review.load("seg", "all", 0.3)
+    assert not loaded[app.review.masks].visible and not loaded[app.review.masks].value
+    steps, state = _gesture(app, loaded[app.review.state], True, action="add", box=[20, 30, 100, 150])  # sent anyway
+    assert len(steps) == 1 and _row(app, "seg", state.undo[-1].label_id)["rle"] is None
+
+
+def test_a_failing_segmenter_still_saves_the_box(ui_config, photos):
+    from autolabel.errors import ModelLoadError
+    from autolabel.ui.app import AutolabelApp
+    from autolabel.ui.session import ModelHandles
+
+    def broken(name, device, precision):
+        raise ModelLoadError("cannot load the segmenter from /srv/models/sam2: no weights")
+
+    models = ModelHandles(ui_config.model, ui_config.sam_model, device="cpu", loaders={"segmenter": broken})
+    app = AutolabelApp(ui_config, models)
+    app.build()
+    _segment_run(app, photos)
+    steps, state = _gesture(app, app.review.load("seg", "all", 0.3)[app.review.state], True, action="add",
+                            box=[20, 30, 100, 150])
+    hint = steps[-1][app.review.hint]
+    assert "Saved: added" in hint and "without a mask" in hint and "no weights" in hint and "/srv" not in hint
+    assert "\n" not in hint and "failed to load" in steps[-1][app.status_box]
+    row = _row(app, "seg", state.undo[-1].label_id)
+    assert row["rle"] is None and [row[k] for k in ("x0", "y0", "x1", "y1")] == [20, 30, 100, 150]

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' 
 WIDTH, HEIGHT = 400, 300
 RUN = "canvas"
 PORTRAIT_RUN = "portrait"
+SEGMENT_RUN = "segment"
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,12 @@ def server(browser, tiny_owlv2, tiny_sam2, tmp_path_factory):
         store.bind_config({"model": "m", "mode": "detect", "ontology": ontology.to_dict()})
         store.write_results([ImageResult(str(portrait), "p0", HEIGHT, WIDTH,
                                          Detections(np.array([[30.0, 250, 270, 390]]), np.array([0.8]), np.array([0]),
+                                                    np.array([0])))])
+    # A segment run whose one label has no mask (e.g. moved with masks off): the overlay starts empty.
+    with open_store(config.runs_dir / SEGMENT_RUN) as store:
+        store.bind_config({"model": "m", "sam_model": "s", "mode": "segment", "ontology": ontology.to_dict()})
+        store.write_results([ImageResult(str(paths[0]), "s0", WIDTH, HEIGHT,
+                                         Detections(np.array([[40.0, 40, 160, 140]]), np.array([0.8]), np.array([0]),
                                                     np.array([0])))])
     with live_server(config) as live:
         yield live
@@ -154,6 +161,24 @@ def test_drag_draw_resize_move_and_undo(browser, server):
         page.locator("#review-canvas .al-strip button").nth(1).click()
         wait_text(page, "#review-position", "Image 2 of 2")
         assert "<i>" not in page.inner_html("#review-position")
+    finally:
+        context.close()
+
+
+def test_a_box_drawn_in_a_segment_run_gets_its_mask(browser, server):
+    context, page = _open(browser, server, {"width": 1366, "height": 768}, SEGMENT_RUN, 1)
+    try:
+        assert page.locator("#review-masks input").is_checked()  # on by default in a segment run
+        assert page.evaluate("document.querySelector('#review-canvas .al-review').dataset.masks") == "none"
+        _then(page, lambda: _drag(page, (230, 150), (370, 270)), "Saved: added")
+        page.wait_for_function("document.querySelector('#review-canvas .al-review').dataset.masks === 'drawn'")
+        with server.app.open_run(SEGMENT_RUN) as store:
+            labels = store.labels(next(store.images()).id)
+        drawn = labels[labels.xyxy[:, 0] > 200]
+        assert drawn.xyxy.tolist() == [pytest.approx([230, 150, 370, 270], abs=1.5)]
+        assert drawn.masks[0]["size"] == [HEIGHT, WIDTH] and labels.masks[0] is None  # only the drawn box has one
+        assert "with its mask" in page.inner_text("#review-hint")
+        shot(page, "review-segment-mask-1366x768", full_page=False)
     finally:
         context.close()
 

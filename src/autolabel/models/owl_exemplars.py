@@ -10,14 +10,11 @@ their unit-length embeddings (the class head normalises queries, so each counts 
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
-
 import numpy as np
 import torch
 
 from autolabel.geometry import Size
+from autolabel.models.memo import ModelMemo
 
 
 def normalised_boxes(detector, boxes_xyxy: np.ndarray, size: Size) -> torch.Tensor:
@@ -86,28 +83,12 @@ def with_exemplar_queries(text, positive: list[list[torch.Tensor]], negative: li
                        torch.cat([text.mask[:split], pos_mask, text.mask[split:], neg_mask]))
 
 
-class ExemplarMemo:
+class ExemplarMemo(ModelMemo):
     """The exemplar embeddings (``embed_exemplars`` rows) computed on one detector object, by the
-    exemplar's image content, box and kind: a UI makes a ``Labeler`` per query on the same loaded
-    detector and would otherwise run the backbone on every exemplar image at every query. The
-    ``KEPT`` most recently used are kept; a memo lives as long as its detector."""
+    exemplar's image content, box and kind: otherwise a UI would run the backbone on every exemplar
+    image at every query."""
 
     KEPT = 256  # embeddings of a few KB each
-    _memos: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-    _memos_lock = threading.Lock()
-
-    def __init__(self):
-        self._rows: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    @classmethod
-    def of(cls, detector) -> ExemplarMemo | None:
-        """The detector's memo; None for a detector that takes no weak reference (or no hash)."""
-        with cls._memos_lock:
-            try:
-                return cls._memos.setdefault(detector, cls())
-            except TypeError:
-                return None
 
     @staticmethod
     def key(exemplar) -> tuple:
@@ -115,18 +96,7 @@ class ExemplarMemo:
 
     def get(self, exemplars) -> dict:
         """``{key: row}`` of the ``exemplars`` remembered."""
-        with self._lock:
-            found = {}
-            for key in map(self.key, exemplars):
-                if key in self._rows:
-                    self._rows.move_to_end(key)
-                    found[key] = self._rows[key]
-            return found
+        return self.recall(map(self.key, exemplars))
 
     def put(self, rows: dict) -> None:
-        with self._lock:
-            for key, row in rows.items():
-                self._rows[key] = row
-                self._rows.move_to_end(key)
-            while len(self._rows) > self.KEPT:
-                self._rows.popitem(last=False)
+        self.remember(rows)

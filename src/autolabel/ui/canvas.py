@@ -143,7 +143,9 @@ function draw() {
   ctx.drawImage(image, 0, 0, data.width, data.height);
   // Where the image lands on the canvas (canvas pixels): the layout tests read it.
   root.dataset.imageBox = toScreen([0, 0, data.width, data.height]).map(v => v.toFixed(1)).join(',');
-  if (view.masks && data.masks && masks.complete && masks.naturalWidth) ctx.drawImage(masks, 0, 0, data.width, data.height);
+  const showMasks = Boolean(view.masks && data.masks && masks.complete && masks.naturalWidth);
+  if (showMasks) ctx.drawImage(masks, 0, 0, data.width, data.height);
+  root.dataset.masks = showMasks ? 'drawn' : 'none';  // the browser tests read it too
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.font = '12px sans-serif';
   for (const b of boxes()) {

@@ -71,7 +71,7 @@ def label_choices(labels: Detections, class_names: list[str]) -> list[tuple[str,
     return choices
 
 
-def _owned(store: Store, image_id: int, detection_id) -> int:
+def owned_label(store: Store, image_id: int, detection_id) -> int:
     """The detection id as int, checked to belong to ``image_id`` (ids come from the client)."""
     if detection_id is None or detection_id == "":
         raise StoreError("select a label first")
@@ -103,32 +103,42 @@ def _tracked(store: Store, detection_id: int, edit) -> Change:
 
 
 def accept(store: Store, image_id: int, detection_id) -> Change:
-    return _tracked(store, _owned(store, image_id, detection_id), lambda i: store.set_review(i, "accepted"))
+    return _tracked(store, owned_label(store, image_id, detection_id), lambda i: store.set_review(i, "accepted"))
 
 
 def reject(store: Store, image_id: int, detection_id) -> Change:
-    return _tracked(store, _owned(store, image_id, detection_id), lambda i: store.set_review(i, "rejected"))
+    return _tracked(store, owned_label(store, image_id, detection_id), lambda i: store.set_review(i, "rejected"))
 
 
 def delete(store: Store, image_id: int, detection_id) -> Change:
-    return _tracked(store, _owned(store, image_id, detection_id), store.delete_detection)
+    return _tracked(store, owned_label(store, image_id, detection_id), store.delete_detection)
 
 
 def set_class(store: Store, image_id: int, detection_id, class_name: str) -> Change:
-    return _tracked(store, _owned(store, image_id, detection_id),
+    return _tracked(store, owned_label(store, image_id, detection_id),
                     lambda i: store.update_detection(i, class_name=class_name))
 
 
-def move_box(store: Store, image_id: int, detection_id, xyxy) -> Change:
-    """A moved or resized box (original pixels): it becomes a person's label (``update_detection``)."""
-    return _tracked(store, _owned(store, image_id, detection_id), lambda i: store.update_detection(i, xyxy=xyxy))
+def move_box(store: Store, image_id: int, detection_id, xyxy, rle: dict | None = None) -> Change:
+    """A moved or resized box (original pixels): it becomes a person's label (``update_detection``),
+    with ``rle`` as its mask (None: no mask)."""
+    return _tracked(store, owned_label(store, image_id, detection_id),
+                    lambda i: store.update_detection(i, xyxy=xyxy, rle=rle))
 
 
-def add_box(store: Store, image_id: int, class_name: str, xyxy) -> Change:
+def add_box(store: Store, image_id: int, class_name: str, xyxy, rle: dict | None = None) -> Change:
+    """A box a person drew (original pixels), with ``rle`` as its mask (None: no mask)."""
     if not class_name:
         raise StoreError("choose the class of the new box")
-    new_id = store.add_detection(image_id, class_name, xyxy)
+    new_id = store.add_detection(image_id, class_name, xyxy, rle=rle)
     return Change(None, store.detection_row(new_id))
+
+
+def keeps_masks(run_config: dict | None) -> bool:
+    """Whether a run's labels carry masks that a drawn or moved box should get too: a segment run,
+    or an imported one whose dataset had masks."""
+    config = run_config or {}
+    return config.get("mode") == "segment" or bool(config.get("masks"))
 
 
 def revert(store: Store, change: Change) -> Change:

@@ -396,6 +396,16 @@ def make_labeler(config: UiConfig, models: ModelHandles, ontology: Ontology, mod
                    mode=mode, config=detect_config, precision=models.precision, tiles=tiles)
 
 
+def mask_labeler(config: UiConfig, models: ModelHandles, run_config: dict, ontology: Ontology):
+    """A segment-mode ``Labeler`` on the UI's shared models that makes the masks of boxes a person
+    draws or moves in review (``Labeler.masks_for_boxes``), with the run's tiling, so an image is
+    decoded as the run decoded it."""
+    from autolabel.tiling import tiling_from_dict
+
+    return make_labeler(config, models, ontology, "segment", config.threshold,
+                        tiles=tiling_from_dict(run_config.get("tiles")))
+
+
 def _shown(checkpoint: str) -> str:
     """A hub id as is; a local checkpoint by its folder name (the server's folders stay private)."""
     return Path(checkpoint).name if Path(checkpoint).exists() else checkpoint

@@ -5,6 +5,7 @@ saved at once (``review``); keyboard shortcuts click the buttons (``KEYBOARD_JS`
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,14 +13,17 @@ from typing import TYPE_CHECKING
 import gradio as gr
 import pandas as pd
 
-from autolabel.errors import StoreError
+from autolabel.errors import AutolabelError, StoreError
 from autolabel.ui import review
 from autolabel.ui.canvas import review_canvas
-from autolabel.ui.events import listen
+from autolabel.ui.events import listen, without_paths
 from autolabel.ui.runs import run_summary
+from autolabel.ui.session import mask_labeler
 
 if TYPE_CHECKING:
     from autolabel.ui.app import AutolabelApp
+
+log = logging.getLogger(__name__)
 
 STRIP_SPAN = 7  # images either side of the current one in the strip
 UNDO_DEPTH = 100
@@ -105,6 +109,8 @@ class ReviewTab:
                                                    min_width=60)
                     self.delete_button = gr.Button("Delete (x)", elem_id="review-delete", size="sm", min_width=60)
                 self.set_class_button = gr.Button("Change class of selected", elem_id="review-set-class", size="sm")
+                # Shown for runs whose labels carry masks when the UI has a segmenter (``load``).
+                self.masks = gr.Checkbox(False, label="Masks for my boxes (SAM)", visible=False, elem_id="review-masks")
                 self.hint = gr.Markdown(elem_id="review-hint", elem_classes="autolabel-hint")
                 self.summary = gr.Markdown(elem_id="review-summary")
                 self.table = gr.Dataframe(value=_labels_table([]), label="Labels", interactive=False,
@@ -113,7 +119,7 @@ class ReviewTab:
     def wire(self) -> None:
         outputs = [self.state, self.canvas, self.table, self.select, self.position, self.hint]
         listen(self.load_button.click, self.load, [self.run, self.filter, self.low_score],
-               [*outputs, self.summary, self.class_name])
+               [*outputs, self.summary, self.class_name, self.masks])
         listen(self.prev_button.click, functools.partial(self.step, delta=-1), [self.state], outputs)
         listen(self.next_button.click, functools.partial(self.step, delta=+1), [self.state], outputs)
         listen(self.accept_image_button.click, self.accept_image, [self.state], outputs)
@@ -126,7 +132,8 @@ class ReviewTab:
                [self.state, self.select, self.class_name], outputs)
         # "multiple": a drag's own select event may still run when its move arrives; Gradio's default
         # ("once") would drop the move. Gestures run one at a time, in order.
-        listen(self.canvas.edit, self.on_canvas, [self.state, self.class_name], outputs, trigger_mode="multiple")
+        listen(self.canvas.edit, self.on_canvas, [self.state, self.class_name, self.masks],
+               [*outputs, self.app.status_box], trigger_mode="multiple")
 
     def render(self, state: ReviewState, message: str | None = None) -> dict:
         """Every output that shows ``state``: canvas, table, selection, position and hint."""
@@ -169,8 +176,15 @@ class ReviewTab:
             ids = tuple(review.image_ids(store, filter, float(low_score or 0)))
             names = store.ontology.names
             summary = run_summary(store)
+            masks = self.masks_apply(store.config)
         return {**self.render(ReviewState(run=run, ids=ids)), self.summary: summary,
-                self.class_name: gr.Dropdown(choices=names, value=names[0] if names else None)}
+                self.class_name: gr.Dropdown(choices=names, value=names[0] if names else None),
+                self.masks: gr.Checkbox(value=masks, visible=masks, interactive=masks)}
+
+    def masks_apply(self, run_config: dict | None) -> bool:
+        """Whether boxes drawn or moved in this run can get the segmenter's masks: the run keeps
+        masks (``review.keeps_masks``) and the UI has a segmenter (``--sam-model``)."""
+        return review.keeps_masks(run_config) and bool(self.app.models.sam_model)
 
     def step(self, state: ReviewState, delta: int) -> dict:
         state = _loaded(state)
@@ -204,28 +218,57 @@ class ReviewTab:
         pos = min(state.pos + 1, len(state.ids) - 1)
         return self.render(replace(state, pos=pos, selected=None), f"Image accepted ({n} labels accepted).")
 
-    def on_canvas(self, state: ReviewState, class_name, evt: gr.EventData) -> dict:
-        """One finished gesture on the canvas (``canvas.JS``): select, add, move, undo, redo or jump."""
+    def on_canvas(self, state: ReviewState, class_name, masks: bool = False, evt: gr.EventData = None):
+        """One finished gesture on the canvas (``canvas.JS``): select, add, move, undo, redo or jump.
+        Generator: with ``masks`` (the checkbox) in a run that keeps masks, a drawn or moved box
+        gets its mask from the segmenter, with "Segmenting…" shown while that runs."""
         state = _loaded(state)
         data = getattr(evt, "_data", None) or {}
         action = data.get("action")
         if action == "jump":
-            return self.render(replace(state, pos=min(max(0, int(data["pos"])), len(state.ids) - 1), selected=None))
+            yield self.render(replace(state, pos=min(max(0, int(data["pos"])), len(state.ids) - 1), selected=None))
+            return
         if action == "select":
-            return self.render(replace(state, selected=int(data["id"])))
+            yield self.render(replace(state, selected=int(data["id"])))
+            return
+        if action not in ("undo", "redo", "add", "move"):
+            raise StoreError(f"unknown canvas action {action!r}")
         with self.app.open_run(state.run) as store:
             if action in ("undo", "redo"):
-                return self._replay(store, state, action)
+                yield self._replay(store, state, action)
+                return
             box = _box(data.get("box"))
+            record, run_config, ontology = store.image(state.image_id), store.config, store.ontology
+            if action == "move":  # a label of another image is refused before any segmenting
+                review.owned_label(store, state.image_id, data.get("id"))
+        rle, problem = None, None
+        if masks and self.masks_apply(run_config) and (action == "move" or class_name):
+            yield {self.hint: "Segmenting…", self.app.status_box: self.app.status(
+                loading=self.app.models_to_load("segment"))}
+            rle, problem = self._mask(record.path, box, run_config, ontology)
+        with self.app.open_run(state.run) as store:
             if action == "add":
-                change = review.add_box(store, state.image_id, class_name, box)
-                message = f"Saved: added #{change.label_id} ({class_name})."
-            elif action == "move":
-                change = review.move_box(store, state.image_id, data.get("id"), box)
-                message = f"Saved: moved #{change.label_id}."
+                change = review.add_box(store, state.image_id, class_name, box, rle)
+                message = f"Saved: added #{change.label_id} ({class_name})"
             else:
-                raise StoreError(f"unknown canvas action {action!r}")
-        return self.render(replace(state.edited(change), selected=change.label_id), message)
+                change = review.move_box(store, state.image_id, data.get("id"), box, rle)
+                message = f"Saved: moved #{change.label_id}"
+        message += f", without a mask: {problem}" if problem else (", with its mask." if rle else ".")
+        yield {**self.render(replace(state.edited(change), selected=change.label_id), message),
+               self.app.status_box: self.app.status()}
+
+    def _mask(self, path: str, box, run_config: dict, ontology) -> tuple[dict | None, str | None]:
+        """The segmenter's mask of ``box``, or None and why not in one line: a failing segmenter
+        never costs the person's edit."""
+        try:
+            labeler = mask_labeler(self.app.config, self.app.models, run_config, ontology)
+            (rle,) = labeler.masks_for_boxes(path, [box], self.app.config.max_image_pixels)
+        except AutolabelError as exc:
+            return None, without_paths((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        except Exception as exc:  # a model bug: logged with its traceback, the box is saved all the same
+            log.exception("segmenting a box of %s failed", path)
+            return None, f"the segmenter failed ({type(exc).__name__}, see the server log)"
+        return rle, None if rle is not None else "the box lies outside the image"
 
     def _replay(self, store, state: ReviewState, action: str) -> dict:
         """Undo the newest edit (or redo the newest undone one); it may be on another image."""
