@@ -150,6 +150,54 @@ def test_discover_symlink_loops_terminate_and_links_resolve(tree: Path, tmp_path
     assert not any(p.name == "alias.jpg" for p in found)
 
 
+# What discovery listed on this tree when it still sorted ``Path`` objects (part by part).
+_LISTED_BEFORE = [
+    "outside/o.jpg",  # reached through the folder link tree/linked, listed where it really lies
+    "tree/B.PNG",
+    "tree/a.jpg",  # also reached as tree/alias.jpg, a link to it: listed once
+    "tree/dangling.jpg",  # a link to nothing: listed, so that labelling reports it as failed
+    "tree/img/x.jpg",
+    "tree/img 1/y.jpg",
+    "tree/img-2.jpg",
+    "tree/sub/c.webp",  # also reachable as tree/again/c.webp: each real folder is walked once
+    "tree/sub/deeper/d.tif",
+    "tree/sub/self.jpg",  # a link to itself (ELOOP): listed, reported as failed
+]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_discover_lists_what_it_listed_before_in_string_order(tmp_path: Path):
+    base = tmp_path.resolve()
+    tree = base / "tree"
+    for rel in ["a.jpg", "B.PNG", "img/x.jpg", "img 1/y.jpg", "img-2.jpg", "sub/deeper/d.tif", "sub/c.webp",
+                ".hidden/h.jpg", ".dot.jpg", "notes.txt", "sub/e.jpeg.bak", "outside/o.jpg"]:
+        path = (base if rel.startswith("outside/") else tree) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    (tree / "sub" / "loop").symlink_to(tree, target_is_directory=True)
+    (tree / "sub" / "self.jpg").symlink_to(tree / "sub" / "self.jpg")
+    (tree / "dangling.jpg").symlink_to(tree / "nowhere.jpg")
+    (tree / "linked").symlink_to(base / "outside", target_is_directory=True)
+    (tree / "again").symlink_to(tree / "sub", target_is_directory=True)
+    (tree / "alias.jpg").symlink_to(tree / "a.jpg")
+
+    found = images.discover_image_paths([tree])
+    rel = [os.path.relpath(p, base) for p in found]
+    assert sorted(rel) == sorted(_LISTED_BEFORE)
+    # Plain string order, the store's: "img 1/" and "img-2.jpg" now come before "img/" (" " and "-"
+    # sort before "/"), which ``Path`` order put after it.
+    assert rel == sorted(_LISTED_BEFORE)
+    assert rel.index("tree/img 1/y.jpg") < rel.index("tree/img/x.jpg")
+    assert all(isinstance(p, str) and os.path.isabs(p) for p in found)
+    assert discover_images([tree]) == [Path(p) for p in found]
+
+
+def test_discover_named_twice_lists_once_in_order(tree: Path):
+    found = images.discover_image_paths([tree / "sub", tree, tree / "a.jpg"])
+    assert found == sorted(set(found))
+    assert found == images.discover_image_paths([tree])
+
+
 def test_image_extensions_are_lower_case_with_dot():
     assert all(ext.startswith(".") and ext == ext.lower() for ext in IMAGE_EXTENSIONS)
 

@@ -353,3 +353,23 @@ def test_kept_candidates_are_saved_before_their_images_commit_and_recorded_in_th
     with open_store(tmp_path / "off", create=False) as store:
         assert "keep_candidates" not in store.config
         assert not candidates_path(tmp_path / "off", images[0].sha256).exists()
+
+
+def test_remove_done_filters_in_place_asking_the_store_in_parts(tmp_path, monkeypatch):
+    from autolabel.detections import Detections
+    from autolabel.store import ImageResult
+
+    paths = [f"/images/{i:02d}.jpg" for i in range(10)]
+    asked = []
+    monkeypatch.setattr(labeling, "_RESUME_QUERY", 3)
+    with open_store(tmp_path / "run") as store:
+        store.bind_config({"model": "m", "mode": "detect", "ontology": {"car": ["car"]}, "detect": {}})
+        store.write_results([ImageResult(p, "h", 1, 1, Detections.empty()) for p in paths[::3]]
+                            + [ImageResult("/images/01.jpg", error="bad")])  # failed: labelled again
+        real_done_among = store.done_among
+        monkeypatch.setattr(store, "done_among", lambda part: asked.append(len(part)) or real_done_among(part))
+        todo = list(paths)
+        assert labeling.remove_done(store, todo) == 4
+        assert todo == [p for i, p in enumerate(paths) if i % 3]  # the list itself, filtered in order
+        assert asked == [3, 3, 3, 1]
+        assert real_done_among(iter(paths[:2])) == {paths[0]}  # any iterable

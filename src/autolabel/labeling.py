@@ -31,11 +31,14 @@ from pathlib import Path
 
 from autolabel.errors import ImageLoadError
 from autolabel.failures import FailureWatch, Unexpected
-from autolabel.images import DEFAULT_MAX_PIXELS, discover_images
+from autolabel.images import DEFAULT_MAX_PIXELS, discover_image_paths
 from autolabel.pipeline import DEFAULT_BATCH_SIZE, Labeler, PreparedImage, StageTimes, _stage
 from autolabel.store import ImageResult, Store
 
 log = logging.getLogger(__name__)
+
+# Paths asked about per call when resuming (bounds the set the store answers with).
+_RESUME_QUERY = 10_000
 
 
 @dataclass
@@ -52,7 +55,7 @@ class RunSummary:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
-def _prepare(labeler: Labeler, path: Path, max_pixels: int, times: StageTimes | None) -> PreparedImage | ImageResult:
+def _prepare(labeler: Labeler, path: str, max_pixels: int, times: StageTimes | None) -> PreparedImage | ImageResult:
     try:
         return labeler.prepare(path, max_pixels, times)
     except ImageLoadError as exc:
@@ -91,10 +94,8 @@ def label_into_store(
     started = time.perf_counter()
     keep = resolve_keep_candidates(labeler, store, keep_candidates)
     store.bind_config(run_config(labeler, keep))
-    paths = discover_images(inputs)
-    done_before = store.done_among([str(p) for p in paths])
-    todo = [p for p in paths if str(p) not in done_before]
-    summary = RunSummary(skipped=len(paths) - len(todo))
+    todo = discover_image_paths(inputs)
+    summary = RunSummary(skipped=remove_done(store, todo))
     if on_total:
         on_total(len(todo))
     names = labeler.ontology.names
@@ -141,6 +142,24 @@ def label_into_store(
                 record(results)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def remove_done(store: Store, paths: list[str]) -> int:
+    """Remove from ``paths``, in place, those ``store`` holds as done; return how many went.
+
+    The store is asked in parts, so neither a second list of millions of paths nor a set of all
+    that a resumed run has done is ever held."""
+    kept = 0
+    for start in range(0, len(paths), _RESUME_QUERY):
+        part = paths[start:start + _RESUME_QUERY]  # a copy: the loop below overwrites these slots
+        done = store.done_among(part)
+        for path in part:
+            if path not in done:
+                paths[kept] = path
+                kept += 1
+    removed = len(paths) - kept
+    del paths[kept:]
+    return removed
 
 
 def resolve_keep_candidates(labeler: Labeler, store: Store, asked: int | None) -> int:

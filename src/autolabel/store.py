@@ -17,9 +17,10 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -266,12 +267,13 @@ class Store:
         if results:
             self._write(results, "human", "accepted")
 
-    def done_among(self, paths: list[str]) -> set[str]:
-        """Which of ``paths`` are already labelled (resume skips them)."""
+    def done_among(self, paths: Iterable[str]) -> set[str]:
+        """Which of ``paths`` (any iterable, read 500 at a time) are already labelled: resume skips
+        them. The answer is as large as what is done: for millions, ask in parts (``labeling.remove_done``)."""
         done: set[str] = set()
+        pending = iter(paths)
         with self._use() as conn:
-            for start in range(0, len(paths), 500):
-                chunk = paths[start : start + 500]
+            while chunk := list(islice(pending, 500)):
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(f"SELECT path FROM images WHERE status = 'done' AND path IN ({marks})",
                                     chunk).fetchall()

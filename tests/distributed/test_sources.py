@@ -26,6 +26,16 @@ def test_a_folder_uri_lists_images_like_a_local_folder(tmp_path):
     assert [u.removeprefix("file://") for u in listed] == [str(p) for p in sources.list_images([photos])]
 
 
+def test_local_folders_and_uris_together_are_one_sorted_list_without_repeats(tmp_path):
+    photos = write_photos(tmp_path / "photos", 3)
+    uri = f"file://{photos}"
+    local = sorted(str(p.resolve()) for p in photos.glob("*.jpg"))
+    remote = sorted(f"{uri}/{p.name}" for p in photos.glob("*.jpg"))
+    listed = sources.list_images([uri, photos, remote[0], photos])
+    assert listed == sorted(local + remote)  # each image once, though named twice
+    assert sources.list_images([photos]) == local
+
+
 def test_a_missing_uri_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         sources.list_images([f"file://{tmp_path}/nothing"])

@@ -27,7 +27,7 @@ from autolabel.distributed.sources import list_images
 from autolabel.errors import ConfigError
 from autolabel.failures import FailureWatch
 from autolabel.images import DEFAULT_MAX_PIXELS
-from autolabel.labeling import RunSummary
+from autolabel.labeling import RunSummary, remove_done
 from autolabel.pipeline import DEFAULT_BATCH_SIZE, Labeler
 from autolabel.store import ImageResult, Store
 
@@ -90,9 +90,8 @@ def label_on_ray(
     store.bind_config(labeler.run_config())
     exemplar_images = read_exemplar_images(labeler.ontology)  # the workers need no access to them
     paths = list_images(inputs)
-    done_before = store.done_among(paths)
-    todo = [p for p in paths if p not in done_before]
-    summary = RaySummary(skipped=len(paths) - len(todo))
+    summary = RaySummary(skipped=remove_done(store, paths))
+    todo = paths
     if on_total:
         on_total(len(todo))
     watch = FailureWatch.for_batch_size(options.batch_size)

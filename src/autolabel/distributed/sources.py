@@ -1,6 +1,6 @@
 """Where images come from: local (or shared) folders, and object stores through pyarrow.
 
-Local inputs go through ``images.discover_images`` (same rules as the single-process engine);
+Local inputs go through ``images.discover_image_paths`` (same rules as the single-process engine);
 a URI (``s3://``, ``gs://``, ``abfs://``, ``file://``, ...) is listed with pyarrow's filesystem
 for that scheme, with the credentials the environment provides. The store records each URI as
 the image's path.
@@ -8,11 +8,12 @@ the image's path.
 
 from __future__ import annotations
 
+import heapq
 import os
 from pathlib import PurePosixPath
 
 from autolabel.errors import ConfigError, ImageLoadError
-from autolabel.images import IMAGE_EXTENSIONS, discover_images
+from autolabel.images import IMAGE_EXTENSIONS, discover_image_paths
 
 
 def is_uri(path: str) -> bool:
@@ -22,11 +23,11 @@ def is_uri(path: str) -> bool:
 def list_images(inputs) -> list[str]:
     """Every image under ``inputs``, sorted and de-duplicated: local paths resolved, URIs as given."""
     inputs = [str(i) for i in inputs]
-    found = {str(p) for p in discover_images([i for i in inputs if not is_uri(i)])} if any(
-        not is_uri(i) for i in inputs) else set()
-    for uri in filter(is_uri, inputs):
-        found.update(_list_uri(uri))
-    return sorted(found)
+    local = [i for i in inputs if not is_uri(i)]
+    found = discover_image_paths(local) if local else []
+    remote = sorted({image for uri in filter(is_uri, inputs) for image in _list_uri(uri)})
+    # Local paths are absolute and URIs carry a scheme, so the two never share an entry.
+    return list(heapq.merge(found, remote)) if remote else found
 
 
 def _filesystem(uri: str):
