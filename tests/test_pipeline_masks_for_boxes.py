@@ -92,3 +92,31 @@ def test_refused_without_a_segmenter(tiny_owlv2, photos):
     labeler = Labeler(ONTOLOGY, model=str(tiny_owlv2), mode="detect")
     with pytest.raises(ConfigError, match="need a segmenter"):
         labeler.masks_for_boxes(photos[0], [[0, 0, 10, 10]])
+
+
+def test_points_refine_a_mask_without_running_the_encoder_again(tiny_owlv2, segmenter, photos):
+    from autolabel.geometry import Size
+    from autolabel.images import load_image
+    from autolabel.models.base import model_inputs
+
+    labeler = _labeler(tiny_owlv2, segmenter)
+    box, clicks = [20, 30, 220, 240], [(100, 120, 1), (40, 50, 0)]
+    (plain,) = labeler.masks_for_boxes(photos[0], [box])
+    (refined,) = labeler.masks_for_boxes(photos[0], [box], points=[clicks])
+    (positive,) = labeler.masks_for_boxes(photos[0], [box], points=[clicks[:1]])
+    assert segmenter.embed_calls == 1  # every click reuses the image's embedding
+    assert refined != plain and positive not in (plain, refined)
+    # What the segmenter makes of the same decode with the same box and clicks.
+    loaded = load_image(photos[0], draft=lambda size: labeler.decode_side(Size(*size)))
+    size = Size(loaded.width, loaded.height)
+    (embedding,) = segmenter.inner.embed(model_inputs(segmenter.preprocessor, [loaded.image], [size]), [size])
+    assert segmenter.inner.predict(embedding, np.array([box], float), [clicks]) == [refined]
+
+
+def test_points_follow_their_boxes_and_are_checked(tiny_owlv2, segmenter, photos):
+    labeler = _labeler(tiny_owlv2, segmenter)
+    boxes, clicks = [[700, 10, 800, 90], [20, 30, 220, 240]], [(100, 120, 1)]
+    outside, refined = labeler.masks_for_boxes(photos[0], boxes, points=[[(750, 50, 1)], clicks])
+    assert outside is None and refined == labeler.masks_for_boxes(photos[0], boxes[1:], points=[clicks])[0]
+    with pytest.raises(ValueError, match="points for 1 boxes but 2"):
+        labeler.masks_for_boxes(photos[0], boxes, points=[clicks])

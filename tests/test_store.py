@@ -1,3 +1,4 @@
+import json
 import sqlite3
 import threading
 
@@ -152,6 +153,30 @@ def test_a_moved_box_takes_its_new_mask_in_the_same_edit(store):
     assert store.labels(image_id)[store.labels(image_id).ids == car].masks == [mask]
     store.update_detection(person, xyxy=(5, 5, 12, 12))  # no mask given: a moved box has none
     assert store.labels(image_id)[store.labels(image_id).ids == person].masks == [None]
+
+
+def test_a_new_mask_for_the_same_box_is_stored_and_the_label_becomes_human(store):
+    from autolabel.geometry import box_to_rle
+
+    store.write_results([ImageResult("/a.jpg", "h", 60, 50, _dets())])
+    image_id = next(store.images()).id
+    car = int(store.labels(image_id).ids[0])
+    row = store.detection_row(car)
+    box = tuple(row[k] for k in ("x0", "y0", "x1", "y1"))
+    refined = box_to_rle((2, 3, 20, 30), 50, 60)
+    store.update_detection(car, xyxy=box, rle=refined)
+    labels = store.labels(image_id)
+    car_labels = labels[labels.ids == car]
+    assert car_labels.masks == [refined] and car_labels.sources.tolist() == ["human"]
+    assert car_labels.xyxy.tolist() == [list(box)] and np.isnan(car_labels.scores).all()
+    assert store.model_predictions(image_id).masks[0] == RLE  # the model's mask stays with its prediction
+    edited = store.detection_row(car)
+    store.set_review(car, "pending")
+    store.update_detection(car, xyxy=box, rle={"counts": refined["counts"], "size": refined["size"]})
+    assert store.detection_row(car) == edited  # the same mask, whatever its key order: only accepted
+    again = box_to_rle((4, 3, 20, 30), 50, 60)
+    store.update_detection(car, xyxy=box, rle=again)
+    assert json.loads(store.detection_row(car)["rle"]) == again
 
 
 @pytest.mark.parametrize("bad, why", [

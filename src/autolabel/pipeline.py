@@ -560,17 +560,22 @@ class Labeler:
                  for i, (p, size) in enumerate(zip(pixels, sizes))]
         return self.label(self.encode(batch))
 
-    def masks_for_boxes(self, image: str | Path, boxes_xyxy, max_pixels: int | None = None) -> list[dict | None]:
+    def masks_for_boxes(self, image: str | Path, boxes_xyxy, max_pixels: int | None = None, *,
+                        points=None) -> list[dict | None]:
         """COCO RLE masks (original resolution, EXIF-oriented frame) of ``(N, 4)`` ``xyxy`` boxes in
         the original pixels of the image file ``image``, made as a segment run makes them: the same
         draft decode (``decode_side``), segmenter embedding and mask encoding. Boxes are clipped to
-        the image; one left empty gets None. The embedding of the last few images is remembered per
-        segmenter (``_EmbeddingMemo``), so a second box on an image does not run the encoder again."""
+        the image; one left empty gets None. ``points``: per box, ``(x, y, label)`` clicks in the
+        same pixels that refine its mask (label 1: part of the object, 0: not; ``models.base.Segmenter``).
+        The embedding of the last few images is remembered per segmenter (``_EmbeddingMemo``), so a
+        second box or click on an image does not run the encoder again."""
         if not self.uses_segmenter:
             raise ConfigError("masks for boxes need a segmenter: a segment-mode labeler with sam_model= or segmenter=")
         from autolabel.geometry import clip_boxes
+        from autolabel.models.loaded import check_points
 
         boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+        clicks = check_points(points, len(boxes)) if points is not None else None
         if not len(boxes):
             return []
         embedding, size = self._image_embedding(image, max_pixels)
@@ -578,8 +583,11 @@ class Labeler:
         usable = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         masks: list[dict | None] = [None] * len(boxes)
         if usable.any():
-            logits = self.segmenter.predict_logits(embedding, boxes[usable])
-            for i, rle in zip(np.flatnonzero(usable), self.segmenter.encode_masks(logits, size)):
+            # Box-only calls stay as they were, for segmenters that take no points.
+            kept = np.flatnonzero(usable)
+            logits = (self.segmenter.predict_logits(embedding, boxes[usable]) if clicks is None
+                      else self.segmenter.predict_logits(embedding, boxes[usable], [clicks[i] for i in kept]))
+            for i, rle in zip(kept, self.segmenter.encode_masks(logits, size)):
                 masks[i] = rle
         return masks
 

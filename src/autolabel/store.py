@@ -339,8 +339,9 @@ class Store:
         """Change a label's class, box or mask. A changed label becomes a person's label: source
         ``human``, accepted, no score or prompt; a moved box takes ``rle`` as its mask (a COCO RLE of
         the image's size, e.g. from ``Labeler.masks_for_boxes``) or, without one, has none (the old
-        mask no longer matches). The model's prediction it came from is kept (``model_predictions``).
-        Setting the same class, box and mask only accepts the label."""
+        mask no longer matches); the same box with a new ``rle`` (a refined mask) takes it too. The
+        model's prediction it came from is kept (``model_predictions``). Setting the same class, box
+        and mask only accepts the label."""
         if class_name is not None:
             self._check_class(class_name)
         with self._transaction(durable=True) as conn:
@@ -358,7 +359,10 @@ class Store:
             else:
                 mask = row[7] if box == old_box else None
             new_class = class_name or row[0]
-            if (new_class, box, mask) == (row[0], old_box, row[7]):
+            # Masks compare as RLEs, not as text: a new mask for the same box (a refined one) is an
+            # edit, the stored mask sent back in another key order is not.
+            same_mask = (json.loads(mask) if mask else None) == (json.loads(row[7]) if row[7] else None)
+            if (new_class, box) == (row[0], old_box) and same_mask:
                 conn.execute("UPDATE detections SET review = 'accepted' WHERE id = ?", (detection_id,))
                 return
             original = row[9]

@@ -53,6 +53,30 @@ def test_masks_equal_plain_recipe(edgetam_dir, width, height, exact):
         np.testing.assert_array_equal(mask, ref)
 
 
+def test_points_refine_masks_as_the_plain_recipe(edgetam_dir):
+    from transformers import EdgeTamModel, Sam2Processor
+
+    width, height = 200, 120
+    segmenter = EdgeTamSegmenter.from_pretrained(str(edgetam_dir), exact=True)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8))
+    boxes = np.array([[10, 20, 60, 90], [100, 36, 180, 114]])
+    clicks = [[(30, 50, 1), (12, 22, 0)], [(140, 72, 1), (110.5, 108, 0)]]
+    (embedding,) = segmenter.embed(model_inputs(segmenter.preprocessor, [image]), [Size(width, height)])
+    ours = [rle_to_mask(rle) for rle in segmenter.predict(embedding, boxes, clicks)]
+
+    processor = Sam2Processor.from_pretrained(edgetam_dir)
+    model = EdgeTamModel.from_pretrained(edgetam_dir).eval()
+    inputs = processor(images=image, input_boxes=[boxes.tolist()],
+                       input_points=[[[[x, y] for x, y, _ in box] for box in clicks]],
+                       input_labels=[[[label for _, _, label in box] for box in clicks]], return_tensors="pt")
+    with torch.inference_mode():
+        outputs = model(**inputs, multimask_output=False)
+    expected = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
+    assert len(ours) == len(boxes)
+    for mask, ref in zip(ours, expected):
+        np.testing.assert_array_equal(mask, ref)
+
+
 def test_missing_checkpoint_raises_model_load_error(tmp_path):
     with pytest.raises(ModelLoadError, match="EdgeTAM"):
         EdgeTamSegmenter.from_pretrained(str(tmp_path / "no-such-dir"))

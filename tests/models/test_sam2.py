@@ -98,6 +98,63 @@ def test_masks_equal_plain_recipe(segmenter, sam2_dir, width, height):
         np.testing.assert_array_equal(mask, ref)  # pixel-exact, not just a high IoU
 
 
+def _recipe_masks_with_points(path: Path, image: Image.Image, boxes: np.ndarray, clicks) -> np.ndarray:
+    """The recipe with clicks: ``input_boxes`` + ``input_points`` + ``input_labels``. (N, H, W)."""
+    from transformers import Sam2Model, Sam2Processor
+
+    processor = Sam2Processor.from_pretrained(path)
+    model = Sam2Model.from_pretrained(path).eval()
+    inputs = processor(images=image, input_boxes=[boxes.tolist()],
+                       input_points=[[[[x, y] for x, y, _ in box] for box in clicks]],
+                       input_labels=[[[label for _, _, label in box] for box in clicks]], return_tensors="pt")
+    with torch.inference_mode():
+        outputs = model(**inputs, multimask_output=False)
+    return processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
+
+
+def _clicks(width: int, height: int) -> list[list[tuple[float, float, int]]]:
+    """Two boxes' clicks: a positive and a negative point each, at fractional pixels too."""
+    return [[(30, 50, 1), (12, 22, 0)], [(0.7 * width, 0.6 * height, 1), (0.55 * width + 0.5, 0.9 * height, 0)]]
+
+
+@pytest.mark.parametrize("width, height", [(200, 120), (90, 160)])
+def test_points_refine_masks_as_the_plain_recipe(segmenter, sam2_dir, width, height):
+    image = _image(width, height)
+    boxes = np.array([[10, 20, 60, 90], [0.5 * width, 0.3 * height, 0.9 * width, 0.95 * height]])
+    (embedding,) = _embed(segmenter, [image])
+    ours = _masks(segmenter.predict(embedding, boxes, _clicks(width, height)))
+    expected = _recipe_masks_with_points(sam2_dir, image, boxes, _clicks(width, height))
+    assert len(ours) == len(boxes)
+    for mask, ref in zip(ours, expected):
+        np.testing.assert_array_equal(mask, ref)
+    box_only = _masks(segmenter.predict(embedding, boxes))
+    assert any(not np.array_equal(a, b) for a, b in zip(ours, box_only))  # the clicks count
+
+
+def test_boxes_without_points_keep_their_box_only_masks(segmenter):
+    image = _image(200, 120)
+    boxes = np.array([[10, 20, 60, 90], [100, 36, 180, 114], [5, 5, 150, 100]])
+    clicks = _clicks(200, 120)
+    (embedding,) = _embed(segmenter, [image])
+    plain, refined, other = segmenter.predict(embedding, boxes, [[], clicks[1], [(20, 30, 1)]])
+    assert plain == segmenter.predict(embedding, boxes[:1])[0]
+    assert refined == segmenter.predict(embedding, boxes[1:2], clicks[1:])[0]
+    assert other == segmenter.predict(embedding, boxes[2:], [[(20, 30, 1)]])[0]
+    assert segmenter.predict(embedding, boxes, [[], [], []]) == segmenter.predict(embedding, boxes)
+
+
+@pytest.mark.parametrize("points, match", [
+    ([[(1, 2, 1)]], "points for 1 boxes but 2"),
+    ([[(1, 2, 2)], []], "1 .*or 0"),
+    ([[(1, np.nan, 1)], []], "NaN"),
+    ([[(1, 2)], []], "triples"),
+])
+def test_bad_points_raise(segmenter, points, match):
+    (embedding,) = _embed(segmenter, [_image(64, 64)])
+    with pytest.raises(ValueError, match=match):
+        segmenter.predict(embedding, np.array([[0, 0, 10, 10], [5, 5, 20, 20]]), points)
+
+
 # -- known right answer: a decoder whose mask is the prompted box ---------------------------------
 
 

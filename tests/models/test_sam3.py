@@ -273,6 +273,30 @@ def test_tracker_masks_equal_plain_recipe(tracker_dir, width, height):
         np.testing.assert_array_equal(mask, ref)
 
 
+def test_tracker_points_refine_masks_as_the_plain_recipe(tracker_dir):
+    from transformers import Sam3TrackerModel, Sam3TrackerProcessor
+
+    width, height = 90, 160
+    segmenter = Sam3TrackerSegmenter.from_pretrained(str(tracker_dir))
+    image = _image(width, height)
+    boxes = np.array([[10, 20, 60, 90], [45, 48, 81, 152]])
+    clicks = [[(30, 50, 1), (12, 22, 0)], [(63, 96, 1), (50.5, 144, 0)]]
+    (embedding,) = segmenter.embed(model_inputs(segmenter.preprocessor, [image]), [Size(width, height)])
+    ours = [rle_to_mask(rle) for rle in segmenter.predict(embedding, boxes, clicks)]
+
+    processor = Sam3TrackerProcessor.from_pretrained(tracker_dir)
+    model = Sam3TrackerModel.from_pretrained(tracker_dir).eval()
+    inputs = processor(images=image, input_boxes=[boxes.tolist()],
+                       input_points=[[[[x, y] for x, y, _ in box] for box in clicks]],
+                       input_labels=[[[label for _, _, label in box] for box in clicks]], return_tensors="pt")
+    with torch.inference_mode():
+        outputs = model(**inputs, multimask_output=False)
+    expected = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
+    assert len(ours) == len(boxes)
+    for mask, ref in zip(ours, expected):
+        np.testing.assert_array_equal(mask, ref)
+
+
 def test_a_sam3_video_checkpoint_loads_whole_as_detector_and_as_segmenter(tmp_path):
     """facebook/sam3 is a sam3_video checkpoint: both halves must load with every weight the file
     holds (the tracker's mask decoder included), none left at random values."""

@@ -68,6 +68,35 @@ def test_masks_equal_plain_recipe(sam_dir, width, height, exact):
         np.testing.assert_array_equal(mask, ref)
 
 
+@pytest.mark.parametrize("width, height", [(200, 120), (90, 161)])
+def test_points_refine_masks_as_the_plain_recipe(sam_dir, width, height):
+    """Boxes with clicks (``input_points`` + ``input_labels``) equal the recipe's masks."""
+    from transformers import AutoConfig, SamHQModel, SamHQProcessor, SamModel, SamProcessor
+
+    segmenter = SamSegmenter.from_pretrained(str(sam_dir), exact=True)
+    image = _image(width, height)
+    boxes = np.array([[10, 20, 60, 90], [0.5 * width, 0.3 * height, 0.9 * width, 0.95 * height]])
+    clicks = [[(30, 50, 1), (12, 22, 0)], [(0.7 * width, 0.6 * height, 1), (0.55 * width + 0.5, 0.9 * height, 0)]]
+    (embedding,) = segmenter.embed(model_inputs(segmenter.preprocessor, [image]), [Size(width, height)])
+    ours = [rle_to_mask(rle) for rle in segmenter.predict(embedding, boxes, clicks)]
+
+    hq = AutoConfig.from_pretrained(sam_dir).model_type == "sam_hq"
+    processor = (SamHQProcessor if hq else SamProcessor).from_pretrained(sam_dir)
+    model = (SamHQModel if hq else SamModel).from_pretrained(sam_dir).eval()
+    inputs = processor(images=image, input_boxes=[boxes.tolist()],
+                       input_points=[[[[x, y] for x, y, _ in box] for box in clicks]],
+                       input_labels=[[[label for _, _, label in box] for box in clicks]], return_tensors="pt")
+    with torch.inference_mode():
+        outputs = model(**inputs, multimask_output=False)
+    expected = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"],
+                                            inputs["reshaped_input_sizes"])[0][:, 0].numpy()
+    assert len(ours) == len(boxes)
+    for mask, ref in zip(ours, expected):
+        np.testing.assert_array_equal(mask, ref)
+    box_only = [rle_to_mask(rle) for rle in segmenter.predict(embedding, boxes)]
+    assert any(not np.array_equal(a, b) for a, b in zip(ours, box_only))  # the clicks count
+
+
 @pytest.mark.parametrize("width, height", [(200, 120), (90, 161), (4000, 3000), (37, 1001)])
 def test_reshaped_size_matches_the_processor(sam_dir, width, height):
     from transformers import SamImageProcessor

@@ -382,3 +382,88 @@ def test_a_failing_segmenter_still_saves_the_box(ui_config, photos):
     assert "\n" not in hint and "failed to load" in steps[-1][app.status_box]
     row = _row(app, "seg", state.undo[-1].label_id)
     assert row["rle"] is None and [row[k] for k in ("x0", "y0", "x1", "y1")] == [20, 30, 100, 150]
+
+
+# -- clicks that refine a label's mask (Alt+click on the canvas) -----------------------------------
+
+
+def test_points_refine_the_mask_and_undo_puts_each_mask_back(app, photos):
+    from autolabel.ui.session import mask_labeler
+
+    image_id = _segment_run(app, photos)
+    rev = app.review
+    state = rev.load("seg", "all", 0.3)[rev.state]
+    box, positive, negative = [10.0, 10, 60, 80], (35.0, 45.0, 1), (15.0, 70.0, 0)
+    with app.open_run("seg") as s:
+        car = int(s.labels(image_id).ids[0])
+        labeler = mask_labeler(app.config, app.models, s.config, s.ontology)
+    (one,) = labeler.masks_for_boxes(photos[0], [box], points=[[positive]])
+    (two,) = labeler.masks_for_boxes(photos[0], [box], points=[[positive, negative]])
+    (box_only,) = labeler.masks_for_boxes(photos[0], [box])
+    assert len({json.dumps(m) for m in (one, two, box_only)}) == 3
+    model_row = _row(app, "seg", car)
+
+    steps, state = _gesture(app, state, True, action="point", id=car, x=35, y=45, positive=True)
+    assert steps[0][rev.hint] == "Segmenting…" and "1 point" in steps[-1][rev.hint]
+    first = _row(app, "seg", car)
+    assert json.loads(first["rle"]) == one and first["source"] == "human"
+    assert [first[k] for k in ("x0", "y0", "x1", "y1")] == box  # the same box, a new mask
+    assert steps[-1][rev.canvas]["points"] == [{"x": 35.0, "y": 45.0, "positive": True}]
+
+    steps, state = _gesture(app, state, True, action="point", id=car, x=15, y=70, positive=False)
+    assert json.loads(_row(app, "seg", car)["rle"]) == two
+    assert [p["positive"] for p in steps[-1][rev.canvas]["points"]] == [True, False]
+    assert app.models.segmenter.embed_calls == 1  # clicks reuse the image's embedding
+
+    _, state = _gesture(app, state, True, action="undo")
+    assert _row(app, "seg", car) == first and state.points == (positive,)
+    _, state = _gesture(app, state, True, action="undo")
+    assert _row(app, "seg", car) == model_row and state.points == ()  # the model's mask, exactly
+    _, state = _gesture(app, state, True, action="redo")
+    steps, state = _gesture(app, state, True, action="redo")
+    assert json.loads(_row(app, "seg", car)["rle"]) == two and len(steps[-1][rev.canvas]["points"]) == 2
+
+    steps, state = _gesture(app, state, True, action="clear-points", id=car)
+    assert json.loads(_row(app, "seg", car)["rle"]) == box_only and steps[-1][rev.canvas]["points"] == []
+
+    _, state = _gesture(app, state, True, action="point", id=car, x=35, y=45, positive=True)
+    assert len(state.points) == 1
+    steps, state = _gesture(app, state, True, action="add", box=[20, 30, 100, 150])  # another label selected
+    assert steps[-1][rev.canvas]["points"] == []
+    steps, state = _gesture(app, state, True, action="select", id=car)
+    assert steps[-1][rev.canvas]["points"] == [] and state.points == ()
+    with pytest.raises(StoreError, match="outside the image"):
+        _gesture(app, state, True, action="point", id=car, x=500, y=45, positive=True)
+
+
+def test_a_point_without_masks_leaves_the_label_as_it_was(app, photos):
+    image_id = _segment_run(app, photos)
+    state = app.review.load("seg", "all", 0.3)[app.review.state]
+    with app.open_run("seg") as s:
+        car = int(s.labels(image_id).ids[0])
+    before = _row(app, "seg", car)
+    steps, state = _gesture(app, state, False, action="point", id=car, x=35, y=45, positive=True)
+    assert len(steps) == 1 and "Masks for my boxes" in steps[-1][app.review.hint]
+    assert _row(app, "seg", car) == before and not state.undo and not app.models.is_loaded("segmenter")
+
+
+def test_a_failing_segmenter_leaves_the_label_as_it_was(ui_config, photos):
+    from autolabel.errors import ModelLoadError
+    from autolabel.ui.app import AutolabelApp
+    from autolabel.ui.session import ModelHandles
+
+    def broken(name, device, precision):
+        raise ModelLoadError("cannot load the segmenter from /srv/models/sam2: no weights")
+
+    app = AutolabelApp(ui_config, ModelHandles(ui_config.model, ui_config.sam_model, device="cpu",
+                                               loaders={"segmenter": broken}))
+    app.build()
+    image_id = _segment_run(app, photos)
+    state = app.review.load("seg", "all", 0.3)[app.review.state]
+    with app.open_run("seg") as s:
+        car = int(s.labels(image_id).ids[0])
+    before = _row(app, "seg", car)
+    steps, state = _gesture(app, state, True, action="point", id=car, x=35, y=45, positive=False)
+    hint = steps[-1][app.review.hint]
+    assert "unchanged" in hint and "no weights" in hint and "/srv" not in hint and "\n" not in hint
+    assert _row(app, "seg", car) == before and not state.undo and state.points == ()

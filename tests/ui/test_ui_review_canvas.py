@@ -22,6 +22,7 @@ WIDTH, HEIGHT = 400, 300
 RUN = "canvas"
 PORTRAIT_RUN = "portrait"
 SEGMENT_RUN = "segment"
+POINTS_RUN = "points"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,11 @@ def server(browser, tiny_owlv2, tiny_sam2, tmp_path_factory):
                                                     np.array([0])))])
     # A segment run whose one label has no mask (e.g. moved with masks off): the overlay starts empty.
     with open_store(config.runs_dir / SEGMENT_RUN) as store:
+        store.bind_config({"model": "m", "sam_model": "s", "mode": "segment", "ontology": ontology.to_dict()})
+        store.write_results([ImageResult(str(paths[0]), "s0", WIDTH, HEIGHT,
+                                         Detections(np.array([[40.0, 40, 160, 140]]), np.array([0.8]), np.array([0]),
+                                                    np.array([0])))])
+    with open_store(config.runs_dir / POINTS_RUN) as store:  # the same, for refining its mask with clicks
         store.bind_config({"model": "m", "sam_model": "s", "mode": "segment", "ontology": ontology.to_dict()})
         store.write_results([ImageResult(str(paths[0]), "s0", WIDTH, HEIGHT,
                                          Detections(np.array([[40.0, 40, 160, 140]]), np.array([0.8]), np.array([0]),
@@ -179,6 +185,49 @@ def test_a_box_drawn_in_a_segment_run_gets_its_mask(browser, server):
         assert drawn.masks[0]["size"] == [HEIGHT, WIDTH] and labels.masks[0] is None  # only the drawn box has one
         assert "with its mask" in page.inner_text("#review-hint")
         shot(page, "review-segment-mask-1366x768", full_page=False)
+    finally:
+        context.close()
+
+
+def _alt_click(page, x, y, negative: bool = False) -> None:
+    modifiers = ["Alt", "Shift"] if negative else ["Alt"]
+    for key in modifiers:
+        page.keyboard.down(key)
+    page.mouse.click(*_to_screen(page, x, y))
+    for key in reversed(modifiers):
+        page.keyboard.up(key)
+
+
+def _points_mask(server):
+    with server.app.open_run(POINTS_RUN) as store:
+        masks = store.labels(next(store.images()).id).masks
+        return masks[0] if masks else None
+
+
+def test_alt_click_points_refine_the_selected_labels_mask(browser, server):
+    import shutil
+    from pathlib import Path
+
+    context, page = _open(browser, server, {"width": 1366, "height": 768}, POINTS_RUN, 1)
+    root = "document.querySelector('#review-canvas .al-review')"
+    try:
+        assert _points_mask(server) is None and page.evaluate(f"{root}.dataset.masks") == "none"
+        _then(page, lambda: _alt_click(page, 100, 90), "1 point")
+        page.wait_for_function(f"{root}.dataset.masks === 'drawn' && {root}.dataset.points === '1'")
+        positive = _points_mask(server)
+        assert positive is not None and positive["size"] == [HEIGHT, WIDTH]
+        _then(page, lambda: _alt_click(page, 60, 125, negative=True), "2 point")
+        page.wait_for_function(f"{root}.dataset.points === '2'")
+        assert _points_mask(server) not in (None, positive)  # the negative point changed the mask
+        page.mouse.move(10, 10)  # the pointer off the canvas for the picture
+        path = shot(page, "review-points-1366x768", full_page=False)
+        Path("/tmp/ui_shots").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, "/tmp/ui_shots/review-points-1366x768.png")
+        _then(page, lambda: page.click("#review-canvas [data-act=clear-points]"), "from its box alone")
+        page.wait_for_function(f"{root}.dataset.points === '0'")
+        assert _points_mask(server) not in (None, positive)
+        with server.app.open_run(POINTS_RUN) as store:
+            assert store.labels(next(store.images()).id).xyxy.tolist() == [[40, 40, 160, 140]]  # the box stays
     finally:
         context.close()
 

@@ -64,7 +64,9 @@ class Detector(Protocol):
 
 @runtime_checkable
 class Segmenter(Protocol):
-    """Box-prompted masks: ``embed`` once per image, ``predict`` per set of boxes."""
+    """Box-prompted masks: ``embed`` once per image, ``predict`` per set of boxes. ``points``, where
+    given, refine them: per box a list of ``(x, y, label)`` clicks in the image's pixels (label 1:
+    part of the object, 0: not part of it; an empty list: the box alone)."""
 
     name: str
     device: str
@@ -73,13 +75,13 @@ class Segmenter(Protocol):
     def embed(self, pixel_values: torch.Tensor, sizes: list[Size]) -> list[Any]:
         """``(B, 3, S, S)`` model inputs of images of ``sizes`` -> one embedding each."""
 
-    def predict_logits(self, embedding: Any, boxes_xyxy: np.ndarray) -> torch.Tensor:
+    def predict_logits(self, embedding: Any, boxes_xyxy: np.ndarray, points=None) -> torch.Tensor:
         """The device half of ``predict``: low-resolution mask logits on the CPU."""
 
     def encode_masks(self, logits: torch.Tensor, size: Size) -> list[dict]:
         """The CPU half of ``predict``: logits -> full-resolution COCO RLEs (thread-safe)."""
 
-    def predict(self, embedding: Any, boxes_xyxy: np.ndarray) -> list[dict]:
+    def predict(self, embedding: Any, boxes_xyxy: np.ndarray, points=None) -> list[dict]:
         """One COCO RLE per box, in box order."""
 
 

@@ -95,34 +95,73 @@ class LoadedDetector(LoadedModel):
 
 
 class LoadedSegmenter(LoadedModel):
-    """A ``models.base.Segmenter``'s shared calls: box checks and chunked decoding around the
-    family's ``_decode(embedding, boxes)``, and ``predict``."""
+    """A ``models.base.Segmenter``'s shared calls: box and point checks and chunked decoding around
+    the family's ``_decode(embedding, boxes, points)``, and ``predict``."""
 
     # The decoder copies the image embeddings once per box (~30 MB per box at 1024 px, float32), so
     # many boxes are decoded in chunks of this many.
     max_boxes_per_call = 64
 
-    def predict(self, embedding, boxes_xyxy: np.ndarray) -> list[dict]:
+    def predict(self, embedding, boxes_xyxy: np.ndarray, points=None) -> list[dict]:
         """N full-resolution COCO RLEs, in box order, for ``(N, 4)`` ``xyxy`` boxes in the image's
-        pixels; the single best mask per box (``multimask_output=False``)."""
-        return self.encode_masks(self.predict_logits(embedding, boxes_xyxy), embedding.size)
+        pixels; the single best mask per box (``multimask_output=False``). ``points``: per box, the
+        ``(x, y, label)`` clicks that refine its mask (``models.base.Segmenter``)."""
+        return self.encode_masks(self.predict_logits(embedding, boxes_xyxy, points), embedding.size)
 
-    def predict_logits(self, embedding, boxes_xyxy: np.ndarray) -> torch.Tensor:
+    def predict_logits(self, embedding, boxes_xyxy: np.ndarray, points=None) -> torch.Tensor:
         """The decoder half of ``predict``: ``(N, h, w)`` float32 low-res mask logits on the CPU, in
         box order; ``(0, 0, 0)`` for no boxes."""
         boxes = check_boxes(boxes_xyxy)
+        clicks = check_points(points, len(boxes))
         if len(boxes) == 0:
             return torch.zeros((0, 0, 0))
-        chunks = [self._decode(embedding, boxes[start : start + self.max_boxes_per_call])
-                  for start in range(0, len(boxes), self.max_boxes_per_call)]
-        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+        # Boxes are decoded with the others that have as many clicks (none: the box alone), so the
+        # decoder never sees padding clicks; a box's mask can vary in the last bits with its batch.
+        groups: dict[int, list[int]] = {}
+        for i, box_clicks in enumerate(clicks):
+            groups.setdefault(len(box_clicks), []).append(i)
+        decoded = []
+        for count, members in groups.items():
+            for start in range(0, len(members), self.max_boxes_per_call):
+                chunk = members[start : start + self.max_boxes_per_call]
+                prompt = np.stack([clicks[i] for i in chunk]) if count else None
+                decoded.append((chunk, self._decode(embedding, boxes[chunk], prompt)))
+        if len(decoded) == 1:
+            return decoded[0][1]
+        logits = torch.empty((len(boxes), *decoded[0][1].shape[1:]), dtype=torch.float32)
+        for chunk, chunk_logits in decoded:
+            logits[chunk] = chunk_logits
+        return logits
 
-    def _decode(self, embedding, boxes: np.ndarray) -> torch.Tensor:
-        """Low-res mask logits ``(n, h, w)`` float32 on the CPU for ``(n, 4)`` boxes in original pixels."""
+    def _decode(self, embedding, boxes: np.ndarray, points: np.ndarray | None = None) -> torch.Tensor:
+        """Low-res mask logits ``(n, h, w)`` float32 on the CPU for ``(n, 4)`` boxes in original
+        pixels; ``points``: None, or ``(n, k, 3)`` clicks ``x, y, label`` (k >= 1) for each box."""
         raise NotImplementedError
 
     def encode_masks(self, logits: torch.Tensor, size: Size) -> list[dict]:
         raise NotImplementedError
+
+
+def check_points(points, n_boxes: int) -> list[np.ndarray]:
+    """Point prompts of ``n_boxes`` boxes as one ``(k, 3)`` float64 array of ``x, y, label`` per box
+    (``(0, 3)``: the box alone; all of them for ``points=None``); ValueError for another number of
+    boxes, other shapes, non-finite coordinates or labels other than 0 and 1."""
+    if points is None:
+        return [np.zeros((0, 3))] * n_boxes
+    if len(points) != n_boxes:
+        raise ValueError(f"got points for {len(points)} boxes but {n_boxes} boxes")
+    checked = []
+    for box_points in points:
+        array = np.asarray(box_points, dtype=np.float64)
+        array = array.reshape(0, 3) if array.size == 0 else array
+        if array.ndim != 2 or array.shape[1] != 3:
+            raise ValueError(f"each box's points must be (x, y, label) triples, got shape {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError("points contain NaN or infinite values")
+        if not np.isin(array[:, 2], (0, 1)).all():
+            raise ValueError("point labels must be 1 (part of the object) or 0 (not part of it)")
+        checked.append(array)
+    return checked
 
 
 def check_batch(pixel_values: torch.Tensor, sizes: list) -> None:

@@ -1,9 +1,10 @@
 """SAM2 box-prompted masks: ``embed()`` once per image (expensive), ``predict()`` per box set (cheap).
 
-Boxes go in and masks come out in the original image's pixels. The processor stretches every image
-to a square (1024 px for the released models) and scales boxes per axis; the decoder emits low-res
-mask logits (256 px) in that square, upsampled only where they can be positive (``models.masks``),
-so the masks equal ``post_process_masks``' without its full-frame float32 masks.
+Boxes (and any clicks refining them) go in and masks come out in the original image's pixels. The
+processor stretches every image to a square (1024 px for the released models) and scales boxes and
+clicks per axis; the decoder emits low-res mask logits (256 px) in that square, upsampled only where
+they can be positive (``models.masks``), so the masks equal ``post_process_masks``' without its
+full-frame float32 masks.
 """
 
 from __future__ import annotations
@@ -71,16 +72,16 @@ class Sam2Segmenter(LoadedSegmenter):
         masks are upsampled only where they can be positive."""
         return encode_upsampled(logits, size)
 
-    def _decode(self, embedding: ImageEmbedding, boxes: np.ndarray) -> torch.Tensor:
+    def _decode(self, embedding: ImageEmbedding, boxes: np.ndarray, points: np.ndarray | None = None) -> torch.Tensor:
         width, height = embedding.size
-        # The processor's own box scaling (per axis, original pixels -> the stretched square).
-        prompt = self.processor(
-            original_sizes=[[height, width]], input_boxes=[boxes.tolist()], return_tensors="pt"
-        )["input_boxes"].to(self.device)
+        # The processor's own scaling of boxes and clicks (per axis, original pixels -> the stretched square).
+        prompts = {"input_boxes": [boxes.tolist()]}
+        if points is not None:
+            prompts.update(input_points=[points[..., :2].tolist()], input_labels=[points[..., 2].astype(int).tolist()])
+        encoded = self.processor(original_sizes=[[height, width]], return_tensors="pt", **prompts)
+        prompts = {name: encoded[name].to(self.device) for name in prompts}
         with torch.inference_mode():
-            outputs = self.model(
-                image_embeddings=list(embedding.features), input_boxes=prompt, multimask_output=False
-            )
+            outputs = self.model(image_embeddings=list(embedding.features), multimask_output=False, **prompts)
         # pred_masks: (1 image, n boxes, 1 mask, h, w). Upsampling runs in float32 on the CPU: the
         # result must not depend on the device, and the RLE is built on the CPU anyway.
         return outputs.pred_masks[0, :, 0].to(device="cpu", dtype=torch.float32)

@@ -113,21 +113,30 @@ class SamSegmenter(LoadedSegmenter):
             rles.append(upsampled_rle(square[0, 0, :rh, :rw].contiguous(), rows, cols))
         return rles
 
-    def scale_boxes(self, boxes: np.ndarray, size: Size) -> np.ndarray:
-        """Boxes in original pixels -> the model's frame, as ``SamProcessor`` scales them (float64)."""
+    def scale_points(self, points: np.ndarray, size: Size) -> np.ndarray:
+        """``(..., 2)`` x, y in original pixels -> the model's frame, as ``SamProcessor`` scales
+        boxes and points (float64)."""
         width, height = size
         rh, rw = reshaped_size(size, self.longest_edge)
-        scaled = boxes.astype(float).reshape(-1, 2, 2).copy()
+        scaled = np.array(points, dtype=float)
         scaled[..., 0] = scaled[..., 0] * (rw / width)
         scaled[..., 1] = scaled[..., 1] * (rh / height)
-        return scaled.reshape(-1, 4)
+        return scaled
 
-    def _decode(self, embedding: SamEmbedding, boxes: np.ndarray) -> torch.Tensor:
-        prompt = torch.from_numpy(self.scale_boxes(boxes, embedding.size))[None].to(self.device)
+    def scale_boxes(self, boxes: np.ndarray, size: Size) -> np.ndarray:
+        """Boxes in original pixels -> the model's frame, as ``SamProcessor`` scales them (float64)."""
+        return self.scale_points(boxes.reshape(-1, 2, 2), size).reshape(-1, 4)
+
+    def _decode(self, embedding: SamEmbedding, boxes: np.ndarray, points: np.ndarray | None = None) -> torch.Tensor:
+        prompts = {"input_boxes": torch.from_numpy(self.scale_boxes(boxes, embedding.size))[None]}
+        if points is not None:
+            prompts["input_points"] = torch.from_numpy(self.scale_points(points[..., :2], embedding.size))[None]
+            prompts["input_labels"] = torch.from_numpy(points[..., 2].astype(np.int64))[None]
+        prompts = {name: value.to(self.device) for name, value in prompts.items()}
         extra = {"intermediate_embeddings": list(embedding.intermediate_embeddings)} if self.is_hq else {}
         with torch.inference_mode():
-            outputs = self.model(image_embeddings=embedding.image_embeddings, input_boxes=prompt,
-                                 multimask_output=False, **extra)
+            outputs = self.model(image_embeddings=embedding.image_embeddings, multimask_output=False, **prompts,
+                                 **extra)
         # pred_masks: (1 image, n boxes, 1 mask, h, w); upsampled in float32 on the CPU.
         return outputs.pred_masks[0, :, 0].to(device="cpu", dtype=torch.float32)
 

@@ -1,7 +1,9 @@
 """The Review tab's annotation canvas: a ``gr.HTML`` whose script draws the image, masks and boxes
 on a <canvas> that fits the window, with zoom (wheel, + / -), pan (Shift- or right-drag, or drag on
-empty space with Space held), drag to draw, handles to resize, a class legend with counts, toggles
-for labels and masks, undo / redo, an image strip and a keyboard help overlay (?).
+empty space with Space held), drag to draw, handles to resize, Alt+click to add a point that
+refines the selected label's mask (Alt+Shift+click: a point outside the object; shown as green / red
+dots), a class legend with counts, toggles for labels and masks, undo / redo, an image strip and a
+keyboard help overlay (?).
 
 Its value is ``review.canvas_value``'s dict (boxes in original pixels). Every finished gesture is
 one ``edit`` event with ``{"action": ..., ...}`` for the server, which saves it and sends the new
@@ -23,6 +25,7 @@ TEMPLATE = """
     <label><input type="checkbox" data-toggle="masks" checked> masks (m)</label>
     <button data-act="undo" title="Undo (Ctrl+Z)">Undo</button>
     <button data-act="redo" title="Redo (Ctrl+Shift+Z)">Redo</button>
+    <button data-act="clear-points" title="Back to the selected label's mask from its box alone">Clear points</button>
     <button data-act="help" title="Keyboard shortcuts (?)">?</button>
     <span class="al-legend"></span>
   </div>
@@ -32,6 +35,8 @@ TEMPLATE = """
       <ul>
         <li>Drag on the image: draw a box (of the class chosen on the right)</li>
         <li>Click a box: select it · drag it: move · drag a handle: resize</li>
+        <li>Alt+click: a point on the selected label's object, Alt+Shift+click: a point off it; its mask is
+            remade from its box and points (with "Masks for my boxes (SAM)") · Clear points: its box's mask</li>
         <li>Wheel or + / −: zoom · Shift-drag, right-drag or Space-drag: pan · 0: fit</li>
         <li>Ctrl+Z: undo · Ctrl+Shift+Z or Ctrl+Y: redo · l: labels · m: masks</li>
         <li>n / →: next image · p / ←: previous · a: accept image</li>
@@ -164,6 +169,14 @@ function draw() {
       ctx.fillStyle = b.dark_text ? '#000' : '#fff'; ctx.fillText(b.text, x0 + 3, ty + 12);
     }
   }
+  const points = data.points || [];
+  for (const p of points) {
+    const [sx, sy] = toScreen([p.x, p.y, p.x, p.y]);
+    ctx.beginPath(); ctx.arc(sx, sy, 5, 0, 2 * Math.PI);
+    ctx.fillStyle = p.positive ? '#22c55e' : '#ef4444'; ctx.fill();
+    ctx.lineWidth = 1.5; ctx.strokeStyle = '#fff'; ctx.stroke();
+  }
+  root.dataset.points = String(points.length);  // the browser tests read it
 }
 
 const corners = (s) => [[s[0], s[1]], [s[2], s[1]], [s[0], s[3]], [s[2], s[3]]];
@@ -194,6 +207,7 @@ canvas.addEventListener('pointerdown', (event) => {
   if (!data) return;
   canvas.setPointerCapture(event.pointerId);
   const [px, py] = pointer(event);
+  if (event.altKey && event.button === 0) { addPoint(px, py, !event.shiftKey); return; }
   if (event.button === 2 || event.button === 1 || event.shiftKey || space) {
     drag = {kind: 'pan', px, py, x: view.x, y: view.y}; return;
   }
@@ -226,6 +240,16 @@ canvas.addEventListener('pointermove', (event) => {
   }
   draw();
 });
+
+function addPoint(px, py, positive) {
+  // A click on the image with a label selected: shown at once, saved (with the new mask) by the server.
+  const [wx, wy] = toWorld(px, py);
+  if (data.selected === null || data.selected === undefined) return;
+  if (wx < 0 || wy < 0 || wx > data.width || wy > data.height) return;
+  const point = {x: Math.round(wx * 100) / 100, y: Math.round(wy * 100) / 100, positive};
+  data.points = (data.points || []).concat([point]); draw();
+  trigger('edit', {action: 'point', id: data.selected, ...point});
+}
 
 function finish(event) {
   if (!drag) return;
@@ -265,6 +289,7 @@ function renderSide() {
   root.querySelectorAll('[data-toggle]').forEach(box => { box.checked = view[box.dataset.toggle]; });
   root.querySelector('[data-act=undo]').disabled = !(data && data.can_undo);
   root.querySelector('[data-act=redo]').disabled = !(data && data.can_redo);
+  root.querySelector('[data-act=clear-points]').disabled = !(data && data.points && data.points.length);
   const strip = root.querySelector('.al-strip');
   strip.replaceChildren();
   for (const s of (data && data.strip) || []) {
@@ -285,6 +310,8 @@ function act(name) {
   else if (name === 'zoom-out') zoom(0.8);
   else if (name === 'help') help.hidden = !help.hidden;
   else if ((name === 'undo' || name === 'redo') && data) trigger('edit', {action: name});
+  else if (name === 'clear-points' && data && data.selected !== null && data.selected !== undefined)
+    trigger('edit', {action: 'clear-points', id: data.selected});
 }
 root.querySelectorAll('[data-act]').forEach(b => b.addEventListener('click', () => act(b.dataset.act)));
 root.querySelectorAll('[data-toggle]').forEach(box => box.addEventListener('change', () => {

@@ -86,10 +86,12 @@ def owned_label(store: Store, image_id: int, detection_id) -> int:
 
 @dataclass(frozen=True)
 class Change:
-    """One edit of one label: its store row before and after (``Store.detection_row``; None: absent)."""
+    """One edit of one label: its store row before and after (``Store.detection_row``; None: absent);
+    for a click that refines its mask, ``points``: the label's clicks before and after."""
 
     before: dict | None
     after: dict | None
+    points: tuple[tuple, tuple] | None = None
 
     @property
     def label_id(self) -> int:
@@ -126,6 +128,16 @@ def move_box(store: Store, image_id: int, detection_id, xyxy, rle: dict | None =
                     lambda i: store.update_detection(i, xyxy=xyxy, rle=rle))
 
 
+def refine_mask(store: Store, image_id: int, detection_id, rle: dict, points: tuple[tuple, tuple]) -> Change:
+    """A label's mask remade from its box and the person's clicks (``points``: the clicks before and
+    after this edit, kept for undo): the same box with the new mask, a person's label now."""
+    detection_id = owned_label(store, image_id, detection_id)
+    row = store.detection_row(detection_id)
+    box = tuple(row[k] for k in ("x0", "y0", "x1", "y1"))
+    change = _tracked(store, detection_id, lambda i: store.update_detection(i, xyxy=box, rle=rle))
+    return Change(change.before, change.after, points)
+
+
 def add_box(store: Store, image_id: int, class_name: str, xyxy, rle: dict | None = None) -> Change:
     """A box a person drew (original pixels), with ``rle`` as its mask (None: no mask)."""
     if not class_name:
@@ -151,7 +163,7 @@ def revert(store: Store, change: Change) -> Change:
         store.delete_detection(change.label_id)
     else:
         store.put_detection_row(change.before)
-    return Change(change.after, change.before)
+    return Change(change.after, change.before, change.points[::-1] if change.points else None)
 
 
 def md_text(text: str) -> str:
@@ -170,10 +182,12 @@ def hex_color(color) -> str:
 
 
 def canvas_value(record: ImageRecord, labels: Detections, class_names: list[str], display,
-                 selected: int | None, strip: list[dict], can_undo: bool, can_redo: bool) -> dict:
+                 selected: int | None, strip: list[dict], can_undo: bool, can_redo: bool,
+                 points: tuple = ()) -> dict:
     """What the canvas shows (``ui.canvas``): the display image and the masks as data URLs, boxes in
-    original pixels with their colours and captions, the class legend with counts of the labels not
-    rejected, the image strip and whether undo / redo can be used."""
+    original pixels with their colours and captions, the selected label's clicks (``(x, y, label)``
+    in original pixels), the class legend with counts of the labels not rejected, the image strip
+    and whether undo / redo can be used."""
     shapes = detection_shapes(labels, class_names, selected)
     overlay = mask_overlay(display.size, shapes)
     live = labels.reviews != "rejected"
@@ -187,6 +201,7 @@ def canvas_value(record: ImageRecord, labels: Detections, class_names: list[str]
                   for i, shape in enumerate(shapes)],
         "legend": [{"name": name, "color": hex_color(class_color(k)), "count": int(counts[k])}
                    for k, name in enumerate(class_names)],
+        "points": [{"x": float(x), "y": float(y), "positive": bool(label)} for x, y, label in points],
         "strip": strip, "can_undo": can_undo, "can_redo": can_redo,
     }
 

@@ -240,15 +240,15 @@ class SharedSegmenter(_Shared):
             self.embed_calls += 1
             return self.inner.embed(pixel_values, sizes)
 
-    def predict_logits(self, embedding, boxes_xyxy):
+    def predict_logits(self, embedding, boxes_xyxy, points=None):
         with self.lock:
-            return self.inner.predict_logits(embedding, boxes_xyxy)
+            return self.inner.predict_logits(embedding, boxes_xyxy, points)
 
     def encode_masks(self, logits, size):
         return self.inner.encode_masks(logits, size)
 
-    def predict(self, embedding, boxes_xyxy):
-        return self.encode_masks(self.predict_logits(embedding, boxes_xyxy), embedding.size)
+    def predict(self, embedding, boxes_xyxy, points=None):
+        return self.encode_masks(self.predict_logits(embedding, boxes_xyxy, points), embedding.size)
 
 
 

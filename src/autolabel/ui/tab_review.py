@@ -57,7 +57,8 @@ KEYBOARD_JS = """
 @dataclass(frozen=True)
 class ReviewState:
     """Per-browser-session position in the Review tab (Gradio keeps one per session); ``undo`` and
-    ``redo``: this session's edits of the run, newest last."""
+    ``redo``: this session's edits of the run, newest last; ``points``: the clicks ``(x, y, label)``
+    that refined the mask of label ``points_for`` (the selected one), kept until another is selected."""
 
     run: str | None = None
     ids: tuple[int, ...] = ()
@@ -65,6 +66,8 @@ class ReviewState:
     selected: int | None = None
     undo: tuple[review.Change, ...] = ()
     redo: tuple[review.Change, ...] = ()
+    points: tuple[tuple[float, float, int], ...] = ()
+    points_for: int | None = None
 
     @property
     def image_id(self) -> int | None:
@@ -150,11 +153,13 @@ class ReviewTab:
         image, _ = self.app.display.get(record)
         ids = [int(i) for i in labels.ids]
         selected = state.selected if state.selected in ids else (ids[0] if ids else None)
-        state = replace(state, selected=selected)
+        points = state.points if state.points_for == selected else ()
+        state = replace(state, selected=selected, points=points, points_for=selected if points else None)
         done = "reviewed" if record.reviewed else "not reviewed yet"
         if message is None:
             message = "Drag on the image to draw a box; drag a box or its corners to change it; ? for help."
-        value = review.canvas_value(record, labels, names, image, selected, strip, bool(state.undo), bool(state.redo))
+        value = review.canvas_value(record, labels, names, image, selected, strip, bool(state.undo), bool(state.redo),
+                                    points)
         return {self.state: state, self.canvas: value,
                 self.table: _labels_table(review.table_rows(labels, names)),
                 self.select: gr.Dropdown(choices=review.label_choices(labels, names), value=selected),
@@ -219,9 +224,10 @@ class ReviewTab:
         return self.render(replace(state, pos=pos, selected=None), f"Image accepted ({n} labels accepted).")
 
     def on_canvas(self, state: ReviewState, class_name, masks: bool = False, evt: gr.EventData = None):
-        """One finished gesture on the canvas (``canvas.JS``): select, add, move, undo, redo or jump.
-        Generator: with ``masks`` (the checkbox) in a run that keeps masks, a drawn or moved box
-        gets its mask from the segmenter, with "Segmenting…" shown while that runs."""
+        """One finished gesture on the canvas (``canvas.JS``): select, add, move, point, clear-points,
+        undo, redo or jump. Generator: with ``masks`` (the checkbox) in a run that keeps masks, a
+        drawn or moved box gets its mask from the segmenter, and a point click remakes the selected
+        label's mask from its box and clicks, with "Segmenting…" shown while that runs."""
         state = _loaded(state)
         data = getattr(evt, "_data", None) or {}
         action = data.get("action")
@@ -230,6 +236,9 @@ class ReviewTab:
             return
         if action == "select":
             yield self.render(replace(state, selected=int(data["id"])))
+            return
+        if action in ("point", "clear-points"):
+            yield from self._refine(state, masks, data)
             return
         if action not in ("undo", "redo", "add", "move"):
             raise StoreError(f"unknown canvas action {action!r}")
@@ -254,15 +263,47 @@ class ReviewTab:
                 change = review.move_box(store, state.image_id, data.get("id"), box, rle)
                 message = f"Saved: moved #{change.label_id}"
         message += f", without a mask: {problem}" if problem else (", with its mask." if rle else ".")
-        yield {**self.render(replace(state.edited(change), selected=change.label_id), message),
+        # A new or moved box's mask is its own again: earlier clicks no longer apply.
+        yield {**self.render(replace(state.edited(change), selected=change.label_id, points=(), points_for=None),
+                             message),
                self.app.status_box: self.app.status()}
 
-    def _mask(self, path: str, box, run_config: dict, ontology) -> tuple[dict | None, str | None]:
-        """The segmenter's mask of ``box``, or None and why not in one line: a failing segmenter
-        never costs the person's edit."""
+    def _refine(self, state: ReviewState, masks: bool, data: dict):
+        """A point click (``x``, ``y``, ``positive``) on label ``id``, or clearing its clicks: its mask
+        remade from its box and all its clicks so far (none: the box's own mask), one edit. A failing
+        segmenter leaves the label as it was."""
+        with self.app.open_run(state.run) as store:
+            label_id = review.owned_label(store, state.image_id, data.get("id"))
+            record, run_config, ontology = store.image(state.image_id), store.config, store.ontology
+            row = store.detection_row(label_id)
+        state = replace(state, selected=label_id)
+        if not (masks and self.masks_apply(run_config)):
+            yield self.render(state, 'Points refine masks in runs with masks: turn on "Masks for my boxes (SAM)".')
+            return
+        before = state.points if state.points_for == label_id else ()
+        after = (*before, _point(data, record)) if data.get("action") == "point" else ()
+        yield {self.hint: "Segmenting…", self.app.status_box: self.app.status(
+            loading=self.app.models_to_load("segment"))}
+        box = tuple(row[k] for k in ("x0", "y0", "x1", "y1"))
+        rle, problem = self._mask(record.path, box, run_config, ontology, after)
+        if problem:
+            yield {**self.render(state, f"Label #{label_id} unchanged: {problem}"),
+                   self.app.status_box: self.app.status()}
+            return
+        with self.app.open_run(state.run) as store:
+            change = review.refine_mask(store, state.image_id, label_id, rle, (before, after))
+        message = (f"Saved: #{label_id}'s mask from its box and {len(after)} point(s)." if after
+                   else f"Saved: #{label_id}'s mask from its box alone.")
+        yield {**self.render(replace(state.edited(change), points=after, points_for=label_id), message),
+               self.app.status_box: self.app.status()}
+
+    def _mask(self, path: str, box, run_config: dict, ontology, points: tuple = ()) -> tuple[dict | None, str | None]:
+        """The segmenter's mask of ``box`` (refined by ``points``, ``(x, y, label)`` clicks), or None
+        and why not in one line: a failing segmenter never costs the person's edit."""
         try:
             labeler = mask_labeler(self.app.config, self.app.models, run_config, ontology)
-            (rle,) = labeler.masks_for_boxes(path, [box], self.app.config.max_image_pixels)
+            (rle,) = labeler.masks_for_boxes(path, [box], self.app.config.max_image_pixels,
+                                             points=[points] if points else None)
         except AutolabelError as exc:
             return None, without_paths((str(exc).strip().splitlines() or [type(exc).__name__])[0])
         except Exception as exc:  # a model bug: logged with its traceback, the box is saved all the same
@@ -283,6 +324,8 @@ class ReviewTab:
         image_id = int((inverse.before or inverse.after)["image_id"])
         pos = state.ids.index(image_id) if image_id in state.ids else state.pos
         label_id = inverse.label_id
+        if inverse.points is not None:  # a refining click: the label's clicks go back with its mask
+            state = replace(state, points=inverse.points[1], points_for=label_id)
         return self.render(replace(state, pos=pos, selected=label_id), f"{action.capitalize()}: label #{label_id}.")
 
     def on_load(self) -> dict:
@@ -305,6 +348,17 @@ def _box(value) -> tuple[float, float, float, float]:
     except (TypeError, ValueError):
         raise StoreError(f"not a box: {value!r}") from None
     return x0, y0, x1, y1
+
+
+def _point(data: dict, record) -> tuple[float, float, int]:
+    """A click from the browser: ``x``, ``y`` inside the image (original pixels), ``positive``."""
+    try:
+        x, y = float(data["x"]), float(data["y"])
+    except (KeyError, TypeError, ValueError):
+        raise StoreError(f"not a point: {data.get('x')!r}, {data.get('y')!r}") from None
+    if not (0 <= x <= record.width and 0 <= y <= record.height):
+        raise StoreError(f"point ({x:g}, {y:g}) lies outside the image")
+    return x, y, int(bool(data.get("positive", True)))
 
 
 def _labels_table(rows: list[list]) -> pd.DataFrame:
