@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from autolabel.errors import ModelLoadError
 from autolabel.geometry import Size, rle_to_mask
 from autolabel.models.base import Segmenter, model_inputs
 from autolabel.models.edgetam import EdgeTamSegmenter
+from sam_recipe import recipe_masks
 
 pytest.importorskip("timm")  # EdgeTAM's backbone
 
@@ -42,12 +42,7 @@ def test_masks_equal_plain_recipe(edgetam_dir, width, height, exact):
     (embedding,) = segmenter.embed(model_inputs(segmenter.preprocessor, [image]), [Size(width, height)])
     ours = [rle_to_mask(rle) for rle in segmenter.predict(embedding, boxes)]
 
-    processor = Sam2Processor.from_pretrained(edgetam_dir)
-    model = EdgeTamModel.from_pretrained(edgetam_dir).eval()
-    inputs = processor(images=image, input_boxes=[boxes.tolist()], return_tensors="pt")
-    with torch.inference_mode():
-        outputs = model(**inputs, multimask_output=False)
-    expected = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
+    expected = recipe_masks(EdgeTamModel, Sam2Processor, edgetam_dir, image, boxes)
     assert len(ours) == len(boxes)
     for mask, ref in zip(ours, expected):
         np.testing.assert_array_equal(mask, ref)
@@ -64,14 +59,7 @@ def test_points_refine_masks_as_the_plain_recipe(edgetam_dir):
     (embedding,) = segmenter.embed(model_inputs(segmenter.preprocessor, [image]), [Size(width, height)])
     ours = [rle_to_mask(rle) for rle in segmenter.predict(embedding, boxes, clicks)]
 
-    processor = Sam2Processor.from_pretrained(edgetam_dir)
-    model = EdgeTamModel.from_pretrained(edgetam_dir).eval()
-    inputs = processor(images=image, input_boxes=[boxes.tolist()],
-                       input_points=[[[[x, y] for x, y, _ in box] for box in clicks]],
-                       input_labels=[[[label for _, _, label in box] for box in clicks]], return_tensors="pt")
-    with torch.inference_mode():
-        outputs = model(**inputs, multimask_output=False)
-    expected = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
+    expected = recipe_masks(EdgeTamModel, Sam2Processor, edgetam_dir, image, boxes, clicks)
     assert len(ours) == len(boxes)
     for mask, ref in zip(ours, expected):
         np.testing.assert_array_equal(mask, ref)

@@ -18,6 +18,7 @@ from autolabel.models import sam2 as sam2_module
 from autolabel.geometry import Size
 from autolabel.models.base import model_inputs
 from autolabel.models.sam2 import Sam2Segmenter
+from sam_recipe import recipe_masks
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,16 +59,11 @@ def _masks(rles: list[dict]) -> list[np.ndarray]:
     return [rle_to_mask(rle) for rle in rles]
 
 
-def _recipe_masks(path: Path, image: Image.Image, boxes: np.ndarray) -> np.ndarray:
+def _recipe_masks(path: Path, image: Image.Image, boxes: np.ndarray, clicks=None) -> np.ndarray:
     """The recipe from the transformers docs: processor -> model -> post_process_masks. (N, H, W)."""
     from transformers import Sam2Model, Sam2Processor
 
-    processor = Sam2Processor.from_pretrained(path)
-    model = Sam2Model.from_pretrained(path).eval()
-    inputs = processor(images=image, input_boxes=[boxes.tolist()], return_tensors="pt")
-    with torch.inference_mode():
-        outputs = model(**inputs, multimask_output=False)
-    return processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
+    return recipe_masks(Sam2Model, Sam2Processor, path, image, boxes, clicks)
 
 
 # -- equality with the recipe ---------------------------------------------------------------------
@@ -98,20 +94,6 @@ def test_masks_equal_plain_recipe(segmenter, sam2_dir, width, height):
         np.testing.assert_array_equal(mask, ref)  # pixel-exact, not just a high IoU
 
 
-def _recipe_masks_with_points(path: Path, image: Image.Image, boxes: np.ndarray, clicks) -> np.ndarray:
-    """The recipe with clicks: ``input_boxes`` + ``input_points`` + ``input_labels``. (N, H, W)."""
-    from transformers import Sam2Model, Sam2Processor
-
-    processor = Sam2Processor.from_pretrained(path)
-    model = Sam2Model.from_pretrained(path).eval()
-    inputs = processor(images=image, input_boxes=[boxes.tolist()],
-                       input_points=[[[[x, y] for x, y, _ in box] for box in clicks]],
-                       input_labels=[[[label for _, _, label in box] for box in clicks]], return_tensors="pt")
-    with torch.inference_mode():
-        outputs = model(**inputs, multimask_output=False)
-    return processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
-
-
 def _clicks(width: int, height: int) -> list[list[tuple[float, float, int]]]:
     """Two boxes' clicks: a positive and a negative point each, at fractional pixels too."""
     return [[(30, 50, 1), (12, 22, 0)], [(0.7 * width, 0.6 * height, 1), (0.55 * width + 0.5, 0.9 * height, 0)]]
@@ -123,7 +105,7 @@ def test_points_refine_masks_as_the_plain_recipe(segmenter, sam2_dir, width, hei
     boxes = np.array([[10, 20, 60, 90], [0.5 * width, 0.3 * height, 0.9 * width, 0.95 * height]])
     (embedding,) = _embed(segmenter, [image])
     ours = _masks(segmenter.predict(embedding, boxes, _clicks(width, height)))
-    expected = _recipe_masks_with_points(sam2_dir, image, boxes, _clicks(width, height))
+    expected = _recipe_masks(sam2_dir, image, boxes, _clicks(width, height))
     assert len(ours) == len(boxes)
     for mask, ref in zip(ours, expected):
         np.testing.assert_array_equal(mask, ref)

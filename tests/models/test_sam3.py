@@ -18,6 +18,7 @@ from autolabel.models.base import Detector, Segmenter, model_inputs
 from autolabel.models.sam3 import Sam3Detector, Sam3TrackerSegmenter
 from autolabel.ontology import Ontology
 from autolabel.pipeline import DetectConfig, Labeler
+from sam_recipe import recipe_masks
 
 ALL = DetectConfig(threshold=0.0, nms_iou=None)  # every candidate the recipe returns must come back
 
@@ -263,12 +264,7 @@ def test_tracker_masks_equal_plain_recipe(tracker_dir, width, height):
     (embedding,) = segmenter.embed(model_inputs(segmenter.preprocessor, [image]), [Size(width, height)])
     ours = [rle_to_mask(rle) for rle in segmenter.predict(embedding, boxes)]
 
-    processor = Sam3TrackerProcessor.from_pretrained(tracker_dir)
-    model = Sam3TrackerModel.from_pretrained(tracker_dir).eval()
-    inputs = processor(images=image, input_boxes=[boxes.tolist()], return_tensors="pt")
-    with torch.inference_mode():
-        outputs = model(**inputs, multimask_output=False)
-    expected = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
+    expected = recipe_masks(Sam3TrackerModel, Sam3TrackerProcessor, tracker_dir, image, boxes)
     for mask, ref in zip(ours, expected):
         np.testing.assert_array_equal(mask, ref)
 
@@ -284,14 +280,7 @@ def test_tracker_points_refine_masks_as_the_plain_recipe(tracker_dir):
     (embedding,) = segmenter.embed(model_inputs(segmenter.preprocessor, [image]), [Size(width, height)])
     ours = [rle_to_mask(rle) for rle in segmenter.predict(embedding, boxes, clicks)]
 
-    processor = Sam3TrackerProcessor.from_pretrained(tracker_dir)
-    model = Sam3TrackerModel.from_pretrained(tracker_dir).eval()
-    inputs = processor(images=image, input_boxes=[boxes.tolist()],
-                       input_points=[[[[x, y] for x, y, _ in box] for box in clicks]],
-                       input_labels=[[[label for _, _, label in box] for box in clicks]], return_tensors="pt")
-    with torch.inference_mode():
-        outputs = model(**inputs, multimask_output=False)
-    expected = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][:, 0].numpy()
+    expected = recipe_masks(Sam3TrackerModel, Sam3TrackerProcessor, tracker_dir, image, boxes, clicks)
     assert len(ours) == len(boxes)
     for mask, ref in zip(ours, expected):
         np.testing.assert_array_equal(mask, ref)
