@@ -359,6 +359,7 @@ def test_without_a_segmenter_no_checkbox_and_no_mask(ui_config, photos):
     _segment_run(app, photos)
     loaded = app.review.load("seg", "all", 0.3)
     assert not loaded[app.review.masks].visible and not loaded[app.review.masks].value
+    assert "get no mask: start the UI with" in loaded[app.review.hint]  # the reviewer is told how to get masks
     steps, state = _gesture(app, loaded[app.review.state], True, action="add", box=[20, 30, 100, 150])  # sent anyway
     assert len(steps) == 1 and _row(app, "seg", state.undo[-1].label_id)["rle"] is None
 

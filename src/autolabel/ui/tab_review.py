@@ -54,6 +54,12 @@ KEYBOARD_JS = """
 """
 
 
+# A run whose labels carry masks, in a UI started without a segmenter: say how to get masks for
+# the boxes a person draws, rather than silently saving plain boxes.
+NO_SEGMENTER = ("Boxes you draw or move here get no mask: start the UI with --sam-model (a SAM2 checkpoint, "
+                "or facebook/sam3 for a SAM 3 run) to get SAM masks for them.")
+
+
 @dataclass(frozen=True)
 class ReviewState:
     """Per-browser-session position in the Review tab (Gradio keeps one per session); ``undo`` and
@@ -182,7 +188,9 @@ class ReviewTab:
             names = store.ontology.names
             summary = run_summary(store)
             masks = self.masks_apply(store.config)
-        return {**self.render(ReviewState(run=run, ids=ids)), self.summary: summary,
+            keeps_masks = review.keeps_masks(store.config)
+        note = NO_SEGMENTER if keeps_masks and not masks else None
+        return {**self.render(ReviewState(run=run, ids=ids), note), self.summary: summary,
                 self.class_name: gr.Dropdown(choices=names, value=names[0] if names else None),
                 self.masks: gr.Checkbox(value=masks, visible=masks, interactive=masks)}
 
