@@ -212,6 +212,7 @@ def test_small_batches_read_ahead_give_the_same_run(source_run, tmp_path):
     whole = relabel_run(run, tmp_path / "whole", NEW, ALL)
     small = relabel_run(run, tmp_path / "small", NEW, ALL, batch_size=1, workers=3)
     assert (small.done, small.failed, small.missing) == (whole.done, whole.failed, whole.missing) == (3, 1, [second.path])
+    assert whole.failed_in_source == 0  # it failed here, for want of its candidates
     expected = _labels(tmp_path / "whole")
     for path, (image, dets) in _labels(tmp_path / "small").items():
         assert image.status == expected[path][0].status
@@ -220,7 +221,7 @@ def test_small_batches_read_ahead_give_the_same_run(source_run, tmp_path):
         np.testing.assert_allclose(dets.scores, expected[path][1].scores, rtol=0, atol=1e-6)  # another product size
     # The relabelled run relabels again; its failed image comes in a batch of its own.
     again = relabel_run(tmp_path / "small", tmp_path / "again", NEW, ALL, batch_size=1)
-    assert (again.done, again.failed, again.missing) == (3, 1, [])
+    assert (again.done, again.failed, again.missing, again.failed_in_source) == (3, 1, [], 1)
 
 
 @pytest.mark.parametrize("case", ["no candidates", "class of a human label dropped", "out is the source"])

@@ -48,6 +48,7 @@ class RelabelSummary:
     failed: int = 0
     skipped: int = 0
     missing: list[str] = field(default_factory=list)  # done source images without a candidates file
+    failed_in_source: int = 0  # images the source run could not label: carried over as failed
     per_class: Counter = field(default_factory=Counter)
     human_images: int = 0  # images whose human labels or reviewed flag were carried over
     seconds: float = 0.0  # everything after the model is loaded (prompts, files, scoring, writes)
@@ -156,6 +157,8 @@ def _results(batch: list[ImageRecord], outcome: dict, kept: dict, ontology: Onto
                 continue
             summary.missing.append(img.path)
             error = f"{img.path}: no candidates to relabel ({missing}); label it again"
+        else:
+            summary.failed_in_source += 1
         summary.failed += 1
         results.append(ImageResult(img.path, img.sha256, img.width, img.height, error=error))
     return results

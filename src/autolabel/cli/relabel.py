@@ -57,6 +57,9 @@ def relabel(run_dir, out_dir, prompts, ontology_file, exemplars_file, threshold,
         click.echo(f"  {name}: {summary.per_class.get(name, 0)} boxes")
     if summary.human_images:
         click.echo(f"  human labels and reviews carried over on {summary.human_images} images")
+    if summary.failed_in_source:
+        click.echo(f"  {summary.failed_in_source} of the failed images had failed in the source run too "
+                   "(carried over as failed)")
     if summary.missing:
         click.echo(f"  {len(summary.missing)} images had no candidates file (recorded as failed; label them "
                    f"again), e.g. {summary.missing[0]}", err=True)
