@@ -150,12 +150,13 @@ def test_discover_symlink_loops_terminate_and_links_resolve(tree: Path, tmp_path
     assert not any(p.name == "alias.jpg" for p in found)
 
 
-# What discovery listed on this tree when it still sorted ``Path`` objects (part by part).
+# What discovery listed on this tree when it still sorted ``Path`` objects (part by part), but for
+# the dangling link, now listed where it points (resolved, like every path, for containment checks).
 _LISTED_BEFORE = [
     "outside/o.jpg",  # reached through the folder link tree/linked, listed where it really lies
     "tree/B.PNG",
     "tree/a.jpg",  # also reached as tree/alias.jpg, a link to it: listed once
-    "tree/dangling.jpg",  # a link to nothing: listed, so that labelling reports it as failed
+    "tree/nowhere.jpg",  # tree/dangling.jpg, a link to nothing: listed, so that labelling reports it as failed
     "tree/img/x.jpg",
     "tree/img 1/y.jpg",
     "tree/img-2.jpg",

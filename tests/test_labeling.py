@@ -15,7 +15,7 @@ from autolabel import labeling
 from autolabel.geometry import mask_iou, rle_to_mask
 from autolabel.labeling import _prefetch, _thread_pool, label_into_store
 from autolabel.ontology import Ontology
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, ConfigError
 from autolabel.geometry import Size
 from autolabel.models.owlv2 import postprocess_logits
 from autolabel.pipeline import DetectConfig, Labeler, StageTimes
@@ -331,7 +331,7 @@ def test_entries_discovery_cannot_use_are_reported_as_failed(tiny_owlv2, photos,
     labeler = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG)
     summary = _run(labeler, [folder], tmp_path / "run")
     assert (summary.done, summary.failed) == (1, 1)
-    assert "gone.jpg" in summary.failures[0][0] and "not found" in summary.failures[0][1]
+    assert "no-such-file.jpg" in summary.failures[0][0] and "not found" in summary.failures[0][1]  # where it points
 
 
 def test_kept_candidates_are_saved_before_their_images_commit_and_recorded_in_the_config(tiny_owlv2, photos, tmp_path):
@@ -373,3 +373,40 @@ def test_remove_done_filters_in_place_asking_the_store_in_parts(tmp_path, monkey
         assert todo == [p for i, p in enumerate(paths) if i % 3]  # the list itself, filtered in order
         assert asked == [3, 3, 3, 1]
         assert real_done_among(iter(paths[:2])) == {paths[0]}  # any iterable
+
+
+def test_images_that_link_outside_within_are_left_out_and_reported(tiny_owlv2, photos, tmp_path, caplog):
+    allowed, secret = tmp_path / "allowed", tmp_path / "secret"
+    (allowed / "sub").mkdir(parents=True)
+    secret.mkdir()
+    for name in ("img_0.jpg", "img_1.jpg"):
+        (allowed / name).write_bytes((photos / name).read_bytes())
+    (secret / "private.jpg").write_bytes((photos / "img_3.jpg").read_bytes())
+    (allowed / "linked.jpg").symlink_to(secret / "private.jpg")
+    (allowed / "sub" / "linked-folder").symlink_to(secret)
+    (allowed / "sub" / "inside.jpg").symlink_to(allowed / "img_0.jpg")  # a link that stays inside is kept
+    # A link to a file outside that does not exist yet: refused too, or it could be created later.
+    (allowed / "dangling.jpg").symlink_to(secret / "later.jpg")
+    labeler = Labeler(ONTOLOGY, model=str(tiny_owlv2), config=CONFIG)
+    summary = _run(labeler, [allowed], tmp_path / "run", within=[allowed])
+    assert (summary.done, summary.failed, summary.skipped) == (2, 0, 0)
+    assert summary.refused == [str((secret / "later.jpg").resolve()), str((secret / "private.jpg").resolve())]
+    assert "left out 2 images that link outside" in caplog.text
+    assert sorted(_stored(tmp_path / "run")) == [str((allowed / n).resolve()) for n in ("img_0.jpg", "img_1.jpg")]
+    (allowed / "img_2.jpg").write_bytes((photos / "img_2.jpg").read_bytes())
+    resumed = _run(labeler, [allowed], tmp_path / "run", within=[allowed])  # resume: only the new image
+    assert (resumed.done, resumed.skipped, len(resumed.refused)) == (1, 2, 2)
+    assert len(_stored(tmp_path / "run")) == 3
+    assert _run(labeler, [allowed], tmp_path / "cli").refused == []  # without within, nothing is refused
+    with pytest.raises(ConfigError, match=r"every image links outside the allowed folders \(1 left out\)"):
+        _run(labeler, [allowed / "linked.jpg"], tmp_path / "none", within=[allowed])
+
+
+def test_remove_outside_compares_whole_folder_names_in_place(tmp_path):
+    base = tmp_path.resolve()
+    root = base / "data"
+    paths = [f"{root}/a.jpg", f"{root}-copy/b.jpg", f"{root}/sub/c.jpg", f"{base}/d.jpg"]
+    todo = list(paths)
+    assert labeling.remove_outside(todo, [root, base / "data" / ".." / "data"]) == [paths[1], paths[3]]
+    assert todo == [paths[0], paths[2]]
+    assert labeling.remove_outside(todo, []) == [paths[0], paths[2]] and todo == []

@@ -124,7 +124,9 @@ def _walk_folder(root: str, visited: set[tuple[int, int]]) -> Iterator[str]:
                 is_dir = is_file = False
             if not is_dir and not is_file:
                 if is_image_name:  # a dangling link or an unreadable entry: reported as failed, not dropped
-                    yield entry.path
+                    # Resolved like every listed path, so a containment check (``labeling``'s ``within``)
+                    # sees where a dangling link points, not where it lies.
+                    yield os.path.realpath(entry.path)
                 continue
             if is_dir:
                 sub = _resolve_entry(entry)

@@ -22,14 +22,14 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from autolabel.errors import ImageLoadError
+from autolabel.errors import ConfigError, ImageLoadError
 from autolabel.failures import FailureWatch, Unexpected
 from autolabel.images import DEFAULT_MAX_PIXELS, discover_image_paths
 from autolabel.pipeline import DEFAULT_BATCH_SIZE, Labeler, PreparedImage, StageTimes, _stage
@@ -49,6 +49,7 @@ class RunSummary:
     per_class: Counter = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    refused: list[str] = field(default_factory=list)  # listed images outside ``within`` (left out)
 
     @property
     def images_per_second(self) -> float:
@@ -83,6 +84,7 @@ def label_into_store(
     workers: int | None = None,
     times: StageTimes | None = None,
     keep_candidates: int | None = None,
+    within: Sequence[str | Path] | None = None,
 ) -> RunSummary:
     """Label every image under ``inputs`` that the store does not hold yet.
 
@@ -90,12 +92,19 @@ def label_into_store(
     each committed batch with the number of images it finished (done or failed), from this thread.
     ``workers``: decode threads (default ``default_workers``). ``times``: collects per-stage time.
     ``keep_candidates``: K candidates kept per image (see ``resolve_keep_candidates``; 0 keeps none).
+    ``within``: folders the images must really lie in (links resolved); those listed elsewhere are
+    left out and reported in ``RunSummary.refused``; ConfigError when that leaves none of them.
     """
     started = time.perf_counter()
     keep = resolve_keep_candidates(labeler, store, keep_candidates)
     store.bind_config(run_config(labeler, keep))
     todo = discover_image_paths(inputs)
-    summary = RunSummary(skipped=remove_done(store, todo))
+    refused = remove_outside(todo, within) if within is not None else []
+    if refused:
+        log.warning("left out %d images that link outside %s", len(refused), ", ".join(map(str, within)))
+        if not todo:
+            raise ConfigError(f"every image links outside the allowed folders ({len(refused)} left out)")
+    summary = RunSummary(skipped=remove_done(store, todo), refused=refused)
     if on_total:
         on_total(len(todo))
     names = labeler.ontology.names
@@ -144,6 +153,21 @@ def label_into_store(
     return summary
 
 
+def remove_outside(paths: list[str], roots: Iterable[str | Path]) -> list[str]:
+    """Remove from ``paths`` (resolved, as ``discover_image_paths`` lists them), in place, those not
+    inside one of ``roots``; return them. String prefixes of the resolved roots: no system call per path."""
+    prefixes = tuple(os.path.realpath(root).rstrip(os.sep) + os.sep for root in roots)
+    kept, refused = 0, []
+    for path in paths:
+        if path.startswith(prefixes):
+            paths[kept] = path
+            kept += 1
+        else:
+            refused.append(path)
+    del paths[kept:]
+    return refused
+
+
 def remove_done(store: Store, paths: list[str]) -> int:
     """Remove from ``paths``, in place, those ``store`` holds as done; return how many went.
 
@@ -167,7 +191,6 @@ def resolve_keep_candidates(labeler: Labeler, store: Store, asked: int | None) -
     folder recorded (none for runs made before the option) or, for a new run, ``DEFAULT_KEEP`` when
     the detector can rank candidates (OWLv2) and none for other families."""
     from autolabel.candidates import DEFAULT_KEEP
-    from autolabel.errors import ConfigError
 
     if asked is not None:
         if isinstance(asked, bool) or asked < 0:

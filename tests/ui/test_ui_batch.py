@@ -187,6 +187,22 @@ def test_folder_input_and_failed_images(ui_config, models, photos, corrupt_image
     assert models.segmenter.embed_calls >= 1
 
 
+def test_a_folder_whose_images_all_link_outside_ends_the_job_with_an_error(ui_config, models, photos, tmp_path):
+    folder, secret = tmp_path / "allowed", tmp_path / "secret"
+    folder.mkdir()
+    secret.mkdir()
+    shutil.copyfile(photos[0], secret / "private.jpg")
+    os.symlink(secret / "private.jpg", folder / "linked.jpg")
+    runner = BatchRunner(replace(ui_config, allow_folders=(folder.resolve(),)), models)
+    job = runner.start_new("all-out", parse_prompts("person"), "detect", 0.0, [], [folder], None)
+    job.thread.join(120)
+    assert not job.running and job.summary is None
+    assert job.error == "every image links outside the allowed folders (1 left out)"
+    assert "stopped: every image links outside" in job.status_text()
+    with open_store(run_dir(ui_config.runs_dir, "all-out"), create=False) as store:
+        assert list(store.images(None)) == []
+
+
 def test_resume_refuses_runs_of_a_model_the_ui_does_not_list(ui_config, models):
     from autolabel.ontology import Ontology
 

@@ -17,7 +17,7 @@ from autolabel.tiling import tiling_from_dict
 from autolabel.ui.jobs import Job, JobRunner, format_duration
 from autolabel.ui.runs import read_sidecar, run_dir, write_sidecar
 from autolabel.ui.security import (
-    RUN_NAME_LENGTH, images_inside, sanitize_filename, sanitize_run_name, unique_child,
+    RUN_NAME_LENGTH, sanitize_filename, sanitize_run_name, unique_child,
 )
 from autolabel.ui.session import ModelHandles, UiConfig, make_labeler
 
@@ -51,7 +51,8 @@ def copy_uploads(files: list[str], dest: Path) -> list[Path]:
 @dataclass
 class BatchJob(Job):
     """Progress of one run. ``processed`` counts finished images (labelled or failed) this job;
-    ``refused`` the images left out because their links lead outside the allowed folders."""
+    ``refused`` the images left out because their links lead outside the allowed folders (known when
+    the run finishes)."""
 
     run_dir: Path
     image_size: str | None
@@ -152,12 +153,11 @@ class BatchRunner(JobRunner):
         return self._start(run, folder, labeler, inputs, image_size)
 
     def _start(self, name: str, folder: Path, labeler, inputs: list[Path], image_size: str | None) -> BatchJob:
-        # Links that lead out of the allowed folders (or out of the run's uploads) are left out and reported.
-        inputs, refused = images_inside(inputs, [*self.config.allow_folders, folder / UPLOADS])
-        if not inputs and refused:
-            raise ConfigError(f"every image links outside the allowed folders ({len(refused)} left out)")
-        job = BatchJob(name, folder, image_size or None, refused=refused)
-        return self._launch(job, self._run, labeler, inputs)
+        # The run lists the folders once; links that lead out of the allowed folders (or out of the
+        # run's uploads) are left out there and reported (``label_into_store(within=...)``).
+        within = [Path(root).resolve() for root in (*self.config.allow_folders, folder / UPLOADS)]
+        job = BatchJob(name, folder, image_size or None)
+        return self._launch(job, self._run, labeler, inputs, within)
 
     def relabel(self, run: str, ontology: Ontology, threshold: float) -> BatchJob:
         """Re-score the finished run ``run`` from its kept candidates with ``ontology`` and
@@ -177,7 +177,7 @@ class BatchRunner(JobRunner):
         job = BatchJob(name, run_dir(self.config.runs_dir, name), None)
         return self._launch(job, self._relabel, source, ontology, config, str(stored["model"]))
 
-    def _run(self, job: BatchJob, on_total, on_progress, labeler, inputs: list[Path]) -> None:
+    def _run(self, job: BatchJob, on_total, on_progress, labeler, inputs: list[Path], within: list[Path]) -> None:
         from autolabel.labeling import label_into_store
         from autolabel.store import open_store
         from autolabel.ui.downloads import export_dir
@@ -186,7 +186,8 @@ class BatchRunner(JobRunner):
         with open_store(job.run_dir) as store:
             job.summary = label_into_store(labeler, inputs, store, batch_size=self.config.batch_size,
                                            max_pixels=self.config.max_image_pixels,
-                                           on_total=on_total, on_progress=on_progress)
+                                           on_total=on_total, on_progress=on_progress, within=within)
+            job.refused = [Path(p) for p in job.summary.refused]
             # The batch's download: the run as one COCO ZIP (``autolabel export --zip``).
             job.zip_path = run_export(store, "coco", export_dir(self.config.work_dir, job.run),
                                       image_size=job.image_size, zip_name=f"{job.run}_coco.zip",

@@ -116,18 +116,6 @@ def resolve_server_folder(text: str, allowed: Iterable[str | Path]) -> Path:
     return resolved
 
 
-def images_inside(inputs: Iterable[str | Path], roots: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
-    """The images under ``inputs`` (``images.discover_images``: links resolved) split into those that
-    really lie inside one of ``roots`` and those refused: links that lead out of them."""
-    from autolabel.images import discover_images
-
-    roots = [Path(r).resolve() for r in roots]
-    inside, refused = [], []
-    for path in discover_images(list(inputs)):
-        (inside if any(is_within(path, root) for root in roots) else refused).append(path)
-    return inside, refused
-
-
 def blocked_paths(runs_dir: Path, work_dir: Path, model_paths: Iterable[str | None] = ()) -> list[str]:
     """Absolute paths the server must never serve (Gradio's ``blocked_paths``; blocked wins): model
     caches and checkpoints, ``.env``, and the runs root (downloads are copied into the work folder
